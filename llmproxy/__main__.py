@@ -1,0 +1,92 @@
+"""Command line: ``llmproxy serve`` and ``llmproxy check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Config, ConfigError, describe_routes, load_config, summarize
+
+DEFAULT_CONFIG = "configs/llmproxy.yaml"
+
+
+def _load_or_report(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"llmproxy: {path} is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return 1
+    print(f"{args.config}: OK ({summarize(config)})")
+    print(describe_routes(config))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    path = args.config or os.environ.get("LLMPROXY_CONFIG") or DEFAULT_CONFIG
+    config = _load_or_report(path)
+    if config is None:
+        return 1
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+
+    from .server import create_app, serve
+
+    app = create_app(config, config_path=path)
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(app, host, port))
+    except OSError as exc:
+        print(f"llmproxy: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmproxy", description="OpenAI-compatible LLM sidecar proxy")
+    parser.add_argument("--version", action="version", version=f"llmproxy {__version__}")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LLMPROXY_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help=f"YAML config (default: $LLMPROXY_CONFIG or {DEFAULT_CONFIG})")
+    serve.add_argument("--host", help="listen address (default: from 'listen:' in the config, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: from 'listen:', else 8080)")
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check", help="validate a config and print its routing table")
+    check.add_argument("config", help="YAML config to check")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,521 @@
+"""YAML → a frozen, validated config tree.
+
+Invariant: a ``Config`` only exists if every check passed. Loading collects
+*every* problem (with a path such as ``models.gpt-4o.deployments[1].weight``)
+and raises ``ConfigError`` carrying all of them, so ``llmproxy check`` and a
+rejected reload can list them at once. Nothing here opens sockets; files are
+read only for the config itself and ``api_key_file`` secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_MAX_BODY = 20 * 1024 * 1024
+
+# Keys that every provider accepts, and the extra keys each provider type
+# understands. A provider module that needs a setting adds its name here so
+# that a misspelling is still an error.
+COMMON_PROVIDER_KEYS = frozenset(
+    {"type", "base_url", "api_key", "api_key_file", "headers", "timeouts"}
+)
+PROVIDER_TYPES: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "openai": frozenset({"organization", "project"}),
+        "azure": frozenset({"api_version"}),
+        "mock": frozenset({"latency", "tokens_per_second", "reply"}),
+    }
+)
+# Types whose base_url has a sensible public default; the others must say where.
+DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
+    {"openai": "https://api.openai.com/v1", "mock": "mock://local"}
+)
+STRATEGIES = frozenset({"weighted", "round_robin"})
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` lists every path-qualified reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    first_byte: float = 60.0
+    idle: float = 30.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    timeouts: Timeouts = Timeouts()
+    # Type-specific settings (validated against PROVIDER_TYPES).
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentConfig:
+    id: str
+    provider: ProviderConfig
+    model: str
+    weight: float = 1.0
+    timeouts: Timeouts = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    deployments: tuple[DeploymentConfig, ...]
+    strategy: str = "weighted"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_size: int = DEFAULT_MAX_BODY
+    drain_timeout: float = 30.0
+    # Client keys accepted as ``Authorization: Bearer``; empty means no auth.
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPoolConfig:
+    limit: int = 1000
+    limit_per_host: int = 0
+    keepalive_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    timeouts: Timeouts
+    pool: UpstreamPoolConfig
+    source: str = "<memory>"
+    sha256: str = ""
+
+    def deployments(self) -> list[DeploymentConfig]:
+        """Every deployment once, in config order."""
+        seen: dict[str, DeploymentConfig] = {}
+        for model in self.models.values():
+            for dep in model.deployments:
+                seen.setdefault(dep.id, dep)
+        return list(seen.values())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate the YAML file at ``path``."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    return parse_config(raw, env=env, source=str(path), base_dir=p.parent)
+
+
+def parse_config(
+    text: bytes | str,
+    env: Mapping[str, str] | None = None,
+    source: str = "<memory>",
+    base_dir: Path | None = None,
+) -> Config:
+    raw = text.encode() if isinstance(text, str) else text
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{source}: invalid YAML: {where}{problem}"]) from None
+    v = _Validator(os.environ if env is None else env, base_dir or Path.cwd())
+    config = v.config(doc, source, hashlib.sha256(raw).hexdigest())
+    if v.problems:
+        raise ConfigError(v.problems)
+    assert config is not None
+    return config
+
+
+class _Validator:
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    # -- generic helpers
+
+    def mapping(self, node: Any, path: str, allowed: frozenset[str] | set[str]) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping, got {_kind(node)}")
+            return {}
+        for key in node:
+            if not isinstance(key, str):
+                self.fail(path, f"keys must be strings, got {key!r}")
+            elif key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                known = ", ".join(sorted(allowed))
+                self.fail(_join(path, key), f"unknown key{suffix}; known keys: {known}")
+        return {k: v for k, v in node.items() if isinstance(k, str) and k in allowed}
+
+    def expand(self, value: Any, path: str) -> Any:
+        """Expand ``${VAR}`` / ``${VAR:-default}`` in a string value."""
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.fail(path, f"environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(sub, value)
+
+    def string(self, node: Any, path: str, *, required: bool = False) -> str | None:
+        if node is None:
+            if required:
+                self.fail(path, "is required")
+            return None
+        if isinstance(node, bool) or not isinstance(node, (str, int, float)):
+            self.fail(path, f"must be a string, got {_kind(node)}")
+            return None
+        value = self.expand(str(node), path)
+        if required and value == "":
+            self.fail(path, "must not be empty")
+        return value
+
+    def number(
+        self, node: Any, path: str, default: float, *, positive: bool = True, integer: bool = False
+    ) -> float:
+        if node is None:
+            return default
+        node = self.expand(node, path)
+        if isinstance(node, str):
+            try:
+                node = float(node)
+            except ValueError:
+                pass
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            self.fail(path, f"must be a {'whole ' if integer else ''}number, got {node!r}")
+            return default
+        if integer and node != int(node):
+            self.fail(path, f"must be a whole number, got {node!r}")
+            return default
+        if positive and node <= 0:
+            self.fail(path, f"must be a positive number, got {node!r}")
+            return default
+        if not positive and node < 0:
+            self.fail(path, f"must not be negative, got {node!r}")
+            return default
+        return int(node) if integer else float(node)
+
+    def size(self, node: Any, path: str, default: int) -> int:
+        if node is None:
+            return default
+        if isinstance(node, int) and not isinstance(node, bool) and node > 0:
+            return node
+        m = _SIZE.match(str(node)) if isinstance(node, str) else None
+        if not m or float(m.group(1)) <= 0:
+            self.fail(path, f"must be a positive size such as 20MiB or 1048576, got {node!r}")
+            return default
+        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
+
+    # -- sections
+
+    def config(self, doc: Any, source: str, sha: str) -> Config | None:
+        if doc is None:
+            doc = {}
+        top = self.mapping(
+            doc, "", {"listen", "server", "providers", "models", "defaults"}
+        )
+        if not isinstance(doc, dict):
+            return None
+        defaults = self.mapping(top.get("defaults"), "defaults", {"timeouts", "upstream"})
+        timeouts = self.timeouts(defaults.get("timeouts"), "defaults.timeouts", Timeouts())
+        pool = self.pool(defaults.get("upstream"), "defaults.upstream")
+        server = self.server(top.get("listen"), top.get("server"))
+        providers = self.providers(top.get("providers"), timeouts)
+        models = self.models(top.get("models"), providers)
+        return Config(
+            server=server,
+            providers=MappingProxyType(providers),
+            models=MappingProxyType(models),
+            timeouts=timeouts,
+            pool=pool,
+            source=source,
+            sha256=sha,
+        )
+
+    def timeouts(self, node: Any, path: str, base: Timeouts) -> Timeouts:
+        t = self.mapping(node, path, {"connect", "first_byte", "idle", "total"})
+        return Timeouts(
+            connect=self.number(t.get("connect"), f"{path}.connect", base.connect),
+            first_byte=self.number(t.get("first_byte"), f"{path}.first_byte", base.first_byte),
+            idle=self.number(t.get("idle"), f"{path}.idle", base.idle),
+            total=self.number(t.get("total"), f"{path}.total", base.total),
+        )
+
+    def pool(self, node: Any, path: str) -> UpstreamPoolConfig:
+        p = self.mapping(node, path, {"limit", "limit_per_host", "keepalive_timeout"})
+        d = UpstreamPoolConfig()
+        return UpstreamPoolConfig(
+            limit=int(self.number(p.get("limit"), f"{path}.limit", d.limit, integer=True, positive=False)),
+            limit_per_host=int(
+                self.number(p.get("limit_per_host"), f"{path}.limit_per_host", d.limit_per_host,
+                            integer=True, positive=False)
+            ),
+            keepalive_timeout=self.number(
+                p.get("keepalive_timeout"), f"{path}.keepalive_timeout", d.keepalive_timeout
+            ),
+        )
+
+    def server(self, listen: Any, node: Any) -> ServerConfig:
+        s = self.mapping(node, "server", {"max_body_size", "drain_timeout", "api_keys"})
+        host, port = "127.0.0.1", 8080
+        listen_s = self.string(listen, "listen")
+        if listen_s is not None:
+            parsed = parse_listen(listen_s)
+            if parsed is None:
+                self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {listen_s!r}")
+            else:
+                host, port = parsed
+        keys: set[str] = set()
+        raw_keys = s.get("api_keys")
+        if raw_keys is not None:
+            if not isinstance(raw_keys, list):
+                self.fail("server.api_keys", f"must be a list of strings, got {_kind(raw_keys)}")
+            else:
+                for i, k in enumerate(raw_keys):
+                    value = self.string(k, f"server.api_keys[{i}]", required=True)
+                    if value:
+                        keys.add(value)
+        return ServerConfig(
+            host=host,
+            port=port,
+            max_body_size=self.size(s.get("max_body_size"), "server.max_body_size", DEFAULT_MAX_BODY),
+            drain_timeout=self.number(s.get("drain_timeout"), "server.drain_timeout", 30.0, positive=False),
+            api_keys=frozenset(keys),
+        )
+
+    def providers(self, node: Any, timeouts: Timeouts) -> dict[str, ProviderConfig]:
+        out: dict[str, ProviderConfig] = {}
+        if node is None:
+            self.fail("providers", "is required: name at least one provider")
+            return out
+        if not isinstance(node, dict):
+            self.fail("providers", f"must be a mapping of names to providers, got {_kind(node)}")
+            return out
+        for name, body in node.items():
+            path = f"providers.{name}"
+            if not isinstance(body, dict):
+                self.fail(path, f"must be a mapping, got {_kind(body)}")
+                continue
+            ptype = body.get("type")
+            if ptype not in PROVIDER_TYPES:
+                hint = difflib.get_close_matches(str(ptype), sorted(PROVIDER_TYPES), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.fail(
+                    f"{path}.type",
+                    f"unknown provider type {ptype!r}{suffix}; known types: "
+                    + ", ".join(sorted(PROVIDER_TYPES)),
+                )
+                continue
+            extra = PROVIDER_TYPES[ptype]
+            p = self.mapping(body, path, COMMON_PROVIDER_KEYS | extra)
+            base_url = self.string(p.get("base_url"), f"{path}.base_url")
+            if base_url is None:
+                base_url = DEFAULT_BASE_URLS.get(ptype)
+                if base_url is None:
+                    self.fail(f"{path}.base_url", f"is required for type {ptype}")
+                    base_url = ""
+            elif not re.match(r"^https?://[^/\s]+", base_url):
+                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {base_url!r}")
+            api_key = self.api_key(p, path)
+            headers: dict[str, str] = {}
+            hnode = p.get("headers")
+            if hnode is not None and not isinstance(hnode, dict):
+                self.fail(f"{path}.headers", f"must be a mapping, got {_kind(hnode)}")
+            for hk, hv in (hnode or {}).items():
+                value = self.string(hv, f"{path}.headers.{hk}", required=True)
+                if value is not None:
+                    headers[str(hk)] = value
+            options = {k: self.expand(p[k], f"{path}.{k}") for k in extra if k in p}
+            self.provider_options(ptype, options, path)
+            out[name] = ProviderConfig(
+                name=name,
+                type=ptype,
+                base_url=base_url.rstrip("/"),
+                api_key=api_key,
+                headers=MappingProxyType(headers),
+                timeouts=self.timeouts(p.get("timeouts"), f"{path}.timeouts", timeouts),
+                options=MappingProxyType(options),
+            )
+        return out
+
+    def api_key(self, p: dict[str, Any], path: str) -> str | None:
+        if "api_key" in p and "api_key_file" in p:
+            self.fail(path, "set api_key or api_key_file, not both")
+        if "api_key_file" in p:
+            fpath = self.string(p["api_key_file"], f"{path}.api_key_file", required=True)
+            if not fpath:
+                return None
+            resolved = Path(fpath) if os.path.isabs(fpath) else self.base_dir / fpath
+            try:
+                return resolved.read_text().strip()
+            except OSError as exc:
+                self.fail(f"{path}.api_key_file", f"cannot read {fpath}: {exc.strerror or exc}")
+                return None
+        return self.string(p.get("api_key"), f"{path}.api_key")
+
+    def provider_options(self, ptype: str, options: dict[str, Any], path: str) -> None:
+        checks: dict[str, Callable[[Any, str], Any]] = {
+            "latency": lambda v, p: self.number(v, p, 0.0, positive=False),
+            "tokens_per_second": lambda v, p: self.number(v, p, 0.0, positive=True),
+        }
+        for key, value in list(options.items()):
+            if key in checks:
+                options[key] = checks[key](value, f"{path}.{key}")
+            elif key in {"api_version", "organization", "project", "reply"}:
+                options[key] = self.string(value, f"{path}.{key}", required=True)
+
+    def models(self, node: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
+        out: dict[str, ModelConfig] = {}
+        if node is None:
+            self.fail("models", "is required: name at least one model")
+            return out
+        if not isinstance(node, dict):
+            self.fail("models", f"must be a mapping of model names, got {_kind(node)}")
+            return out
+        ids: dict[str, str] = {}
+        for name, body in node.items():
+            path = f"models.{name}"
+            m = self.mapping(body, path, {"deployments", "strategy"})
+            strategy = m.get("strategy", "weighted")
+            if strategy not in STRATEGIES:
+                hint = difflib.get_close_matches(str(strategy), sorted(STRATEGIES), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.fail(f"{path}.strategy", f"unknown strategy {strategy!r}{suffix}; known: "
+                          + ", ".join(sorted(STRATEGIES)))
+            deps_node = m.get("deployments")
+            if not isinstance(deps_node, list) or not deps_node:
+                self.fail(f"{path}.deployments", "must be a non-empty list of deployments")
+                continue
+            deps: list[DeploymentConfig] = []
+            for i, dnode in enumerate(deps_node):
+                dep = self.deployment(dnode, f"{path}.deployments[{i}]", providers)
+                if dep is None:
+                    continue
+                if dep.id in ids and ids[dep.id] == name:
+                    self.fail(f"{path}.deployments[{i}]",
+                              f"duplicate deployment id {dep.id!r}; give one of them an 'id:'")
+                    continue
+                ids[dep.id] = name
+                deps.append(dep)
+            out[str(name)] = ModelConfig(name=str(name), deployments=tuple(deps), strategy=str(strategy))
+        return out
+
+    def deployment(
+        self, node: Any, path: str, providers: dict[str, ProviderConfig]
+    ) -> DeploymentConfig | None:
+        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts"})
+        if not isinstance(node, dict):
+            return None
+        pname = self.string(d.get("provider"), f"{path}.provider", required=True)
+        model = self.string(d.get("model"), f"{path}.model", required=True)
+        provider = providers.get(pname or "")
+        if pname and provider is None:
+            hint = difflib.get_close_matches(pname, sorted(providers), n=1)
+            suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+            self.fail(f"{path}.provider", f"unknown provider {pname!r}{suffix}")
+        if provider is None or not model:
+            return None
+        dep_id = self.string(d.get("id"), f"{path}.id") or f"{pname}/{model}"
+        return DeploymentConfig(
+            id=dep_id,
+            provider=provider,
+            model=model,
+            weight=self.number(d.get("weight"), f"{path}.weight", 1.0),
+            timeouts=self.timeouts(d.get("timeouts"), f"{path}.timeouts", provider.timeouts),
+        )
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """``host:port``, ``[v6]:port`` or ``:port`` → (host, port)."""
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]]*):(\d+)$", value)
+    if not m:
+        return None
+    port = int(m.group(2))
+    if not 0 < port < 65536:
+        return None
+    return (m.group(1) or "0.0.0.0", port)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(node: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(node), type(node).__name__
+    )
+
+
+def describe_routes(config: Config) -> str:
+    """The routing table ``check`` prints: model, strategy, deployments."""
+    lines = []
+    for model in config.models.values():
+        lines.append(f"{model.name}  (strategy: {model.strategy})")
+        for dep in model.deployments:
+            lines.append(
+                f"  - {dep.id}: provider {dep.provider.name} ({dep.provider.type}) "
+                f"model {dep.model} weight {dep.weight:g}"
+            )
+    return "\n".join(lines)
+
+
+def summarize(config: Config) -> str:
+    """One line for start-up logs."""
+    n_dep = sum(len(m.deployments) for m in config.models.values())
+    types = sorted({p.type for p in config.providers.values()})
+    return (
+        f"{len(config.models)} models, {n_dep} deployments, "
+        f"{len(config.providers)} providers ({', '.join(types)})"
+    )

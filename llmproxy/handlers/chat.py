@@ -1,0 +1,33 @@
+"""POST /v1/chat/completions, streaming and not."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import InvalidRequest
+from ..forward import forward_stream, forward_unary
+from ..runtime import PROXY
+from .common import call_context, read_json, resolve_model
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[PROXY]
+    runtime = proxy.runtime  # this request finishes on this config, whatever reloads
+    body = await read_json(request, runtime.config.server.max_body_size)
+    group = resolve_model(runtime, body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    ctx = call_context(request, body)
+    if stream:
+        return await forward_stream(request, proxy.upstream, group, body, ctx)
+    return await forward_unary(proxy.upstream, group, body, ctx, "chat")

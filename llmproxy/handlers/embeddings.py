@@ -1,0 +1,24 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import InvalidRequest
+from ..forward import forward_unary
+from ..runtime import PROXY
+from .common import call_context, read_json, resolve_model
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[PROXY]
+    runtime = proxy.runtime
+    body = await read_json(request, runtime.config.server.max_body_size)
+    group = resolve_model(runtime, body)
+    value = body.get("input")
+    if value is None or value == "" or value == []:
+        raise InvalidRequest("'input' is required: a string, an array of strings or token arrays",
+                             param="input")
+    if not isinstance(value, (str, list)):
+        raise InvalidRequest("'input' must be a string or an array", param="input")
+    return await forward_unary(proxy.upstream, group, body, call_context(request, body), "embeddings")

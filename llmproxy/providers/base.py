@@ -1,0 +1,101 @@
+"""The contract every provider adapter keeps.
+
+An adapter is a set of pure functions (rule 1 of DESIGN.md): it turns the
+client's OpenAI request into an ``UpstreamRequest`` (URL, headers, body bytes),
+and the provider's answer back into OpenAI bytes. It never opens a socket,
+reads a clock or an environment variable: time, ids and credentials arrive in
+``CallContext`` and the ``DeploymentConfig``. Adapters never mutate the dicts
+they are given.
+
+Streams are translated by a ``StreamTranslator``: ``feed(bytes)`` returns the
+OpenAI SSE bytes those provider bytes complete (possibly ``b""``), and
+``finish()`` returns the closing bytes or raises ``UpstreamProtocolError``
+when the provider's stream ended before its end marker, so a cut stream is an
+error the client sees, never a silent truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config import DeploymentConfig
+from ..errors import UpstreamStatusError
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str  # already percent-encoded; sent byte for byte
+    headers: Mapping[str, str]
+    body: bytes
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    public_model: str  # the name the client asked for
+    request_id: str
+    created: int  # unix seconds, from the caller's clock
+    include_usage: bool = False  # stream_options.include_usage
+
+
+class StreamTranslator(Protocol):
+    # Token usage seen in the stream, in OpenAI shape, once known.
+    usage: dict[str, Any] | None
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class Adapter(Protocol):
+    """What the request path needs from a provider module."""
+
+    # Content types a successful streaming answer may have (checked before
+    # the first byte is relayed, so HTML from a misconfigured base_url is a 502).
+    stream_content_types: tuple[str, ...]
+
+    def chat_request(
+        self, dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool
+    ) -> UpstreamRequest: ...
+
+    def chat_response(
+        self, dep: DeploymentConfig, data: bytes, ctx: CallContext
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        """OpenAI ``chat.completion`` bytes and the usage they report."""
+
+    def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> StreamTranslator: ...
+
+    def embeddings_request(
+        self, dep: DeploymentConfig, body: Mapping[str, Any]
+    ) -> UpstreamRequest: ...
+
+    def embeddings_response(
+        self, dep: DeploymentConfig, data: bytes, ctx: CallContext
+    ) -> tuple[bytes, dict[str, Any] | None]: ...
+
+    def error_from_response(
+        self, status: int, headers: Mapping[str, str], data: bytes
+    ) -> UpstreamStatusError: ...
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds).
+
+    HTTP-date values are ignored: turning them into a delay needs a clock,
+    and no provider we speak to sends them.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    s = headers.get("retry-after")
+    if s:
+        try:
+            return max(float(s), 0.0)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,183 @@
+"""``type: mock``: a built-in, offline OpenAI-compatible model.
+
+It answers deterministically: the reply echoes the last user message (or the
+provider's fixed ``reply:``), usage counts whitespace-separated words, and
+embeddings are derived from a hash of the input. These functions only build
+the answer; ``upstream.MockTransport`` plays it out with the configured
+``latency`` (seconds before the first token) and ``tokens_per_second``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import DeploymentConfig
+from .base import UpstreamRequest
+from .openai import OpenAIAdapter, request_headers, with_model
+
+MOCK_SCHEME = "mock://"
+
+
+def reply_text(body: Mapping[str, Any], fixed: str | None = None) -> str:
+    if fixed is not None:
+        return fixed
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    return sum(
+        count_tokens(content_text(m.get("content")))
+        for m in body.get("messages") or []
+        if isinstance(m, dict)
+    )
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word-sized pieces that concatenate back to ``text`` exactly."""
+    pieces: list[str] = []
+    start = 0
+    n = len(text)
+    while start < n:
+        end = text.find(" ", start + 1)
+        end = n if end < 0 else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def usage(body: Mapping[str, Any], reply: str) -> dict[str, Any]:
+    p, c = prompt_tokens(body), count_tokens(reply)
+    return {
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def completion(body: Mapping[str, Any], model: str, reply: str, *, id: str, created: int) -> dict[str, Any]:
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage(body, reply),
+    }
+
+
+def stream_chunks(
+    body: Mapping[str, Any], model: str, reply: str, *, id: str, created: int
+) -> list[dict[str, Any]]:
+    """The chunks of a streamed answer, without the ``[DONE]`` marker."""
+    opts = body.get("stream_options")
+    include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        c: dict[str, Any] = {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            c["usage"] = None
+        return c
+
+    chunks = [chunk({"role": "assistant", "content": ""}, None)]
+    chunks.extend(chunk({"content": piece}, None) for piece in split_tokens(reply))
+    chunks.append(chunk({}, "stop"))
+    if include_usage:
+        chunks.append(
+            {
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage(body, reply),
+            }
+        )
+    return chunks
+
+
+def embedding_vector(text: str, dimensions: int = 16) -> list[float]:
+    """A deterministic unit-ish vector: equal inputs give equal vectors."""
+    out: list[float] = []
+    counter = 0
+    while len(out) < dimensions:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        out.extend(v / 2**31 for v in struct.unpack("<8i", digest))
+        counter += 1
+    return out[:dimensions]
+
+
+def embeddings(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    raw = body.get("input")
+    inputs = raw if isinstance(raw, list) else [raw]
+    dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else 16
+    data = []
+    total = 0
+    for i, item in enumerate(inputs):
+        text = item if isinstance(item, str) else " ".join(map(str, item if isinstance(item, list) else [item]))
+        total += max(count_tokens(text), 1)
+        data.append({"object": "embedding", "index": i, "embedding": embedding_vector(text, dims)})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }
+
+
+class MockAdapter(OpenAIAdapter):
+    """Speaks OpenAI to the in-process mock transport (``mock://`` URLs)."""
+
+    def chat_request(
+        self, dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool
+    ) -> UpstreamRequest:
+        return UpstreamRequest(
+            url=f"{MOCK_SCHEME}{dep.provider.name}/chat/completions",
+            headers=request_headers(dep),
+            body=with_model(body, dep.model),
+        )
+
+    def embeddings_request(
+        self, dep: DeploymentConfig, body: Mapping[str, Any]
+    ) -> UpstreamRequest:
+        return UpstreamRequest(
+            url=f"{MOCK_SCHEME}{dep.provider.name}/embeddings",
+            headers=request_headers(dep),
+            body=with_model(body, dep.model),
+        )

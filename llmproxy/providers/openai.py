@@ -1,0 +1,227 @@
+"""OpenAI and every server that speaks its Chat Completions API.
+
+Covers ``type: openai`` (OpenAI, vLLM, Ollama's /v1, Groq, Mistral, DeepSeek,
+Together, OpenRouter, Qianfan v2, ...) and ``type: azure`` (the classic
+``/openai/deployments/{name}/...?api-version=`` path with ``api_version:``, the
+``/openai/v1/`` path without it). The request body is forwarded with only
+``model`` rewritten: every other field the client sent, known or not, arrives
+untouched. Successful answers are relayed as the provider's own bytes after a
+check that they are what they claim to be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from ..config import DeploymentConfig
+from ..errors import UpstreamProtocolError, UpstreamStatusError
+from ..sse import DONE, SSEDecoder
+from .base import CallContext, UpstreamRequest, parse_retry_after
+
+_JSON = "application/json"
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def endpoint_url(dep: DeploymentConfig, path: str) -> str:
+    """``path`` is ``chat/completions`` or ``embeddings``."""
+    p = dep.provider
+    if p.type == "azure":
+        base = p.base_url
+        version = p.options.get("api_version")
+        if version:
+            if base.endswith("/openai"):
+                base = base[: -len("/openai")]
+            deployment = quote(dep.model, safe="")
+            return f"{base}/openai/deployments/{deployment}/{path}?api-version={quote(version, safe='')}"
+        if not base.endswith("/openai/v1"):
+            base = base + ("/v1" if base.endswith("/openai") else "/openai/v1")
+        return f"{base}/{path}"
+    return f"{p.base_url}/{path}"
+
+
+def request_headers(dep: DeploymentConfig) -> dict[str, str]:
+    p = dep.provider
+    headers = {"Content-Type": _JSON, "Accept": _JSON}
+    if p.api_key:
+        if p.type == "azure":
+            headers["api-key"] = p.api_key
+        else:
+            headers["Authorization"] = f"Bearer {p.api_key}"
+    if org := p.options.get("organization"):
+        headers["OpenAI-Organization"] = org
+    if project := p.options.get("project"):
+        headers["OpenAI-Project"] = project
+    headers.update(p.headers)
+    return headers
+
+
+def with_model(body: Mapping[str, Any], model: str) -> bytes:
+    if body.get("model") == model:
+        return orjson.dumps(body)
+    return orjson.dumps({**body, "model": model})
+
+
+class OpenAIAdapter:
+    stream_content_types = ("text/event-stream",)
+
+    def chat_request(
+        self, dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool
+    ) -> UpstreamRequest:
+        headers = request_headers(dep)
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return UpstreamRequest(
+            url=endpoint_url(dep, "chat/completions"),
+            headers=headers,
+            body=with_model(body, dep.model),
+        )
+
+    def chat_response(
+        self, dep: DeploymentConfig, data: bytes, ctx: CallContext
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        doc = _load_object(data, "chat completion")
+        if not isinstance(doc.get("choices"), list):
+            raise UpstreamProtocolError("upstream answered 200 without 'choices'")
+        usage = doc.get("usage")
+        return data, usage if isinstance(usage, dict) else None
+
+    def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> OpenAIStreamRelay:
+        # Azure opens streams with a content-filter chunk whose "choices" is
+        # empty; clients that index choices[0] crash on it, so drop it.
+        return OpenAIStreamRelay(drop_empty_choices=dep.provider.type == "azure")
+
+    def embeddings_request(
+        self, dep: DeploymentConfig, body: Mapping[str, Any]
+    ) -> UpstreamRequest:
+        return UpstreamRequest(
+            url=endpoint_url(dep, "embeddings"),
+            headers=request_headers(dep),
+            body=with_model(body, dep.model),
+        )
+
+    def embeddings_response(
+        self, dep: DeploymentConfig, data: bytes, ctx: CallContext
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        doc = _load_object(data, "embeddings")
+        if not isinstance(doc.get("data"), list):
+            raise UpstreamProtocolError("upstream answered 200 without 'data'")
+        usage = doc.get("usage")
+        return data, usage if isinstance(usage, dict) else None
+
+    def error_from_response(
+        self, status: int, headers: Mapping[str, str], data: bytes
+    ) -> UpstreamStatusError:
+        return openai_style_error(status, headers, data)
+
+
+def openai_style_error(status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
+    """An upstream error body in (roughly) OpenAI shape → our error, status kept."""
+    message = f"upstream returned HTTP {status}"
+    etype = code = param = None
+    try:
+        doc = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        doc = None
+        text = data[:300].decode("utf-8", "replace").strip()
+        if text:
+            message = f"{message}: {text}"
+    if isinstance(doc, dict):
+        err = doc.get("error", doc)
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            etype = err.get("type") if isinstance(err.get("type"), str) else None
+            code = str(err["code"]) if err.get("code") is not None else None
+            param = err.get("param") if isinstance(err.get("param"), str) else None
+        elif isinstance(err, str):
+            message = err
+    return UpstreamStatusError(
+        message, status=status, type=etype, code=code, param=param,
+        retry_after=parse_retry_after(headers),
+    )
+
+
+def _load_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"upstream answered 200 with a body that is not JSON ({what})") from None
+    if not isinstance(doc, dict):
+        raise UpstreamProtocolError(f"upstream answered 200 with JSON that is not an object ({what})")
+    return doc
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class OpenAIStreamRelay:
+    """Relays an OpenAI SSE stream event by event, as it arrives.
+
+    Events are re-framed as ``data: ...\\n\\n`` (so ``\\r\\n`` framing and
+    keep-alive comments from compatible servers never reach the client), the
+    usage chunk is remembered for accounting, and the stream must end with
+    ``[DONE]``.
+    """
+
+    __slots__ = ("_decoder", "_drop_empty", "usage", "done", "error")
+
+    def __init__(self, drop_empty_choices: bool = False) -> None:
+        self._decoder = SSEDecoder()
+        self._drop_empty = drop_empty_choices
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        self.error: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        events = self._decoder.feed(data)
+        if not events:
+            return b""
+        out: list[bytes] = []
+        for _, payload in events:
+            if self.done:
+                break
+            if payload[:6] == b"[DONE]":
+                self.done = True
+                out.append(DONE)
+                continue
+            if payload[:1] != b"{":
+                raise UpstreamProtocolError("upstream stream sent an event that is not JSON")
+            if (
+                b'"usage"' in payload
+                or b'"error"' in payload
+                or (self._drop_empty and b'"choices":[]' in payload)
+            ):
+                if self._inspect(payload):
+                    continue
+            out.append(b"data: " + payload + b"\n\n")
+        return b"".join(out)
+
+    def _inspect(self, payload: bytes) -> bool:
+        """Note usage and errors; True when the event should be dropped."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("upstream stream sent an event that is not JSON") from None
+        if not isinstance(doc, dict):
+            return False
+        if isinstance(doc.get("error"), dict):
+            # Forwarded as is: the SDKs raise on a data event with "error".
+            self.error = doc["error"]
+            self.done = True
+            return False
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+            return False
+        return self._drop_empty and doc.get("choices") == []
+
+    def finish(self) -> bytes:
+        tail = self.feed(b"\n\n") if self._decoder.pending else b""
+        if not self.done:
+            raise UpstreamProtocolError("upstream stream ended before [DONE]")
+        return tail

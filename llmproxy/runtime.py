@@ -1,0 +1,43 @@
+"""The live state of a running proxy, shared through one ``AppKey``.
+
+``Runtime`` is immutable routing built from one ``Config``; ``Proxy`` holds the
+current ``Runtime`` behind a single reference that a reload swaps. A request
+reads ``proxy.runtime`` once at its start and keeps that object, so it
+finishes on the config it started with whatever happens meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from .config import Config
+from .router import Router, StateRegistry
+from .upstream import Upstream
+
+
+class Runtime:
+    __slots__ = ("config", "router", "loaded_at")
+
+    def __init__(self, config: Config, registry: StateRegistry) -> None:
+        self.config = config
+        self.router = Router(config, registry)
+        self.loaded_at = time.time()
+
+
+class Proxy:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config_path = config_path
+        self.registry = StateRegistry()
+        self.runtime = Runtime(config, self.registry)
+        self.upstream = Upstream(config.pool)
+        self.draining = False
+        self.started_at = time.time()
+
+    def swap(self, config: Config) -> Runtime:
+        self.runtime = Runtime(config, self.registry)
+        return self.runtime
+
+
+PROXY = web.AppKey("llmproxy.proxy", Proxy)

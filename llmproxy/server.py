@@ -1,0 +1,137 @@
+"""The aiohttp application: routes, the one error middleware, lifecycle.
+
+Every error leaves through ``error_middleware`` as an OpenAI error body
+(rule 4); nothing else in the package renders errors. Shared objects live
+under ``AppKey``s and open/close in ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .config import Config, summarize
+from .errors import AuthenticationFailed, ProxyError
+from .handlers import chat, embeddings, health, models
+from .runtime import PROXY, Proxy
+
+log = logging.getLogger("llmproxy")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_MAX_REQUEST_ID = 128
+
+
+def _error_response(exc: ProxyError) -> web.Response:
+    return web.Response(
+        body=exc.to_json(), status=exc.status, content_type="application/json", headers=exc.headers
+    )
+
+
+def _http_error(exc: web.HTTPException) -> ProxyError:
+    messages = {
+        404: "no such endpoint",
+        405: f"method not allowed; use {exc.headers.get('Allow', 'another method')}",
+    }
+    message = messages.get(exc.status, exc.reason)
+    return ProxyError(message, status=exc.status, type="invalid_request_error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-ID")
+    if not rid or len(rid) > _MAX_REQUEST_ID or not rid.isprintable():
+        rid = uuid.uuid4().hex
+    request["request_id"] = rid
+    try:
+        keys = request.app[PROXY].runtime.config.server.api_keys
+        if keys and request.path.startswith("/v1/"):
+            _authenticate(request, keys)
+        return await handler(request)
+    except ProxyError as exc:
+        return _error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error_response(_http_error(exc))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
+        return _error_response(ProxyError("internal error in llmproxy; see its logs", status=500))
+
+
+def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else request.headers.get("api-key", "")
+    if not token or not any(hmac.compare_digest(token, k) for k in keys):
+        raise AuthenticationFailed("missing or invalid API key for this proxy")
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    rid = request.get("request_id")
+    if rid is not None:
+        response.headers["X-Request-ID"] = rid
+
+
+def create_app(config: Config, config_path: str | None = None) -> web.Application:
+    # The body limit is enforced per request from the live config
+    # (handlers.common.read_json), so aiohttp's own cap is only a backstop.
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 40)
+    proxy = Proxy(config, config_path)
+    app[PROXY] = proxy
+    app.on_response_prepare.append(_add_request_id)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    app.router.add_post("/chat/completions", chat.chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings.embeddings)
+    app.router.add_post("/embeddings", embeddings.embeddings)
+    app.router.add_get("/v1/models", models.list_models)
+    app.router.add_get("/v1/models/{model:.+}", models.get_model)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    return app
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    proxy = app[PROXY]
+    await proxy.upstream.start()
+    yield
+    await proxy.upstream.close()
+
+
+async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain: /readyz turns 503, the listener
+    closes, in-flight requests (streams too) get ``server.drain_timeout``."""
+    proxy = app[PROXY]
+    drain = proxy.runtime.config.server.drain_timeout
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=drain
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
+    await site.start()
+    log.info("llmproxy listening on http://%s:%d", host, port)
+    log.info("routes: %s", summarize(proxy.runtime.config))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+        proxy.draining = True
+        log.info("draining: waiting up to %gs for in-flight requests", drain)
+        await runner.cleanup()
+        log.info("stopped")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

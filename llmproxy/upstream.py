@@ -1,0 +1,324 @@
+"""The one place that does outbound I/O.
+
+``Upstream.open()`` sends an ``UpstreamRequest`` and returns an
+``UpstreamResponse`` whose body is read whole (``read``) or as it arrives
+(``chunks``). aiohttp's errors become ours here, once:
+
+    refused / reset / DNS / TLS   → UpstreamUnreachable (502)
+    malformed HTTP, cut body      → UpstreamProtocolError (502)
+    connect / first byte / idle / total exceeded → UpstreamTimeout (504)
+
+Timeouts are enforced by one ``Deadline`` per request: a single timer that
+is only re-armed when it fires early, so relaying a chunk costs one clock read
+rather than a timer per read. ``mock://`` URLs are played by ``MockTransport``
+in process, with the same response interface and the same deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .config import DeploymentConfig, Timeouts, UpstreamPoolConfig
+from .errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from .providers import mock
+from .providers.base import UpstreamRequest
+from .sse import DONE, encode_data
+
+
+class Deadline:
+    """Cancels the owning task when the first byte, an idle gap or the total runs out."""
+
+    __slots__ = ("_loop", "_task", "_timeouts", "_end", "_last", "_first", "_handle", "fired")
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._timeouts = timeouts
+        now = self._loop.time()
+        self._end = now + timeouts.total
+        self._last = now
+        self._first = True  # waiting for the first byte
+        self.fired: str | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._due(), self._check)
+
+    def _due(self) -> float:
+        gap = self._timeouts.first_byte if self._first else self._timeouts.idle
+        return min(self._last + gap, self._end)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        due = self._due()
+        if now >= due:
+            self._handle = None
+            if now >= self._end:
+                self.fired = f"no complete answer within {self._timeouts.total:g}s (total timeout)"
+            elif self._first:
+                self.fired = f"no first byte within {self._timeouts.first_byte:g}s"
+            else:
+                self.fired = f"no data for {self._timeouts.idle:g}s (idle timeout)"
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def touch(self) -> None:
+        """Data arrived: the idle clock restarts."""
+        self._last = self._loop.time()
+        self._first = False
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def timed_out(self) -> UpstreamTimeout | None:
+        """Call from ``except CancelledError``: our cancellation, or someone else's?"""
+        if self.fired is None:
+            return None
+        fired, self.fired = self.fired, None  # report (and uncancel) once
+        if self._task.uncancel() > 0:
+            return None
+        return UpstreamTimeout(f"upstream timed out: {fired}")
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+    def timed_out(self) -> UpstreamTimeout | None:
+        """After a CancelledError: the deadline's timeout, or None if someone else cancelled."""
+
+
+class HTTPResponse:
+    """An aiohttp response behind our deadline and error mapping."""
+
+    __slots__ = ("_resp", "_deadline", "status", "headers")
+
+    def __init__(self, resp: aiohttp.ClientResponse, deadline: Deadline) -> None:
+        self._resp = resp
+        self._deadline = deadline
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def read(self) -> bytes:
+        deadline = self._deadline
+        try:
+            data = await self._resp.read()
+        except asyncio.CancelledError:
+            if (err := deadline.timed_out()) is not None:
+                raise err from None
+            raise
+        except aiohttp.ClientError as exc:
+            raise _map_client_error(exc) from None
+        finally:
+            deadline.cancel()
+        return data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        deadline = self._deadline
+        content = self._resp.content
+        try:
+            while True:
+                data = await content.readany()
+                if not data:
+                    return
+                deadline.touch()
+                yield data
+        except asyncio.CancelledError:
+            if (err := deadline.timed_out()) is not None:
+                raise err from None
+            raise
+        except aiohttp.ClientError as exc:
+            raise _map_client_error(exc) from None
+        finally:
+            deadline.cancel()
+
+    def close(self) -> None:
+        self._deadline.cancel()
+        # close(), not release(): an unread body means the connection is
+        # mid-answer and must not go back to the pool. After a full read
+        # aiohttp has already returned the connection, so close() is a no-op.
+        self._resp.close()
+
+    def timed_out(self) -> UpstreamTimeout | None:
+        return self._deadline.timed_out()
+
+
+class Upstream:
+    """Owns the process-wide pooled ClientSession (opened in cleanup_ctx)."""
+
+    def __init__(self, pool: UpstreamPoolConfig) -> None:
+        self._pool = pool
+        self._session: aiohttp.ClientSession | None = None
+        self._client_timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._pool.limit,
+            limit_per_host=self._pool.limit_per_host,
+            keepalive_timeout=self._pool.keepalive_timeout,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Our Deadline does first-byte/idle/total; aiohttp only bounds connect.
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": "llmproxy"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def open(self, dep: DeploymentConfig, req: UpstreamRequest) -> UpstreamResponse:
+        """Send ``req``; returns once the response headers arrived."""
+        deadline = Deadline(dep.timeouts)
+        if req.url.startswith(mock.MOCK_SCHEME):
+            return MockTransport(dep, req, deadline)
+        session = self._session
+        assert session is not None, "Upstream.start() was not called"
+        try:
+            resp = await session.request(
+                req.method,
+                URL(req.url, encoded=True),
+                data=req.body,
+                headers=req.headers,
+                timeout=self._connect_timeout(dep.timeouts.connect),
+                allow_redirects=False,
+            )
+        except asyncio.CancelledError:
+            deadline.cancel()
+            if (err := deadline.timed_out()) is not None:
+                raise err from None
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            deadline.cancel()
+            raise _map_client_error(exc) from None
+        return HTTPResponse(resp, deadline)
+
+    def _connect_timeout(self, connect: float) -> aiohttp.ClientTimeout:
+        t = self._client_timeouts.get(connect)
+        if t is None:
+            t = self._client_timeouts[connect] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, connect=None
+            )
+        return t
+
+
+def _map_client_error(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return UpstreamTimeout(f"upstream timed out connecting: {_describe(exc)}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(f"cannot connect to upstream {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamProtocolError(f"upstream body was cut short or malformed: {_describe(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamUnreachable("upstream closed the connection without answering")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamProtocolError(f"upstream sent a malformed HTTP response: {_describe(exc)}")
+    return UpstreamUnreachable(f"upstream connection failed: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- mock
+
+
+class MockTransport:
+    """Plays a ``type: mock`` answer in process: no socket, real timing."""
+
+    __slots__ = ("_dep", "_req", "_deadline", "_body", "status", "headers")
+
+    def __init__(self, dep: DeploymentConfig, req: UpstreamRequest, deadline: Deadline) -> None:
+        self._dep = dep
+        self._req = req
+        self._deadline = deadline
+        self.status = 200
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            body = {}
+        self._body: dict[str, Any] = body if isinstance(body, dict) else {}
+        stream = self._body.get("stream") is True
+        self.headers: CIMultiDict[str] = CIMultiDict(
+            {"Content-Type": "text/event-stream" if stream else "application/json"}
+        )
+
+    def _answer(self) -> tuple[dict[str, Any], str, str]:
+        reply = mock.reply_text(self._body, self._dep.provider.options.get("reply"))
+        return self._body, reply, f"chatcmpl-mock-{time.time_ns():x}"
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            if (err := self._deadline.timed_out()) is not None:
+                raise err from None
+            raise
+
+    async def read(self) -> bytes:
+        try:
+            body, reply, cid = self._answer()
+            opts = self._dep.provider.options
+            await self._sleep(opts.get("latency", 0.0))
+            self._deadline.touch()
+            if self._req.url.endswith("/embeddings"):
+                doc = mock.embeddings(body, self._dep.model)
+            else:
+                tps = opts.get("tokens_per_second")
+                if tps:
+                    await self._sleep(mock.count_tokens(reply) / tps)
+                doc = mock.completion(body, self._dep.model, reply, id=cid, created=int(time.time()))
+            return orjson.dumps(doc)
+        finally:
+            self._deadline.cancel()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            body, reply, cid = self._answer()
+            opts = self._dep.provider.options
+            tps = opts.get("tokens_per_second")
+            await self._sleep(opts.get("latency", 0.0))
+            chunks = mock.stream_chunks(body, self._dep.model, reply, id=cid, created=int(time.time()))
+            for i, chunk in enumerate(chunks):
+                if tps and 1 < i < len(chunks) - 1:
+                    await self._sleep(1.0 / tps)
+                self._deadline.touch()
+                yield encode_data(orjson.dumps(chunk))
+            yield DONE
+        finally:
+            self._deadline.cancel()
+
+    def close(self) -> None:
+        self._deadline.cancel()
+
+    def timed_out(self) -> UpstreamTimeout | None:
+        return self._deadline.timed_out()
