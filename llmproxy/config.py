@@ -25,16 +25,17 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
 
 # Keys that every provider accepts, and the extra keys each provider type
-# understands. A provider module that needs a setting adds its name here so
-# that a misspelling is still an error.
+# understands with the kind of value each takes ("str", "number" (> 0),
+# "number0" (>= 0), "int" (> 0), "bool", "list" of strings). A provider module
+# that needs a setting adds it here, so a misspelling is still an error.
 COMMON_PROVIDER_KEYS = frozenset(
     {"type", "base_url", "api_key", "api_key_file", "headers", "timeouts"}
 )
-PROVIDER_TYPES: Mapping[str, frozenset[str]] = MappingProxyType(
+PROVIDER_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
-        "openai": frozenset({"organization", "project"}),
-        "azure": frozenset({"api_version"}),
-        "mock": frozenset({"latency", "tokens_per_second", "reply"}),
+        "openai": {"organization": "str", "project": "str"},
+        "azure": {"api_version": "str"},
+        "mock": {"latency": "number0", "tokens_per_second": "number", "reply": "str"},
     }
 )
 # Types whose base_url has a sensible public default; the others must say where.
@@ -86,6 +87,9 @@ class DeploymentConfig:
     model: str
     weight: float = 1.0
     timeouts: Timeouts = Timeouts()
+    # Default max_tokens for providers that require one (Anthropic) when the
+    # client sends neither max_tokens nor max_completion_tokens.
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +363,7 @@ class _Validator:
                 )
                 continue
             extra = PROVIDER_TYPES[ptype]
-            p = self.mapping(body, path, COMMON_PROVIDER_KEYS | extra)
+            p = self.mapping(body, path, COMMON_PROVIDER_KEYS | set(extra))
             base_url = self.string(p.get("base_url"), f"{path}.base_url")
             if base_url is None:
                 base_url = DEFAULT_BASE_URLS.get(ptype)
@@ -377,8 +381,9 @@ class _Validator:
                 value = self.string(hv, f"{path}.headers.{hk}", required=True)
                 if value is not None:
                     headers[str(hk)] = value
-            options = {k: self.expand(p[k], f"{path}.{k}") for k in extra if k in p}
-            self.provider_options(ptype, options, path)
+            options = {
+                k: self.option(p[k], f"{path}.{k}", kind) for k, kind in extra.items() if k in p
+            }
             out[name] = ProviderConfig(
                 name=name,
                 type=ptype,
@@ -405,16 +410,27 @@ class _Validator:
                 return None
         return self.string(p.get("api_key"), f"{path}.api_key")
 
-    def provider_options(self, ptype: str, options: dict[str, Any], path: str) -> None:
-        checks: dict[str, Callable[[Any, str], Any]] = {
-            "latency": lambda v, p: self.number(v, p, 0.0, positive=False),
-            "tokens_per_second": lambda v, p: self.number(v, p, 0.0, positive=True),
-        }
-        for key, value in list(options.items()):
-            if key in checks:
-                options[key] = checks[key](value, f"{path}.{key}")
-            elif key in {"api_version", "organization", "project", "reply"}:
-                options[key] = self.string(value, f"{path}.{key}", required=True)
+    def option(self, node: Any, path: str, kind: str) -> Any:
+        if kind == "str":
+            return self.string(node, path, required=True)
+        if kind in ("number", "number0"):
+            return self.number(node, path, 0.0, positive=kind == "number")
+        if kind == "int":
+            return int(self.number(node, path, 1, integer=True))
+        if kind == "bool":
+            node = self.expand(node, path)
+            if isinstance(node, str) and node.lower() in ("true", "false"):
+                return node.lower() == "true"
+            if not isinstance(node, bool):
+                self.fail(path, f"must be true or false, got {node!r}")
+                return False
+            return node
+        if kind == "list":
+            if not isinstance(node, list):
+                self.fail(path, f"must be a list of strings, got {_kind(node)}")
+                return ()
+            return tuple(self.string(v, f"{path}[{i}]", required=True) or "" for i, v in enumerate(node))
+        raise AssertionError(f"unknown option kind {kind!r}")
 
     def models(self, node: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
         out: dict[str, ModelConfig] = {}
@@ -455,7 +471,7 @@ class _Validator:
     def deployment(
         self, node: Any, path: str, providers: dict[str, ProviderConfig]
     ) -> DeploymentConfig | None:
-        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts"})
+        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts", "max_tokens"})
         if not isinstance(node, dict):
             return None
         pname = self.string(d.get("provider"), f"{path}.provider", required=True)
@@ -474,6 +490,10 @@ class _Validator:
             model=model,
             weight=self.number(d.get("weight"), f"{path}.weight", 1.0),
             timeouts=self.timeouts(d.get("timeouts"), f"{path}.timeouts", provider.timeouts),
+            max_tokens=(
+                int(self.number(d["max_tokens"], f"{path}.max_tokens", 1, integer=True))
+                if d.get("max_tokens") is not None else None
+            ),
         )
 
 

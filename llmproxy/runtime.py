@@ -41,3 +41,4 @@ class Proxy:
 
 
 PROXY = web.AppKey("llmproxy.proxy", Proxy)
+REQUEST_ID = web.RequestKey("llmproxy.request_id", str)

@@ -19,7 +19,7 @@ from aiohttp import web
 from .config import Config, summarize
 from .errors import AuthenticationFailed, ProxyError
 from .handlers import chat, embeddings, health, models
-from .runtime import PROXY, Proxy
+from .runtime import PROXY, REQUEST_ID, Proxy
 
 log = logging.getLogger("llmproxy")
 
@@ -48,7 +48,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     rid = request.headers.get("X-Request-ID")
     if not rid or len(rid) > _MAX_REQUEST_ID or not rid.isprintable():
         rid = uuid.uuid4().hex
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     try:
         keys = request.app[PROXY].runtime.config.server.api_keys
         if keys and request.path.startswith("/v1/"):
@@ -76,7 +76,7 @@ def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    rid = request.get("request_id")
+    rid = request.get(REQUEST_ID)
     if rid is not None:
         response.headers["X-Request-ID"] = rid
 

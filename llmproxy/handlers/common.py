@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import InvalidRequest, ModelNotFound, PayloadTooLarge
 from ..providers.base import CallContext
 from ..router import ModelGroup
-from ..runtime import Runtime
+from ..runtime import REQUEST_ID, Runtime
 
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def call_context(request: web.Request, body: dict[str, Any]) -> CallContext:
     opts = body.get("stream_options")
     return CallContext(
         public_model=body["model"],
-        request_id=request.get("request_id", ""),
+        request_id=request.get(REQUEST_ID, ""),
         created=int(time.time()),
         include_usage=isinstance(opts, dict) and opts.get("include_usage") is True,
     )

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, Protocol
+
+import orjson
 
 from ..config import DeploymentConfig
 from ..errors import UpstreamStatusError
@@ -99,3 +102,8 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def encode_chunks(chunks: Iterable[dict[str, Any]]) -> bytes:
+    """OpenAI ``chat.completion.chunk`` dicts → SSE bytes ready to relay."""
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
