@@ -36,11 +36,21 @@ PROVIDER_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "openai": {"organization": "str", "project": "str"},
         "azure": {"api_version": "str"},
         "mock": {"latency": "number0", "tokens_per_second": "number", "reply": "str"},
+        # Region and credentials default to AWS_REGION / AWS_ACCESS_KEY_ID /
+        # AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (see _Validator.aws_defaults).
+        "bedrock": {"region": "str", "aws_access_key_id": "str", "aws_secret_access_key": "str",
+                    "aws_session_token": "str"},
+        "ollama": {},
+        "cohere": {},
+        "qianfan": {"appid": "str"},
     }
 )
 # Types whose base_url has a sensible public default; the others must say where.
 DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
-    {"openai": "https://api.openai.com/v1", "mock": "mock://local"}
+    {"openai": "https://api.openai.com/v1", "mock": "mock://local",
+     "bedrock": "https://bedrock-runtime.{region}.amazonaws.com",  # {region} filled in at load
+     "ollama": "http://localhost:11434", "cohere": "https://api.cohere.com",
+     "qianfan": "https://qianfan.baidubce.com/v2"}
 )
 STRATEGIES = frozenset({"weighted", "round_robin"})
 
@@ -110,6 +120,19 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    # Bearer token for /admin/*; without one, admin answers loopback clients only.
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    enabled: bool = True  # watch the config file's directory
+    debounce: float = 0.1  # seconds a burst of file events is gathered for
+    poll_interval: float = 5.0  # safety-net content-hash check, seconds
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamPoolConfig:
     limit: int = 1000
     limit_per_host: int = 0
@@ -123,6 +146,8 @@ class Config:
     models: Mapping[str, ModelConfig]
     timeouts: Timeouts
     pool: UpstreamPoolConfig
+    admin: AdminConfig = AdminConfig()
+    reload: ReloadConfig = ReloadConfig()
     source: str = "<memory>"
     sha256: str = ""
 
@@ -268,7 +293,7 @@ class _Validator:
         if doc is None:
             doc = {}
         top = self.mapping(
-            doc, "", {"listen", "server", "providers", "models", "defaults"}
+            doc, "", {"listen", "server", "providers", "models", "defaults", "admin", "reload"}
         )
         if not isinstance(doc, dict):
             return None
@@ -278,7 +303,16 @@ class _Validator:
         server = self.server(top.get("listen"), top.get("server"))
         providers = self.providers(top.get("providers"), timeouts)
         models = self.models(top.get("models"), providers)
+        admin = self.mapping(top.get("admin"), "admin", {"token"})
+        rl = self.mapping(top.get("reload"), "reload", {"enabled", "debounce", "poll_interval"})
+        d = ReloadConfig()
         return Config(
+            admin=AdminConfig(token=self.string(admin.get("token"), "admin.token") or None),
+            reload=ReloadConfig(
+                enabled=self.option(rl["enabled"], "reload.enabled", "bool") if "enabled" in rl else True,
+                debounce=self.number(rl.get("debounce"), "reload.debounce", d.debounce, positive=False),
+                poll_interval=self.number(rl.get("poll_interval"), "reload.poll_interval", d.poll_interval),
+            ),
             server=server,
             providers=MappingProxyType(providers),
             models=MappingProxyType(models),
@@ -384,6 +418,8 @@ class _Validator:
             options = {
                 k: self.option(p[k], f"{path}.{k}", kind) for k, kind in extra.items() if k in p
             }
+            if ptype == "bedrock":
+                options, base_url = self.aws_defaults(options, base_url, path)
             out[name] = ProviderConfig(
                 name=name,
                 type=ptype,
@@ -394,6 +430,30 @@ class _Validator:
                 options=MappingProxyType(options),
             )
         return out
+
+    def aws_defaults(self, options: dict[str, Any], base_url: str, path: str) -> tuple[dict[str, Any], str]:
+        """Bedrock: region and credentials from the standard AWS variables when not set.
+
+        Credentials are taken as a set, all from the YAML or all from the
+        environment, never mixed. None at all is allowed here (``api_key`` may
+        hold a Bedrock API key, and ``check`` runs without secrets); the
+        request path then answers with a message naming what is missing.
+        """
+        env, out = self.env, dict(options)
+        region = out.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if not region:
+            self.fail(f"{path}.region", "is required for type bedrock (or set AWS_REGION)")
+        else:
+            out["region"] = region
+        keys = ("aws_access_key_id", "aws_secret_access_key")
+        if not any(k in out for k in keys) and "aws_session_token" not in out:
+            for key, var in (*zip(keys, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+                             ("aws_session_token", "AWS_SESSION_TOKEN")):
+                if env.get(var):
+                    out[key] = env[var]
+        if ("aws_access_key_id" in out) != ("aws_secret_access_key" in out):
+            self.fail(path, "set both aws_access_key_id and aws_secret_access_key, or neither")
+        return out, base_url.replace("{region}", region or "")
 
     def api_key(self, p: dict[str, Any], path: str) -> str | None:
         if "api_key" in p and "api_key_file" in p:
@@ -539,3 +599,57 @@ def summarize(config: Config) -> str:
         f"{len(config.models)} models, {n_dep} deployments, "
         f"{len(config.providers)} providers ({', '.join(types)})"
     )
+
+
+_SECRET_OPTION = re.compile(r"(secret|token|password|key)", re.I)
+REDACTED = "<redacted>"
+
+
+def redacted_view(config: Config) -> dict[str, Any]:
+    """The config as plain data with every credential replaced (admin output)."""
+
+    def timeouts(t: Timeouts) -> dict[str, float]:
+        return {"connect": t.connect, "first_byte": t.first_byte, "idle": t.idle, "total": t.total}
+
+    providers = {}
+    for name, p in config.providers.items():
+        providers[name] = {
+            "type": p.type,
+            "base_url": p.base_url,
+            "api_key": REDACTED if p.api_key else None,
+            "headers": {k: REDACTED for k in p.headers},
+            "timeouts": timeouts(p.timeouts),
+            **{
+                k: (REDACTED if _SECRET_OPTION.search(k) and v else v)
+                for k, v in p.options.items()
+            },
+        }
+    models = {
+        name: {
+            "strategy": m.strategy,
+            "deployments": [
+                {"id": d.id, "provider": d.provider.name, "model": d.model, "weight": d.weight,
+                 "timeouts": timeouts(d.timeouts), "max_tokens": d.max_tokens}
+                for d in m.deployments
+            ],
+        }
+        for name, m in config.models.items()
+    }
+    return {
+        "listen": f"{config.server.host}:{config.server.port}",
+        "server": {
+            "max_body_size": config.server.max_body_size,
+            "drain_timeout": config.server.drain_timeout,
+            "api_keys": [REDACTED] * len(config.server.api_keys),
+        },
+        "admin": {"token": REDACTED if config.admin.token else None},
+        "reload": {"enabled": config.reload.enabled, "debounce": config.reload.debounce,
+                   "poll_interval": config.reload.poll_interval},
+        "defaults": {
+            "timeouts": timeouts(config.timeouts),
+            "upstream": {"limit": config.pool.limit, "limit_per_host": config.pool.limit_per_host,
+                         "keepalive_timeout": config.pool.keepalive_timeout},
+        },
+        "providers": providers,
+        "models": models,
+    }

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from .config import Config, summarize
 from .errors import AuthenticationFailed, ProxyError
-from .handlers import chat, embeddings, health, models
+from .handlers import admin, chat, embeddings, health, models
+from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
 
 log = logging.getLogger("llmproxy")
@@ -89,6 +90,7 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
     app[PROXY] = proxy
     app.on_response_prepare.append(_add_request_id)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(reload_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
@@ -97,6 +99,8 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/admin/config", admin.get_config)
+    app.router.add_post("/admin/reload", admin.post_reload)
     return app
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from llmproxy.config import parse_config
+from llmproxy.config import load_config, parse_config
 from llmproxy.runtime import PROXY, Proxy
 from llmproxy.server import create_app
 
@@ -50,6 +50,14 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
         servers.append(server)
         return RunningProxy(server, app)
 
+    async def start_file(path: str) -> RunningProxy:
+        app = create_app(load_config(path), config_path=str(path))
+        server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
+        await server.start_server()
+        servers.append(server)
+        return RunningProxy(server, app)
+
+    start.from_file = start_file  # type: ignore[attr-defined]
     yield start
     for s in servers:
         await s.close()

@@ -14,6 +14,10 @@ from ..router import ModelGroup
 from ..runtime import REQUEST_ID, Runtime
 
 
+def json_response(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     length = request.content_length
     if length is not None:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..errors import ModelNotFound
 from ..runtime import PROXY, Runtime
+from .common import json_response
 
 
 def _model(runtime: Runtime, name: str) -> dict[str, Any]:
@@ -16,7 +17,7 @@ def _model(runtime: Runtime, name: str) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[PROXY].runtime
-    return web.json_response(
+    return json_response(
         {"object": "list", "data": [_model(runtime, name) for name in runtime.config.models]}
     )
 
@@ -26,4 +27,4 @@ async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     if name not in runtime.config.models:
         raise ModelNotFound(f"model {name!r} does not exist on this proxy", param="model")
-    return web.json_response(_model(runtime, name))
+    return json_response(_model(runtime, name))
