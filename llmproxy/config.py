@@ -39,10 +39,19 @@ PROVIDER_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
         # Region and credentials default to AWS_REGION / AWS_ACCESS_KEY_ID /
         # AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (see _Validator.aws_defaults).
         "bedrock": {"region": "str", "aws_access_key_id": "str", "aws_secret_access_key": "str",
-                    "aws_session_token": "str"},
-        "ollama": {},
+                    "aws_session_token": "str", "allow_image_urls": "bool", "image_url_max_bytes": "int",
+                    "image_url_allow_private": "bool"},
+        "ollama": {"allow_image_urls": "bool", "image_url_max_bytes": "int", "image_url_allow_private": "bool"},
         "cohere": {},
         "qianfan": {"appid": "str"},
+        "anthropic": {"anthropic_version": "str", "beta": "list"},
+        "gemini": {"api_version": "str", "allow_image_urls": "bool", "image_url_max_bytes": "int",
+                   "image_url_allow_private": "bool"},
+        # With project: api_key/api_key_file is an OAuth2 access token (Bearer);
+        # without: a Vertex express-mode API key. location defaults to global.
+        "vertex": {"project": "str", "location": "str", "api_version": "str", "quota_project": "str",
+                   "allow_image_urls": "bool", "image_url_max_bytes": "int",
+                   "image_url_allow_private": "bool"},
     }
 )
 # Types whose base_url has a sensible public default; the others must say where.
@@ -50,9 +59,15 @@ DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
     {"openai": "https://api.openai.com/v1", "mock": "mock://local",
      "bedrock": "https://bedrock-runtime.{region}.amazonaws.com",  # {region} filled in at load
      "ollama": "http://localhost:11434", "cohere": "https://api.cohere.com",
-     "qianfan": "https://qianfan.baidubce.com/v2"}
+     "qianfan": "https://qianfan.baidubce.com/v2",
+     "anthropic": "https://api.anthropic.com",
+     "gemini": "https://generativelanguage.googleapis.com",
+     "vertex": "https://aiplatform.googleapis.com"}  # regional host derived from location
 )
-STRATEGIES = frozenset({"weighted", "round_robin"})
+STRATEGIES = frozenset(
+    {"weighted", "round_robin", "random", "least_connections", "least_latency", "cost",
+     "sticky", "consistent_hash"}
+)
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
@@ -91,6 +106,35 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    input_per_mtok: float = 0.0  # USD per million prompt tokens
+    output_per_mtok: float = 0.0  # USD per million completion tokens
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    failures: int = 5  # consecutive failures that open the breaker
+    failure_ratio: float = 0.5  # ...or this share of failures over `window`
+    min_requests: int = 20  # ...once the window holds at least this many outcomes
+    window: float = 30.0  # seconds
+    cooldown: float = 30.0  # seconds open before probing
+    half_open_probes: int = 1  # requests let through at once while half-open
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    retries: int = 2  # extra attempts within a model group
+    backoff: float = 0.1  # first backoff before retrying the same deployment, seconds
+    max_backoff: float = 2.0
+    budget_ratio: float = 0.2  # retries allowed per request over the budget window
+    budget_min: int = 10  # retries always allowed per budget window
+    budget_window: float = 10.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentConfig:
     id: str
     provider: ProviderConfig
@@ -100,6 +144,18 @@ class DeploymentConfig:
     # Default max_tokens for providers that require one (Anthropic) when the
     # client sends neither max_tokens nor max_completion_tokens.
     max_tokens: int | None = None
+    priority: int = 0  # lower tiers first; higher tiers only when all lower are unusable
+    max_concurrency: int | None = None
+    queue_timeout: float = 5.0  # seconds to wait for a slot / a cooling deployment
+    rpm: int | None = None
+    tpm: int | None = None
+    price: Price | None = None
+    breaker: BreakerConfig = BreakerConfig()
+
+    def limits(self) -> tuple[object, ...]:
+        """What must agree when one deployment id serves several models."""
+        return (self.provider, self.model, self.max_concurrency, self.rpm, self.tpm, self.breaker,
+                self.timeouts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +163,11 @@ class ModelConfig:
     name: str
     deployments: tuple[DeploymentConfig, ...]
     strategy: str = "weighted"
+    fallbacks: tuple[str, ...] = ()
+    retry: RetryConfig = RetryConfig()
+    # Where sticky / consistent_hash find the session key.
+    session_header: str = "x-session-id"
+    session_field: str | None = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +209,8 @@ class Config:
     pool: UpstreamPoolConfig
     admin: AdminConfig = AdminConfig()
     reload: ReloadConfig = ReloadConfig()
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
     source: str = "<memory>"
     sha256: str = ""
 
@@ -200,6 +263,9 @@ class _Validator:
         self.env = env
         self.base_dir = base_dir
         self.problems: list[str] = []
+        self.retry_defaults = RetryConfig()
+        self.breaker_defaults = BreakerConfig()
+        self.queue_timeout = 5.0
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
@@ -297,9 +363,16 @@ class _Validator:
         )
         if not isinstance(doc, dict):
             return None
-        defaults = self.mapping(top.get("defaults"), "defaults", {"timeouts", "upstream"})
+        defaults = self.mapping(
+            top.get("defaults"), "defaults", {"timeouts", "upstream", "retry", "breaker", "queue_timeout"}
+        )
         timeouts = self.timeouts(defaults.get("timeouts"), "defaults.timeouts", Timeouts())
         pool = self.pool(defaults.get("upstream"), "defaults.upstream")
+        self.retry_defaults = self.retry(defaults.get("retry"), "defaults.retry", RetryConfig())
+        self.breaker_defaults = self.breaker(defaults.get("breaker"), "defaults.breaker", BreakerConfig())
+        self.queue_timeout = self.number(
+            defaults.get("queue_timeout"), "defaults.queue_timeout", 5.0, positive=False
+        )
         server = self.server(top.get("listen"), top.get("server"))
         providers = self.providers(top.get("providers"), timeouts)
         models = self.models(top.get("models"), providers)
@@ -307,6 +380,8 @@ class _Validator:
         rl = self.mapping(top.get("reload"), "reload", {"enabled", "debounce", "poll_interval"})
         d = ReloadConfig()
         return Config(
+            retry=self.retry_defaults,
+            breaker=self.breaker_defaults,
             admin=AdminConfig(token=self.string(admin.get("token"), "admin.token") or None),
             reload=ReloadConfig(
                 enabled=self.option(rl["enabled"], "reload.enabled", "bool") if "enabled" in rl else True,
@@ -329,6 +404,39 @@ class _Validator:
             first_byte=self.number(t.get("first_byte"), f"{path}.first_byte", base.first_byte),
             idle=self.number(t.get("idle"), f"{path}.idle", base.idle),
             total=self.number(t.get("total"), f"{path}.total", base.total),
+        )
+
+    def retry(self, node: Any, path: str, base: RetryConfig) -> RetryConfig:
+        r = self.mapping(node, path, {"retries", "backoff", "max_backoff", "budget_ratio", "budget_min",
+                                      "budget_window"})
+        return RetryConfig(
+            retries=int(self.number(r.get("retries"), f"{path}.retries", base.retries,
+                                    integer=True, positive=False)),
+            backoff=self.number(r.get("backoff"), f"{path}.backoff", base.backoff, positive=False),
+            max_backoff=self.number(r.get("max_backoff"), f"{path}.max_backoff", base.max_backoff,
+                                    positive=False),
+            budget_ratio=self.number(r.get("budget_ratio"), f"{path}.budget_ratio", base.budget_ratio,
+                                     positive=False),
+            budget_min=int(self.number(r.get("budget_min"), f"{path}.budget_min", base.budget_min,
+                                       integer=True, positive=False)),
+            budget_window=self.number(r.get("budget_window"), f"{path}.budget_window", base.budget_window),
+        )
+
+    def breaker(self, node: Any, path: str, base: BreakerConfig) -> BreakerConfig:
+        b = self.mapping(node, path, {"failures", "failure_ratio", "min_requests", "window", "cooldown",
+                                      "half_open_probes"})
+        ratio = self.number(b.get("failure_ratio"), f"{path}.failure_ratio", base.failure_ratio)
+        if ratio > 1:
+            self.fail(f"{path}.failure_ratio", f"must be between 0 and 1, got {ratio!r}")
+        return BreakerConfig(
+            failures=int(self.number(b.get("failures"), f"{path}.failures", base.failures, integer=True)),
+            failure_ratio=ratio,
+            min_requests=int(self.number(b.get("min_requests"), f"{path}.min_requests", base.min_requests,
+                                         integer=True)),
+            window=self.number(b.get("window"), f"{path}.window", base.window),
+            cooldown=self.number(b.get("cooldown"), f"{path}.cooldown", base.cooldown),
+            half_open_probes=int(self.number(b.get("half_open_probes"), f"{path}.half_open_probes",
+                                             base.half_open_probes, integer=True)),
         )
 
     def pool(self, node: Any, path: str) -> UpstreamPoolConfig:
@@ -503,7 +611,7 @@ class _Validator:
         ids: dict[str, str] = {}
         for name, body in node.items():
             path = f"models.{name}"
-            m = self.mapping(body, path, {"deployments", "strategy"})
+            m = self.mapping(body, path, {"deployments", "strategy", "fallbacks", "retry", "session_key"})
             strategy = m.get("strategy", "weighted")
             if strategy not in STRATEGIES:
                 hint = difflib.get_close_matches(str(strategy), sorted(STRATEGIES), n=1)
@@ -525,13 +633,48 @@ class _Validator:
                     continue
                 ids[dep.id] = name
                 deps.append(dep)
-            out[str(name)] = ModelConfig(name=str(name), deployments=tuple(deps), strategy=str(strategy))
+            fallbacks = m.get("fallbacks") or []
+            if not isinstance(fallbacks, list):
+                self.fail(f"{path}.fallbacks", f"must be a list of model names, got {_kind(fallbacks)}")
+                fallbacks = []
+            sk = self.mapping(m.get("session_key"), f"{path}.session_key", {"header", "field"})
+            header = self.string(sk.get("header"), f"{path}.session_key.header") or "x-session-id"
+            field_name = self.string(sk.get("field"), f"{path}.session_key.field") if "field" in sk else "user"
+            out[str(name)] = ModelConfig(
+                name=str(name),
+                deployments=tuple(deps),
+                strategy=str(strategy),
+                fallbacks=tuple(str(f) for f in fallbacks),
+                retry=self.retry(m.get("retry"), f"{path}.retry", self.retry_defaults),
+                session_header=header.lower(),
+                session_field=field_name or None,
+            )
+        for name, model in out.items():
+            for i, fb in enumerate(model.fallbacks):
+                if fb not in out:
+                    hint = difflib.get_close_matches(fb, sorted(out), n=1)
+                    suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                    self.fail(f"models.{name}.fallbacks[{i}]", f"unknown model {fb!r}{suffix}")
+                elif fb == name:
+                    self.fail(f"models.{name}.fallbacks[{i}]", "a model cannot fall back to itself")
+        first: dict[str, tuple[str, DeploymentConfig]] = {}
+        for name, model in out.items():
+            for dep in model.deployments:
+                seen = first.setdefault(dep.id, (name, dep))
+                if seen[1].limits() != dep.limits():
+                    self.fail(
+                        f"models.{name}.deployments",
+                        f"deployment id {dep.id!r} is also used by model {seen[0]!r} with different "
+                        "provider, model, limits, breaker or timeouts; give one of them its own 'id:'",
+                    )
         return out
 
     def deployment(
         self, node: Any, path: str, providers: dict[str, ProviderConfig]
     ) -> DeploymentConfig | None:
-        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts", "max_tokens"})
+        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts", "max_tokens",
+                                      "priority", "max_concurrency", "queue_timeout", "rpm", "tpm",
+                                      "price", "breaker"})
         if not isinstance(node, dict):
             return None
         pname = self.string(d.get("provider"), f"{path}.provider", required=True)
@@ -550,10 +693,30 @@ class _Validator:
             model=model,
             weight=self.number(d.get("weight"), f"{path}.weight", 1.0),
             timeouts=self.timeouts(d.get("timeouts"), f"{path}.timeouts", provider.timeouts),
-            max_tokens=(
-                int(self.number(d["max_tokens"], f"{path}.max_tokens", 1, integer=True))
-                if d.get("max_tokens") is not None else None
-            ),
+            max_tokens=self.optional_int(d, "max_tokens", path),
+            priority=int(self.number(d.get("priority"), f"{path}.priority", 0, integer=True, positive=False)),
+            max_concurrency=self.optional_int(d, "max_concurrency", path),
+            queue_timeout=self.number(d.get("queue_timeout"), f"{path}.queue_timeout", self.queue_timeout,
+                                      positive=False),
+            rpm=self.optional_int(d, "rpm", path),
+            tpm=self.optional_int(d, "tpm", path),
+            price=self.price(d.get("price"), f"{path}.price"),
+            breaker=self.breaker(d.get("breaker"), f"{path}.breaker", self.breaker_defaults),
+        )
+
+    def optional_int(self, d: dict[str, Any], key: str, path: str) -> int | None:
+        if d.get(key) is None:
+            return None
+        return int(self.number(d[key], f"{path}.{key}", 1, integer=True))
+
+    def price(self, node: Any, path: str) -> Price | None:
+        if node is None:
+            return None
+        p = self.mapping(node, path, {"input_per_mtok", "output_per_mtok"})
+        return Price(
+            input_per_mtok=self.number(p.get("input_per_mtok"), f"{path}.input_per_mtok", 0.0, positive=False),
+            output_per_mtok=self.number(p.get("output_per_mtok"), f"{path}.output_per_mtok", 0.0,
+                                        positive=False),
         )
 
 

@@ -1,12 +1,14 @@
-"""Walks a model group's attempts: adapter → upstream → adapter → client.
+"""The request path: plan → adapter → upstream → adapter → client.
 
-The request path for every endpoint family. Invariants:
-- every deployment slot acquired is released on every exit, cancellation by
-  a departing client included (``finally``), and the upstream response is
+Invariants:
+- every lease a plan hands out is released on every exit, cancellation by a
+  departing client included (``finally``), and the upstream response is
   closed there too, which drops its connection if the body was not read;
-- a failed attempt moves on to the next deployment only while nothing has
-  been sent to the client; once a stream's first byte is out, an upstream
-  failure ends the stream with an OpenAI error event, never a silent cut.
+- a failed attempt moves on (retry, another deployment, a fallback model)
+  only while nothing has been sent to the client, and only for retryable
+  errors; a client's 4xx from upstream returns at once;
+- once a stream's first byte is out, an upstream failure ends the stream
+  with an OpenAI error event and no ``[DONE]``, never a silent cut.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .errors import ProxyError, ServiceUnavailable, UpstreamError, UpstreamProtocolError
+from .errors import ProxyError, UpstreamError, UpstreamProtocolError
+from .fetch import RemoteImages
 from .providers import adapter_for
-from .providers.base import Adapter, CallContext, UpstreamRequest
-from .router import DeploymentState, ModelGroup
+from .providers.base import Adapter, CallContext
+from .router.plan import Lease, Plan
 from .sse import encode_data
 from .upstream import Upstream, UpstreamResponse
 
@@ -31,86 +34,86 @@ log = logging.getLogger("llmproxy.forward")
 DEPLOYMENT_HEADER = "x-llmproxy-deployment"
 
 
-def _no_attempt(group: ModelGroup) -> ProxyError:
-    return ServiceUnavailable(f"no usable deployment for model {group.config.name!r}")
-
-
 async def forward_unary(
     upstream: Upstream,
-    group: ModelGroup,
+    plan: Plan,
     body: Mapping[str, Any],
     ctx: CallContext,
     kind: str,
 ) -> web.Response:
     """A non-streaming chat completion (``kind="chat"``) or embeddings call."""
-    last: UpstreamError | None = None
-    for state in group.attempts():
-        dep = state.config
-        adapter = adapter_for(dep.provider.type)
-        if kind == "chat":
-            req = adapter.chat_request(dep, body, stream=False)
-        else:
-            req = adapter.embeddings_request(dep, body)
-        state.acquire()
-        failure: str | None = None
+    loop = asyncio.get_running_loop()
+    images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
+    while (lease := await plan.next()) is not None:
+        dep = lease.member.config
         resp: UpstreamResponse | None = None
         try:
+            adapter = adapter_for(dep.provider.type)
+            req = (
+                adapter.chat_request(dep, await images.inline(adapter, dep, body), stream=False)
+                if kind == "chat"
+                else adapter.embeddings_request(dep, body)
+            )
+            started = loop.time()
             resp = await upstream.open(dep, req)
             data = await resp.read()
             _raise_for_status(adapter, resp, data)
             if kind == "chat":
-                out, _usage = adapter.chat_response(dep, data, ctx)
+                out, usage = adapter.chat_response(dep, data, ctx)
             else:
-                out, _usage = adapter.embeddings_response(dep, data, ctx)
+                out, usage = adapter.embeddings_response(dep, data, ctx)
+            lease.success(loop.time() - started, usage)
             return web.Response(
-                body=out,
-                content_type="application/json",
-                headers={DEPLOYMENT_HEADER: dep.id},
+                body=out, content_type="application/json", headers={DEPLOYMENT_HEADER: dep.id}
             )
         except UpstreamError as exc:
-            failure = exc.message
-            last = exc
+            lease.failure(exc)
+            plan.failed(exc)
             if not exc.retryable:
                 raise
             log.debug("attempt on %s failed: %s", dep.id, exc.message)
         finally:
-            state.release(failure)
+            lease.release()
             if resp is not None:
                 resp.close()
-    raise last if last is not None else _no_attempt(group)
+    raise plan.error()
 
 
 async def forward_stream(
     request: web.Request,
     upstream: Upstream,
-    group: ModelGroup,
+    plan: Plan,
     body: Mapping[str, Any],
     ctx: CallContext,
 ) -> web.StreamResponse:
-    last: UpstreamError | None = None
-    for state in group.attempts():
+    images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
+    while (lease := await plan.next()) is not None:
         try:
-            return await _stream_attempt(request, upstream, state, body, ctx)
+            return await _stream_attempt(request, upstream, lease, body, ctx, images)
         except UpstreamError as exc:
-            last = exc
+            plan.failed(exc)
             if not exc.retryable:
                 raise
-            log.debug("stream attempt on %s failed: %s", state.id, exc.message)
-    raise last if last is not None else _no_attempt(group)
+            log.debug("stream attempt on %s failed: %s", lease.id, exc.message)
+        finally:
+            lease.release()
+    raise plan.error()
 
 
 async def _stream_attempt(
     request: web.Request,
     upstream: Upstream,
-    state: DeploymentState,
+    lease: Lease,
     body: Mapping[str, Any],
     ctx: CallContext,
+    images: RemoteImages,
 ) -> web.StreamResponse:
-    dep = state.config
+    """One deployment's try. Raises UpstreamError only while nothing was sent."""
+    dep = lease.member.config
     adapter = adapter_for(dep.provider.type)
-    req: UpstreamRequest = adapter.chat_request(dep, body, stream=True)
-    state.acquire()
-    failure: str | None = None
+    req = adapter.chat_request(dep, await images.inline(adapter, dep, body), stream=True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     resp: UpstreamResponse | None = None
     chunks = None
     try:
@@ -125,7 +128,7 @@ async def _stream_attempt(
         translator = adapter.chat_stream(dep, ctx)
         chunks = resp.chunks()
         # Nothing is sent until the provider produced something to relay, so
-        # an attempt that fails before that can still move to another deployment.
+        # an attempt that fails before that can still move elsewhere.
         first = b""
         ended = False
         async for data in chunks:
@@ -135,50 +138,53 @@ async def _stream_attempt(
         else:
             first = translator.finish()
             ended = True
-
-        out = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                DEPLOYMENT_HEADER: dep.id,
-            }
-        )
-        await out.prepare(request)
-        try:
-            await out.write(first)
-            if not ended:
-                async for data in chunks:
-                    piece = translator.feed(data)
-                    if piece:
-                        await out.write(piece)
-                tail = translator.finish()
-                if tail:
-                    await out.write(tail)
-        except UpstreamError as exc:
-            failure = exc.message
-            await out.write(encode_data(orjson.dumps(exc.to_dict())))
-        except asyncio.CancelledError:
-            err = resp.timed_out()
-            if err is None:
-                raise  # the client left
-            failure = err.message
-            await out.write(encode_data(orjson.dumps(err.to_dict())))
-        except ProxyError as exc:
-            failure = exc.message
-            await out.write(encode_data(orjson.dumps(exc.to_dict())))
-        except ConnectionResetError:
-            return out  # the client left between our last read and this write
-        await out.write_eof()
-        return out
-    except UpstreamError as exc:
-        failure = exc.message
-        raise
-    finally:
-        state.release(failure)
+    except BaseException as exc:  # includes a client leaving while we wait
+        if isinstance(exc, UpstreamError):
+            lease.failure(exc)
         if chunks is not None:
             await chunks.aclose()
         if resp is not None:
             resp.close()
+        raise
+
+    ttft = loop.time() - started
+    out = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", DEPLOYMENT_HEADER: dep.id}
+    )
+    failure: ProxyError | None = None
+    try:
+        await out.prepare(request)
+        await out.write(first)
+        if not ended:
+            async for data in chunks:
+                piece = translator.feed(data)
+                if piece:
+                    await out.write(piece)
+            tail = translator.finish()
+            if tail:
+                await out.write(tail)
+    except UpstreamError as exc:
+        failure = exc
+    except asyncio.CancelledError:
+        timeout = resp.timed_out()
+        if timeout is None:
+            raise  # the client left: the finally below frees everything
+        failure = timeout
+    except ProxyError as exc:
+        failure = exc
+    except ConnectionResetError:
+        return out  # the client left between our last read and this write
+    finally:
+        await chunks.aclose()
+        resp.close()
+    if failure is not None:
+        if isinstance(failure, UpstreamError):
+            lease.failure(failure)
+        await out.write(encode_data(orjson.dumps(failure.to_dict())))
+    else:
+        lease.success(ttft, translator.usage)
+    await out.write_eof()
+    return out
 
 
 def _raise_for_status(adapter: Adapter, resp: UpstreamResponse, data: bytes) -> None:

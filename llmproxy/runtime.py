@@ -29,7 +29,7 @@ class Runtime:
 class Proxy:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config_path = config_path
-        self.registry = StateRegistry()
+        self.registry = StateRegistry(time.monotonic)
         self.runtime = Runtime(config, self.registry)
         self.upstream = Upstream(config.pool)
         self.draining = False

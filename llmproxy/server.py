@@ -101,6 +101,8 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/admin/config", admin.get_config)
     app.router.add_post("/admin/reload", admin.post_reload)
+    app.router.add_get("/admin/deployments", admin.get_deployments)
+    app.router.add_get("/admin/models", admin.get_models)
     return app
 
 

@@ -1,4 +1,4 @@
-"""/admin/*: live config and reloads (routing state joins them later).
+"""/admin/*: live config, reloads and routing state.
 
 Admin endpoints require ``Authorization: Bearer <admin.token>`` when a token
 is configured, and are refused to anything but loopback clients when none is.
@@ -17,6 +17,7 @@ from aiohttp import web
 from ..config import redacted_view
 from ..errors import AuthenticationFailed, ProxyError
 from ..reload import RELOADER
+from ..router import DeploymentState
 from ..runtime import PROXY
 from .common import json_response
 
@@ -82,3 +83,53 @@ async def post_reload(request: web.Request) -> web.Response:
         )
     config = request.app[PROXY].runtime.config
     return json_response({"status": "reloaded", "sha256": config.sha256})
+
+
+def _deployment_view(state: DeploymentState) -> dict[str, Any]:
+    cfg = state.config
+    cooling = state.cooling_for()
+    return {
+        "id": state.id,
+        "provider": cfg.provider.name,
+        "type": cfg.provider.type,
+        "model": cfg.model,
+        "breaker": state.breaker.state,
+        "breaker_retry_in": round(state.breaker.retry_in(), 3),
+        "in_flight": state.in_flight,
+        "max_concurrency": cfg.max_concurrency,
+        "ewma_latency_ms": None if state.ewma is None else round(state.ewma * 1000, 3),
+        "cooling_for": round(cooling, 3),
+        "rpm": None if state.rpm is None else {"limit": cfg.rpm, "headroom": int(state.rpm.headroom())},
+        "tpm": None if state.tpm is None else {"limit": cfg.tpm, "headroom": int(state.tpm.headroom())},
+        "requests": state.requests,
+        "failures": state.failures,
+        "last_error": state.last_error,
+        "usable": state.usable(),
+    }
+
+
+async def get_deployments(request: web.Request) -> web.Response:
+    require_admin(request)
+    router = request.app[PROXY].runtime.router
+    return json_response({"deployments": [_deployment_view(s) for s in router.states.values()]})
+
+
+async def get_models(request: web.Request) -> web.Response:
+    require_admin(request)
+    router = request.app[PROXY].runtime.router
+    models = []
+    for group in router.groups.values():
+        cfg = group.config
+        models.append({
+            "model": cfg.name,
+            "strategy": cfg.strategy,
+            "fallbacks": list(cfg.fallbacks),
+            "retries": cfg.retry.retries,
+            "deployments": [
+                {"id": m.id, "provider": m.config.provider.name, "model": m.config.model,
+                 "weight": m.config.weight, "priority": m.config.priority,
+                 "breaker": m.state.breaker.state, "usable": m.state.usable()}
+                for m in group.members
+            ],
+        })
+    return json_response({"models": models})

@@ -8,6 +8,7 @@ from ..errors import InvalidRequest
 from ..forward import forward_stream, forward_unary
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
+from .routing import make_plan
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -28,6 +29,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if opts is not None and not isinstance(opts, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
     ctx = call_context(request, body)
+    plan = make_plan(request, runtime.router, group, body)
     if stream:
-        return await forward_stream(request, proxy.upstream, group, body, ctx)
-    return await forward_unary(proxy.upstream, group, body, ctx, "chat")
+        return await forward_stream(request, proxy.upstream, plan, body, ctx)
+    return await forward_unary(proxy.upstream, plan, body, ctx, "chat")

@@ -8,6 +8,7 @@ from ..errors import InvalidRequest
 from ..forward import forward_unary
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
+from .routing import make_plan
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -21,4 +22,5 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
                              param="input")
     if not isinstance(value, (str, list)):
         raise InvalidRequest("'input' must be a string or an array", param="input")
-    return await forward_unary(proxy.upstream, group, body, call_context(request, body), "embeddings")
+    plan = make_plan(request, runtime.router, group, body)
+    return await forward_unary(proxy.upstream, plan, body, call_context(request, body), "embeddings")

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from ..config import DeploymentConfig
 from ..errors import InvalidRequest
 
 # Fields every adapter handles itself or that never change the generated answer.
@@ -38,6 +39,7 @@ NEUTRAL_VALUES: Mapping[str, tuple[Any, ...]] = {
     "parallel_tool_calls": (True,),
     "logit_bias": ({},),
     "response_format": ({"type": "text"},),
+    "modalities": (["text"],),
 }
 
 
@@ -99,12 +101,14 @@ def data_url(url: str, where: str, provider: str) -> tuple[str, str]:
     """``data:image/png;base64,XXXX`` → (``image/png``, ``XXXX``).
 
     Providers that take image bytes only (Bedrock, Ollama) get them from a
-    data URL: an adapter does no I/O, so it cannot download an http(s) URL.
+    data URL: an adapter does no I/O. An http(s) link reaches an adapter only
+    when its provider does not allow ``llmproxy/fetch.py`` to download it.
     """
     if not url.startswith("data:"):
         raise InvalidRequest(
-            f"{where}: {provider} deployments accept images only as base64 data URLs "
-            "(data:image/png;base64,...), not links",
+            f"{where}: {provider} deployments take images as base64 data URLs "
+            "(data:image/png;base64,...); links are downloaded by the proxy only for providers "
+            "with allow_image_urls: true",
             param=where, code="unsupported_image_url",
         )
     head, sep, payload = url[5:].partition(",")
@@ -115,6 +119,22 @@ def data_url(url: str, where: str, provider: str) -> tuple[str, str]:
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{where}: the data URL is not valid base64", param=where) from None
     return head[: -len(";base64")].lower(), payload
+
+
+def http_image_urls(dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
+    """The user-message image links ``llmproxy/fetch.py`` is to inline, if the provider allows it."""
+    if not dep.provider.options.get("allow_image_urls"):
+        return []
+    urls: list[str] = []
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "user" else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                ref = part.get("image_url")
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                if isinstance(url, str) and url.startswith(("https://", "http://")) and url not in urls:
+                    urls.append(url)
+    return urls
 
 
 def tool_arguments(raw: Any, where: str) -> Any:
@@ -172,8 +192,18 @@ def tool_choice_of(body: Mapping[str, Any]) -> str | None:
     if isinstance(choice, dict):
         fn = choice.get("function")
         if choice.get("type") == "function" and isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            return "function:" + fn["name"]
+            return "function:" + str(fn["name"])
     raise InvalidRequest("'tool_choice' must be none, auto, required or a function", param="tool_choice")
+
+
+def object_field(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A provider-native pass-through field that must be a JSON object ({} if absent)."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{key}' must be an object", param=key)
+    return value
 
 
 def stop_list(body: Mapping[str, Any]) -> list[str] | None:
@@ -296,18 +326,27 @@ class Chunks:
                 "model": self.model, "choices": [], "usage": usage}
 
 
+def requested_encoding(ctx: object) -> str:
+    """The client's ``encoding_format`` for an embeddings answer.
+
+    Read from the call context when it carries one; otherwise floats, which
+    the OpenAI SDKs accept even when they asked for base64 by default.
+    """
+    fmt = getattr(ctx, "encoding_format", None)
+    return "base64" if fmt == "base64" else "float"
+
+
 def embeddings_list(
     vectors: list[list[float]], model: str, fmt: str, prompt_tokens: Any
-) -> bytes:
+) -> tuple[bytes, dict[str, Any]]:
+    """An OpenAI embeddings list and its usage."""
     data = [
         {"object": "embedding", "index": i, "embedding": floats_to_base64(v) if fmt == "base64" else v}
         for i, v in enumerate(vectors)
     ]
     n = _int(prompt_tokens)
-    return orjson.dumps(
-        {"object": "list", "data": data, "model": model,
-         "usage": {"prompt_tokens": n, "total_tokens": n}}
-    )
+    usage = {"prompt_tokens": n, "total_tokens": n}
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage}), usage
 
 
 def floats_to_base64(vector: list[float]) -> str:

@@ -1,58 +1,108 @@
 """Per-deployment runtime state: the one place that holds it (DESIGN rule 2).
 
 State is keyed by the deployment's stable id, so a config reload that keeps
-a deployment keeps its counters; the registry hands out the same object for
-the same id for as long as any config or in-flight request still uses it.
+a deployment keeps its breaker, latency average, limiter levels and counters;
+the registry hands out the same object for the same id. Deployments that a
+reload removes are forgotten by the registry; requests still holding their
+state finish on it undisturbed, and it is garbage once they are done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..config import DeploymentConfig
+from ..resilience.breaker import CircuitBreaker
+from ..resilience.limits import ConcurrencyGate, TokenLimiter
+
+EWMA_ALPHA = 0.3
 
 
 class DeploymentState:
-    __slots__ = ("id", "config", "in_flight", "requests", "failures", "last_error")
+    __slots__ = ("id", "config", "clock", "in_flight", "requests", "failures", "last_error",
+                 "last_error_at", "breaker", "gate", "rpm", "tpm", "ewma", "cool_until")
 
-    def __init__(self, config: DeploymentConfig) -> None:
+    def __init__(self, config: DeploymentConfig, clock: Callable[[], float]) -> None:
         self.id = config.id
         self.config = config
+        self.clock = clock
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.breaker = CircuitBreaker(config.breaker, clock)
+        self.gate = ConcurrencyGate(config.max_concurrency)
+        self.rpm: TokenLimiter | None = TokenLimiter(config.rpm) if config.rpm else None
+        self.tpm: TokenLimiter | None = TokenLimiter(config.tpm) if config.tpm else None
+        self.ewma: float | None = None  # seconds: latency, or time to first token for streams
+        self.cool_until = 0.0
 
-    def usable(self) -> bool:
-        return True
+    def reconfigure(self, config: DeploymentConfig) -> None:
+        old = self.config
+        self.config = config
+        self.breaker.reconfigure(config.breaker)
+        self.gate.limit = config.max_concurrency
+        if config.rpm != old.rpm:
+            self.rpm = TokenLimiter(config.rpm) if config.rpm else None
+        if config.tpm != old.tpm:
+            self.tpm = TokenLimiter(config.tpm) if config.tpm else None
 
-    def acquire(self) -> None:
-        self.in_flight += 1
-        self.requests += 1
+    # -- what the planner asks
 
-    def release(self, error: str | None = None) -> None:
-        self.in_flight -= 1
-        if error is not None:
-            self.failures += 1
-            self.last_error = error
+    def healthy(self) -> bool:
+        """Breaker lets traffic through (or will probe now)."""
+        return self.breaker.available()
+
+    def cooling_for(self) -> float:
+        return max(self.cool_until - self.clock(), 0.0)
+
+    def rate_wait(self, tokens: float) -> float:
+        """Seconds until the rpm/tpm limiters could take this request (0 = now)."""
+        wait = 0.0
+        if self.rpm is not None:
+            wait = self.rpm.seconds_until(1)
+        if self.tpm is not None:
+            wait = max(wait, self.tpm.seconds_until(tokens))
+        return wait
+
+    def usable(self, tokens: float = 1.0) -> bool:
+        return (
+            self.breaker.available()
+            and self.cool_until <= self.clock()
+            and self.gate.free()
+            and (self.rpm is None or self.rpm.has_capacity(1))
+            and (self.tpm is None or self.tpm.has_capacity(min(tokens, self.tpm.max_rate)))
+        )
+
+    # -- what a finished attempt reports
+
+    def observe_latency(self, seconds: float) -> None:
+        self.ewma = seconds if self.ewma is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.ewma
+
+    def cool(self, seconds: float) -> None:
+        self.cool_until = max(self.cool_until, self.clock() + seconds)
+
+    def note_error(self, message: str) -> None:
+        self.failures += 1
+        self.last_error = message
+        self.last_error_at = self.clock()
 
 
 class StateRegistry:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self._states: dict[str, DeploymentState] = {}
 
     def bind(self, deployments: Iterable[DeploymentConfig]) -> dict[str, DeploymentState]:
-        """States for a (new) config: kept for known ids, created for new ones.
-
-        Ids no longer named are forgotten here; requests still holding their
-        state object finish on it undisturbed.
-        """
+        """States for a (new) config: kept for known ids, created for new ones."""
         fresh: dict[str, DeploymentState] = {}
         for dep in deployments:
             state = self._states.get(dep.id)
             if state is None:
-                state = DeploymentState(dep)
-            state.config = dep
+                state = DeploymentState(dep, self.clock)
+            else:
+                state.reconfigure(dep)
             fresh[dep.id] = state
         self._states = fresh
         return fresh

@@ -1,20 +1,34 @@
-"""Strategies: each picks one deployment among the usable candidates.
+"""Strategies: each picks one member among the usable candidates.
 
 A strategy object lives as long as its model group's config and may keep
-small state (a cursor, current weights). ``pick`` is only called with a
-non-empty list.
+small state (a cursor, current weights, a session map). ``pick`` is only
+called with a non-empty list, already filtered to usable deployments of one
+priority tier.
 """
 
 from __future__ import annotations
 
+import random
+from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from .state import DeploymentState
+from .hashring import HashRing
+
+if TYPE_CHECKING:
+    from . import Member
+
+
+@dataclass(frozen=True, slots=True)
+class RouteContext:
+    session_key: str | None = None
+    prompt_tokens: int = 0  # estimated before the call
+    completion_tokens: int = 0  # estimated: max_tokens, else a default
 
 
 class Strategy(Protocol):
-    def pick(self, candidates: Sequence[DeploymentState]) -> DeploymentState: ...
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member: ...
 
 
 class RoundRobin:
@@ -23,7 +37,7 @@ class RoundRobin:
     def __init__(self) -> None:
         self._next = 0
 
-    def pick(self, candidates: Sequence[DeploymentState]) -> DeploymentState:
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
         i = self._next % len(candidates)
         self._next = i + 1
         return candidates[i]
@@ -31,7 +45,7 @@ class RoundRobin:
 
 class SmoothWeighted:
     """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a,
-    never five a's in a row. Works over any subset of the deployments, so an
+    never five a's in a row. Works over any subset of the members, so an
     unusable one simply drops out of the rotation."""
 
     __slots__ = ("_current",)
@@ -39,28 +53,156 @@ class SmoothWeighted:
     def __init__(self) -> None:
         self._current: dict[str, float] = {}
 
-    def pick(self, candidates: Sequence[DeploymentState]) -> DeploymentState:
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
         if len(candidates) == 1:
             return candidates[0]
         current = self._current
         total = 0.0
-        best: DeploymentState | None = None
+        best: Member | None = None
         best_weight = 0.0
-        for state in candidates:
-            weight = state.config.weight
-            cw = current.get(state.id, 0.0) + weight
-            current[state.id] = cw
+        for m in candidates:
+            weight = m.config.weight
+            cw = current.get(m.id, 0.0) + weight
+            current[m.id] = cw
             total += weight
             if best is None or cw > best_weight:
-                best, best_weight = state, cw
+                best, best_weight = m, cw
         assert best is not None
         current[best.id] = best_weight - total
         return best
 
 
-def make_strategy(name: str) -> Strategy:
-    if name == "round_robin":
-        return RoundRobin()
+class WeightedRandom:
+    __slots__ = ("_rng",)
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        if len(candidates) == 1:
+            return candidates[0]
+        return self._rng.choices(candidates, weights=[m.config.weight for m in candidates])[0]
+
+
+class LeastConnections:
+    """Fewest requests in flight; ties rotate so equal deployments share evenly."""
+
+    __slots__ = ("_turn",)
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        low = min(m.state.in_flight for m in candidates)
+        tied = [m for m in candidates if m.state.in_flight == low]
+        self._turn += 1
+        return tied[self._turn % len(tied)]
+
+
+class LeastLatency:
+    """Lowest EWMA latency (time to first token for streams). Deployments with
+    no observation yet are tried first, so a new one gets measured."""
+
+    __slots__ = ("_unknown",)
+
+    def __init__(self) -> None:
+        self._unknown = RoundRobin()
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        unknown = [m for m in candidates if m.state.ewma is None]
+        if unknown:
+            return self._unknown.pick(unknown, ctx)
+        return min(candidates, key=lambda m: m.state.ewma or 0.0)
+
+
+class Cheapest:
+    """Lowest estimated cost for this request from each deployment's ``price``;
+    deployments without a price come last; ties share by weight."""
+
+    __slots__ = ("_ties",)
+
+    def __init__(self) -> None:
+        self._ties = SmoothWeighted()
+
+    @staticmethod
+    def estimate(m: Member, ctx: RouteContext) -> float:
+        price = m.config.price
+        if price is None:
+            return float("inf")
+        return price.cost(ctx.prompt_tokens, ctx.completion_tokens)
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        costs = [self.estimate(m, ctx) for m in candidates]
+        low = min(costs)
+        tied = [m for m, c in zip(candidates, costs) if c == low]
+        return self._ties.pick(tied, ctx)
+
+
+class Sticky:
+    """The same session key goes to the same deployment while it stays usable;
+    a key whose deployment became unusable moves (and stays moved). Keys
+    without a session go by weight. The session map is a bounded LRU."""
+
+    __slots__ = ("_sessions", "_fallback", "_max")
+
+    def __init__(self, max_sessions: int = 100_000) -> None:
+        self._sessions: OrderedDict[str, str] = OrderedDict()
+        self._fallback = SmoothWeighted()
+        self._max = max_sessions
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        key = ctx.session_key
+        if key is None:
+            return self._fallback.pick(candidates, ctx)
+        bound = self._sessions.get(key)
+        if bound is not None:
+            for m in candidates:
+                if m.id == bound:
+                    self._sessions.move_to_end(key)
+                    return m
+        m = self._fallback.pick(candidates, ctx)
+        self._sessions[key] = m.id
+        self._sessions.move_to_end(key)
+        if len(self._sessions) > self._max:
+            self._sessions.popitem(last=False)
+        return m
+
+
+class ConsistentHash:
+    """Session key → the first usable deployment clockwise on a hash ring."""
+
+    __slots__ = ("_ring", "_fallback")
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self._ring: HashRing[Member] = HashRing(members, key=lambda m: m.id, weight=lambda m: m.config.weight)
+        self._fallback = SmoothWeighted()
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        if ctx.session_key is None:
+            return self._fallback.pick(candidates, ctx)
+        ids = {m.id for m in candidates}
+        found = self._ring.lookup(ctx.session_key, lambda m: m.id in ids)
+        if found is None:
+            return self._fallback.pick(candidates, ctx)
+        # The ring holds the group's members; hand back the candidate object.
+        return next(m for m in candidates if m.id == found.id)
+
+
+def make_strategy(name: str, members: Sequence[Member], rng: random.Random) -> Strategy:
     if name == "weighted":
         return SmoothWeighted()
+    if name == "round_robin":
+        return RoundRobin()
+    if name == "random":
+        return WeightedRandom(rng)
+    if name == "least_connections":
+        return LeastConnections()
+    if name == "least_latency":
+        return LeastLatency()
+    if name == "cost":
+        return Cheapest()
+    if name == "sticky":
+        return Sticky()
+    if name == "consistent_hash":
+        return ConsistentHash(members)
     raise ValueError(f"unknown strategy {name!r}")

@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -58,6 +59,7 @@ TARGET_STREAMS_50 = 2000.0
 TARGET_FIRST_CHUNK_ADDED_MS = 0.6
 TARGET_RSS_IDLE_MB = 60.0
 TARGET_RSS_100K_MB = 80.0
+NOISE_LIMIT = 0.05  # warn when other processes used more than 5 % of a core during a run
 RSS_NO_HIGHER_TOLERANCE = 1.02  # "no higher after 500k": allow 2 % allocator noise
 REF_LITELLM = {"rps": "~100", "streams": "21", "rss": "310 MB"}
 REF_AIOHTTP = {"rps": "5,300", "streams": "4,500", "rss": "42 MB"}
@@ -85,6 +87,36 @@ def proc_cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def core_busy_seconds() -> dict[str, float]:
+    """Busy (non-idle, non-iowait) seconds per core from /proc/stat, plus 'all'."""
+    out: dict[str, float] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            name, *vals = line.split()
+            v = [int(x) for x in vals]
+            busy = sum(v[:8]) - v[3] - v[4]  # user nice system idle iowait irq softirq steal
+            out["all" if name == "cpu" else name[3:]] = busy / CLK_TCK
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and its direct children (nginx master + workers)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == root or int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def proc_mem_mb(pid: int) -> dict[str, float]:
@@ -248,6 +280,7 @@ class WrkResult:
     cpu_util: float | None = None
     rss_after_mb: float | None = None
     proxy_log_errors: int = 0
+    foreign_cpu: float | None = None  # cores' worth of CPU used by processes not in the benchmark
     raw: str = field(default="", repr=False)
 
     @property
@@ -270,6 +303,7 @@ class Bench:
         self.proxied = 0  # requests sent through the proxy since it started
         self.problems: list[str] = []
         self.log_errors_seen = 0
+        self.noisy: list[str] = []
         self.results: dict[str, Any] = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": {"cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)), "pinned": self.pinned},
@@ -347,6 +381,17 @@ class Bench:
             raise BenchError(f"llmproxy exited with {self.proxy.returncode}:\n{self.tail('proxy.log')}")
         return self.proxy.pid
 
+    def our_cpu_seconds(self) -> float:
+        """CPU used by the benchmark's own processes: proxy, nginx, this script and its waited-for children."""
+        total = 0.0
+        for p in self.procs:
+            if p.poll() is None:
+                total += tree_cpu_seconds(p.pid)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            ru = resource.getrusage(who)
+            total += ru.ru_utime + ru.ru_stime
+        return total
+
     def proxy_log_error_count(self) -> int:
         try:
             with open(self.tmp / "proxy.log", "rb") as f:
@@ -395,11 +440,15 @@ class Bench:
         cmd = pin_cmd(self.other_core, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
                                         "--timeout", "10s", "-s", str(script), url])
         pid = self.proxy_pid if target == "llmproxy" else None
+        ours0 = self.our_cpu_seconds()
+        busy0 = core_busy_seconds()["all"]
         cpu0 = proc_cpu_seconds(pid) if pid else 0.0
         t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
         wall = time.monotonic() - t0
         cpu1 = proc_cpu_seconds(pid) if pid else 0.0
+        busy1 = core_busy_seconds()["all"]
+        ours1 = self.our_cpu_seconds()
         if proc.returncode != 0:
             raise BenchError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
         m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
@@ -418,7 +467,13 @@ class Bench:
             bytes_per_response=d["bytes"] / requests if requests else 0.0,
             errors=errors, non_2xx_3xx=int(non2xx.group(1)) if non2xx else 0, raw=proc.stdout,
         )
+        # Anything else busy on the machine (other people's tests...) skews the figures.
+        r.foreign_cpu = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / wall) if wall else None
+        if r.foreign_cpu is not None and r.foreign_cpu > NOISE_LIMIT:
+            self.noisy.append(f"{label or f'{target} {MODE_LABEL[mode]} {conns} conn'}: "
+                              f"{100 * r.foreign_cpu:.0f}% of a core used by other processes")
         if pid:
+            time.sleep(0.5)  # let the proxy finish the requests wrk cut off (and log about them)
             n_err = self.proxy_log_error_count()
             r.proxy_log_errors, self.log_errors_seen = n_err - self.log_errors_seen, n_err
             self.proxied += requests
@@ -429,6 +484,8 @@ class Bench:
         what = label or f"{target:8s} {MODE_LABEL[mode]:10s} {conns:2d} conn"
         cpu = f"  proxy CPU {r.cpu_ms_per_req:.3f} ms/req ({100 * r.cpu_util:.0f}%)" if pid and r.cpu_ms_per_req else ""
         errs = f"  [{r.proxy_log_errors} ERROR lines in proxy log]" if r.proxy_log_errors else ""
+        if r.foreign_cpu is not None and r.foreign_cpu > NOISE_LIMIT:
+            errs += f"  [NOISY: other processes used {100 * r.foreign_cpu:.0f}% of a core]"
         log(f"{what}: {r.rps:9.0f} req/s  p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  "
             f"n={requests}{cpu}{errs}")
         if r.failed:
@@ -584,6 +641,7 @@ class Bench:
         log_errors = proxy_log_errors(self.tmp / "proxy.log")
         self.results["proxy_log_errors"] = log_errors
         self.results["problems"] = self.problems
+        self.results["noisy_runs"] = self.noisy
         self.results["proxy_log_tail"] = self.tail("proxy.log", 40)
         if not a.only_profile:
             table, verdicts = summary_table(self.results, a)
@@ -593,16 +651,21 @@ class Bench:
         else:
             table, verdicts = "", {}
         self.write_out(table)
+        if self.noisy:
+            print("\nWARNING: other processes were busy during these runs; their figures are pessimistic "
+                  "(re-run on a quiet machine):", file=sys.stderr)
+            for n in self.noisy:
+                print(f"  - {n}", file=sys.stderr)
+        if log_errors:
+            print("\nWARNING: the proxy logged errors (counted per run as 'proxy_log_errors' in the JSON; "
+                  "--keep keeps proxy.log):", file=sys.stderr)
+            for what, n in log_errors.items():
+                print(f"  {n:6d} x {what}", file=sys.stderr)
         if self.problems:
             print("\nFAILED: some requests did not succeed:", file=sys.stderr)
             for p in self.problems:
                 print(f"  - {p}", file=sys.stderr)
             return 1
-        if log_errors:
-            print("\nWARNING: the proxy logged errors (see 'proxy_log_errors' per run in the JSON; --keep keeps "
-                  "proxy.log):", file=sys.stderr)
-            for what, n in log_errors.items():
-                print(f"  {n:6d} x {what}", file=sys.stderr)
         if a.check_targets and any(v == "FAIL" for v in verdicts.values()):
             return 2
         return 0
@@ -686,7 +749,8 @@ def summary_table(results: dict[str, Any], args: argparse.Namespace) -> tuple[st
             if mode == "stream" and conns == 50:
                 tgt, ref = f">= {TARGET_STREAMS_50:,.0f}", f"{REF_LITELLM['streams']} | {REF_AIOHTTP['streams']}"
                 ok = verdict("streams_50", p["rps"] >= TARGET_STREAMS_50)
-            rows.append((f"{head}  {unit}", _fmt(d["rps"], 0), _fmt(p["rps"], 0),
+            mark = "*" if any((x.get("foreign_cpu") or 0) > NOISE_LIMIT for x in (d, p)) else ""
+            rows.append((f"{head}  {unit}{mark}", _fmt(d["rps"], 0), _fmt(p["rps"], 0),
                          f"{100 * (p['rps'] / d['rps'] - 1):+.0f}%" if d["rps"] else "-", tgt, ok, ref))
             added = p["p50_ms"] - d["p50_ms"]
             tgt = ok = ""
@@ -752,6 +816,9 @@ def summary_table(results: dict[str, Any], args: argparse.Namespace) -> tuple[st
         lines.append("  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:4], widths[1:4])]
                                + [c.ljust(w) for c, w in zip(cells[4:], widths[4:])]).rstrip())
     fails = [k for k, v in verdicts.items() if v == "FAIL"]
+    if any((r.get("foreign_cpu") or 0) > NOISE_LIMIT for r in results["runs"]):
+        lines.append(f"* other processes used > {100 * NOISE_LIMIT:.0f}% of a core during this run "
+                     "(see noisy_runs in the JSON); its figures are pessimistic")
     lines.append("")
     lines.append(f"targets: {sum(v == 'PASS' for v in verdicts.values())} pass, {len(fails)} fail"
                  + (f" ({', '.join(fails)})" if fails else "")
@@ -771,6 +838,13 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
         n = int(count)
         frames = [_short_frame(f) for f in stack.split(";")]
         frames = [f for f in frames if f]
+        # Drop the process entry frames every loop-driven stack starts with; time
+        # spent with no Python frame above them is uvloop's C code.
+        while frames and frames[0].split(" ", 1)[0] in _ROOT_FRAMES:
+            if len(frames) == 1:
+                frames = [EVENT_LOOP_FRAME]
+                break
+            frames.pop(0)
         if not frames:
             continue
         total += n
@@ -785,6 +859,9 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
     return {"file": str(path), "samples": total, "own": ranked(own), "cumulative": ranked(cum)}
 
 
+_ROOT_FRAMES = {"<module>", "main", "cmd_serve", "Runner.run", "run", "BaseEventLoop.run_until_complete",
+                "BaseEventLoop.run_forever", "BaseEventLoop._run_once", "Handle._run"}
+EVENT_LOOP_FRAME = "[event loop in C: uvloop + socket I/O, no Python frame]"
 _SITE = re.compile(r"/(?:site|dist)-packages/")
 
 

@@ -1,0 +1,455 @@
+"""Reading an OpenAI chat request, and writing OpenAI answers, for translating adapters.
+
+Shared by ``anthropic.py`` and ``gemini.py`` (adapters whose provider speaks
+another language). Pure functions, no I/O, inputs never mutated.
+
+Invariant: every top-level field of an OpenAI chat request is either
+translated by the adapter (it lists it in its ``supported`` set), refused here
+with a 400 that names it (``refuse_unsupported``), accepted because its value
+is the OpenAI default and asks for nothing (``_NEUTRAL``), or listed in
+``IGNORED`` with the reason it cannot change the generated answer. Nothing
+else is dropped. Request fields follow openai-python
+``types/chat/completion_create_params.py``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequest
+
+# Accepted and not forwarded: none of these can change what the model writes.
+IGNORED: Mapping[str, str] = {
+    "stream_options": "read by the proxy (include_usage)",
+    "metadata": "tags for OpenAI's stored completions; nothing is stored",
+    "prompt_cache_key": "an OpenAI cache-routing hint",
+    "prompt_cache_retention": "an OpenAI cache-lifetime hint",
+    "prompt_cache_options": "an OpenAI cache-lifetime hint",
+}
+
+# Values equal to OpenAI's defaults: they ask for nothing, so any provider can honour them.
+_NEUTRAL: Mapping[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logit_bias": ({},),
+    "modalities": (["text"],),
+    "store": (False,),
+    "service_tier": ("auto", "default"),
+    "parallel_tool_calls": (True,),
+    "reasoning_effort": ("none",),
+}
+
+_HINTS: Mapping[str, str] = {
+    "functions": "; use 'tools' (the deprecated 'functions' is not translated)",
+    "function_call": "; use 'tool_choice' (the deprecated 'function_call' is not translated)",
+    "audio": "; audio output is not available",
+    "modalities": "; only [\"text\"] is available",
+    "store": "; completions are not stored",
+    "n": "; send one request per completion",
+}
+
+
+def refuse_unsupported(body: Mapping[str, Any], supported: frozenset[str], provider: str) -> None:
+    for key, value in body.items():
+        if value is None or key in supported or key in IGNORED:
+            continue
+        neutral = _NEUTRAL.get(key)
+        if neutral is not None and type(value) is not bool and value in neutral:
+            continue
+        if neutral is not None and type(value) is bool and any(v is value for v in neutral):
+            continue
+        raise InvalidRequest(
+            f"'{key}' = {_show(value)} is not supported by {provider} deployments{_HINTS.get(key, '')}",
+            param=key,
+        )
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- scalar fields
+
+
+def number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise InvalidRequest(f"'{key}' must be a number from {lo:g} to {hi:g}, got {_show(value)}", param=key)
+    return value
+
+
+def integer(body: Mapping[str, Any], key: str, lo: int = 1) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise InvalidRequest(f"'{key}' must be an integer >= {lo}, got {_show(value)}", param=key)
+    return value
+
+
+def max_tokens(body: Mapping[str, Any]) -> int | None:
+    """``max_completion_tokens`` (current) wins over ``max_tokens`` (deprecated)."""
+    mct = integer(body, "max_completion_tokens")
+    mt = integer(body, "max_tokens")
+    return mct if mct is not None else mt
+
+
+def stop_sequences(body: Mapping[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop] if stop else None
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return [s for s in stop if s] or None
+    raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
+
+
+def end_user(body: Mapping[str, Any]) -> str | None:
+    """``safety_identifier`` (current) or ``user`` (deprecated for this purpose)."""
+    for key in ("safety_identifier", "user"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"'{key}' must be a string", param=key)
+        if value:
+            return value
+    return None
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+def reasoning_effort(body: Mapping[str, Any]) -> str | None:
+    value = body.get("reasoning_effort")
+    if value is None:
+        return None
+    if value not in REASONING_EFFORTS:
+        raise InvalidRequest(
+            f"'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}", param="reasoning_effort"
+        )
+    return str(value)
+
+
+def response_format(body: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """``("text", None)``, ``("json_object", None)`` or ``("json_schema", schema)``."""
+    rf = body.get("response_format")
+    if rf is None:
+        return "text", None
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind in ("text", "json_object"):
+        return kind, None
+    if kind == "json_schema":
+        js = rf.get("json_schema")
+        schema = js.get("schema") if isinstance(js, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest(
+                "'response_format.json_schema.schema' must be a JSON Schema object",
+                param="response_format.json_schema.schema",
+            )
+        return "json_schema", schema
+    raise InvalidRequest(
+        "'response_format.type' must be 'text', 'json_object' or 'json_schema'", param="response_format"
+    )
+
+
+# --------------------------------------------------------------------------- tools
+
+
+class Function:
+    __slots__ = ("name", "description", "parameters", "strict")
+
+    def __init__(self, name: str, description: str | None, parameters: dict[str, Any] | None,
+                 strict: bool) -> None:
+        self.name = name
+        self.description = description
+        self.parameters = parameters
+        self.strict = strict
+
+
+def functions(body: Mapping[str, Any]) -> list[Function]:
+    """The request's tools, validated; only ``type: function`` tools translate."""
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array", param="tools")
+    out: list[Function] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        param = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise InvalidRequest(f"{param}: only tools of type 'function' can be translated, got {kind!r}",
+                                 param=param)
+        fn = tool.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"{param}.function.name is required", param=f"{param}.function.name")
+        if name in seen:
+            raise InvalidRequest(f"{param}: duplicate function name {name!r}", param=f"{param}.function.name")
+        seen.add(name)
+        assert isinstance(fn, dict)
+        desc = fn.get("description")
+        if desc is not None and not isinstance(desc, str):
+            raise InvalidRequest(f"{param}.function.description must be a string",
+                                 param=f"{param}.function.description")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidRequest(f"{param}.function.parameters must be a JSON Schema object",
+                                 param=f"{param}.function.parameters")
+        out.append(Function(name, desc or None, params, fn.get("strict") is True))
+    return out
+
+
+def tool_choice(body: Mapping[str, Any], tools: list[Function]) -> tuple[str, list[Function], str | None]:
+    """(mode, tools offered, forced function name).
+
+    Mode is ``auto | none | required | function``. A named choice keeps every
+    tool on offer and forces one; ``allowed_tools`` narrows the offer itself,
+    which is what it means: the model may call only those.
+    """
+    tc = body.get("tool_choice")
+    if tc is None:
+        return ("auto" if tools else "none"), tools, None
+    if tc in ("auto", "none", "required"):
+        if tc == "required" and not tools:
+            raise InvalidRequest("'tool_choice' is 'required' but no 'tools' were given", param="tool_choice")
+        return (str(tc) if tools else "none"), tools, None
+    if isinstance(tc, dict) and tc.get("type") == "function":
+        fn = tc.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not any(t.name == name for t in tools):
+            raise InvalidRequest(f"'tool_choice' names function {name!r}, which is not in 'tools'",
+                                 param="tool_choice")
+        return "function", tools, str(name)
+    if isinstance(tc, dict) and tc.get("type") == "allowed_tools":
+        allowed = tc.get("allowed_tools")
+        mode = allowed.get("mode") if isinstance(allowed, dict) else None
+        refs = allowed.get("tools") if isinstance(allowed, dict) else None
+        if mode not in ("auto", "required") or not isinstance(refs, list) or not refs:
+            raise InvalidRequest("'tool_choice.allowed_tools' needs a mode ('auto' or 'required') and tools",
+                                 param="tool_choice")
+        names = set()
+        for ref in refs:
+            fn = ref.get("function") if isinstance(ref, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise InvalidRequest("'tool_choice.allowed_tools.tools' may only name functions",
+                                     param="tool_choice")
+            names.add(fn["name"])
+        kept = [t for t in tools if t.name in names]
+        if len(kept) != len(names):
+            raise InvalidRequest("'tool_choice.allowed_tools' names a function that is not in 'tools'",
+                                 param="tool_choice")
+        return str(mode), kept, None
+    raise InvalidRequest(f"'tool_choice' = {_show(tc)} cannot be translated", param="tool_choice")
+
+
+def parallel_tool_calls(body: Mapping[str, Any]) -> bool:
+    value = body.get("parallel_tool_calls")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
+    return value is not False
+
+
+def tool_arguments(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
+    """An assistant ``tool_calls[j]`` entry → (id, name, arguments as an object)."""
+    if not isinstance(call, dict) or call.get("type", "function") != "function":
+        raise InvalidRequest(f"{param}: only function tool calls can be translated", param=param)
+    call_id, fn = call.get("id"), call.get("function")
+    if not isinstance(call_id, str) or not call_id:
+        raise InvalidRequest(f"{param}.id is required", param=f"{param}.id")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"{param}.function.name is required", param=f"{param}.function.name")
+    assert isinstance(fn, dict)
+    raw = fn.get("arguments")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return call_id, name, {}
+    try:
+        args = orjson.loads(raw) if isinstance(raw, str) else None
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise InvalidRequest(f"{param}.function.arguments must be a JSON object encoded as a string",
+                             param=f"{param}.function.arguments")
+    return call_id, name, args
+
+
+# --------------------------------------------------------------------------- content
+
+
+def content_parts(content: Any, param: str) -> list[dict[str, Any]]:
+    """A message's ``content`` as a list of part dicts (a string is one text part)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{param} must be a string or an array of content parts", param=param)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"{param}[{j}] must be an object with a 'type'", param=f"{param}[{j}]")
+        if part["type"] in ("text", "refusal") and not isinstance(part.get(part["type"]), str):
+            raise InvalidRequest(f"{param}[{j}].{part['type']} must be a string", param=f"{param}[{j}]")
+    return content
+
+
+def texts_only(content: Any, param: str, role: str) -> list[str]:
+    """System, developer and tool messages carry text parts only."""
+    out = []
+    for j, part in enumerate(content_parts(content, param)):
+        if part["type"] != "text":
+            raise InvalidRequest(f"{param}[{j}]: {role} messages may only contain text parts",
+                                 param=f"{param}[{j}]")
+        if part["text"]:
+            out.append(part["text"])
+    return out
+
+
+def image_url(part: Mapping[str, Any], param: str) -> str:
+    ref = part.get("image_url")
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"{param}.image_url.url is required", param=f"{param}.image_url.url")
+    return url
+
+
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
+
+
+def parse_data_url(url: str, param: str) -> tuple[str, str]:
+    """``data:<mime>;base64,<data>`` → (mime, base64 data), checked to be base64."""
+    m = _DATA_URL.match(url)
+    if m is None:
+        raise InvalidRequest(f"{param}: expected a base64 data URL (data:<type>;base64,...)", param=param)
+    data = url[m.end():]
+    try:  # a prefix of 4096 characters is whole base64 quanta: checked strictly, cheaply
+        binascii.a2b_base64(data[:4096].encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise InvalidRequest(f"{param}: the data URL is not valid base64", param=param) from None
+    return m.group(1).lower(), data
+
+
+def is_http_url(url: str) -> bool:
+    return url.startswith(("https://", "http://"))
+
+
+def tool_result_names(messages: Sequence[Any]) -> dict[str, str]:
+    """tool_call_id → function name, from every assistant message."""
+    names: dict[str, str] = {}
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("tool_calls"), list):
+            for call in m["tool_calls"]:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(call, dict) and isinstance(call.get("id"), str) and isinstance(fn, dict):
+                    names[call["id"]] = str(fn.get("name"))
+    return names
+
+
+def tool_call_id(message: Mapping[str, Any], param: str) -> str:
+    tcid = message.get("tool_call_id")
+    if not isinstance(tcid, str) or not tcid:
+        raise InvalidRequest(f"{param}.tool_call_id is required for tool messages", param=f"{param}.tool_call_id")
+    return tcid
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def safe_id(value: str) -> str:
+    """An id reduced to ``[A-Za-z0-9_-]`` (what Anthropic accepts for tool_use ids)."""
+    return _ID_UNSAFE.sub("_", value) if _ID_UNSAFE.search(value) else value
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def usage(prompt: int, completion: int, total: int | None = None, *, cached: int | None = None,
+          reasoning: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total if total is not None else prompt + completion,
+    }
+    if cached is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if reasoning is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return out
+
+
+def completion(id: str, created: int, model: str, choices: list[dict[str, Any]],
+               usage: dict[str, Any] | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if usage is not None:
+        doc["usage"] = usage
+    return doc
+
+
+def message(text: str | None, tool_calls: list[dict[str, Any]], reasoning: str | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        msg["tool_calls"] = tool_calls
+    if reasoning:
+        msg["reasoning_content"] = reasoning
+    return msg
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+class Chunks:
+    """Builds ``chat.completion.chunk`` dicts for one stream.
+
+    With ``include_usage`` every chunk carries ``"usage": null`` and the usage
+    chunk (empty ``choices``) comes last, as OpenAI sends them.
+    """
+
+    __slots__ = ("id", "created", "model", "include_usage")
+
+    def __init__(self, id: str, created: int, model: str, include_usage: bool) -> None:
+        self.id = id
+        self.created = created
+        self.model = model
+        self.include_usage = include_usage
+
+    def delta(self, delta: dict[str, Any], index: int = 0, finish: str | None = None,
+              logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }

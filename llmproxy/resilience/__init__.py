@@ -1,0 +1,1 @@
+"""Per-deployment protection: circuit breaker, concurrency gate, rate limits, retry budget."""
