@@ -102,7 +102,8 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     timeouts: Timeouts = Timeouts()
     # Type-specific settings (validated against PROVIDER_TYPES).
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # repr=False: options may hold credentials (aws_secret_access_key).
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,10 +747,21 @@ def describe_routes(config: Config) -> str:
     lines = []
     for model in config.models.values():
         lines.append(f"{model.name}  (strategy: {model.strategy})")
+        if model.fallbacks:
+            lines.append(f"  fallbacks: {', '.join(model.fallbacks)}")
         for dep in model.deployments:
+            extras = [f"weight {dep.weight:g}"]
+            if dep.priority:
+                extras.append(f"priority {dep.priority}")
+            if dep.max_concurrency:
+                extras.append(f"max_concurrency {dep.max_concurrency}")
+            if dep.rpm:
+                extras.append(f"rpm {dep.rpm}")
+            if dep.tpm:
+                extras.append(f"tpm {dep.tpm}")
             lines.append(
                 f"  - {dep.id}: provider {dep.provider.name} ({dep.provider.type}) "
-                f"model {dep.model} weight {dep.weight:g}"
+                f"model {dep.model} {' '.join(extras)}"
             )
     return "\n".join(lines)
 

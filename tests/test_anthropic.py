@@ -641,7 +641,7 @@ async def test_untranslatable_request_is_a_400_and_never_reaches_anthropic(start
     assert fake.seen == []
 
 
-async def test_fake_rejects_what_the_real_api_rejects(fake_upstream):
+def test_fake_rejects_what_the_real_api_rejects():
     """Keep the fake honest: requests a careless translation would send are refused."""
     api = AnthropicFake()
     headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import struct
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -519,6 +521,12 @@ def test_vertex_embeddings():
     assert doc["data"][0]["embedding"] == [1.0, -1.0] and doc["usage"]["prompt_tokens"] == 2
 
 
+def test_embeddings_in_base64_when_the_call_context_says_so():
+    ctx = SimpleNamespace(public_model="e", request_id="r", created=1, encoding_format="base64")
+    doc = orjson.loads(ADAPTER.embeddings_response(DEP, orjson.dumps({"embeddings": [{"values": [0.5, -2.0]}]}), ctx)[0])
+    assert doc["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -2.0)).decode()
+
+
 @pytest.mark.parametrize("body, param", [
     ({"input": [[1, 2, 3]]}, "input"), ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
     ({"input": "x", "task": "retrieval"}, "task"),
@@ -700,7 +708,7 @@ async def test_image_fetch_refusals(start_proxy, fake_upstream, openai_client, r
     assert fake.seen == []
 
 
-async def test_fake_rejects_what_the_real_api_rejects():
+def test_fake_rejects_what_the_real_api_rejects():
     api = GeminiFake()
 
     def ask(body: dict[str, Any], path: str = "/v1beta/models/g:generateContent") -> Reply:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import openai
 import pytest
 
@@ -56,6 +59,11 @@ async def test_mock_fixed_reply_and_embeddings(start_proxy, openai_client):
     e2 = await client.embeddings.create(model="org/embed-v1", input="same")
     assert e1.data[0].embedding == e2.data[0].embedding != e1.data[1].embedding
     assert len(e1.data[0].embedding) == 16
+    # The SDK asks for base64 on the wire by default and decodes it itself;
+    # asked for explicitly, the client gets the base64 string of float32s.
+    e3 = await client.embeddings.create(model="org/embed-v1", input="same", encoding_format="base64")
+    raw = base64.b64decode(e3.data[0].embedding)  # type: ignore[arg-type]
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(e2.data[0].embedding, rel=1e-6)
 
 
 async def test_models_list_and_get(start_proxy, openai_client):

@@ -67,4 +67,5 @@ def call_context(request: web.Request, body: dict[str, Any]) -> CallContext:
         request_id=request.get(REQUEST_ID, ""),
         created=int(time.time()),
         include_usage=isinstance(opts, dict) and opts.get("include_usage") is True,
+        encoding_format="base64" if body.get("encoding_format") == "base64" else "float",
     )

@@ -45,6 +45,7 @@ class CallContext:
     request_id: str
     created: int  # unix seconds, from the caller's clock
     include_usage: bool = False  # stream_options.include_usage
+    encoding_format: str = "float"  # embeddings: what the client asked for
 
 
 class StreamTranslator(Protocol):

@@ -488,7 +488,7 @@ class GeminiStream:
     (at connection close) then sends the usage chunk and ``[DONE]``.
     """
 
-    __slots__ = ("_decoder", "_ctx", "_model", "_chunks", "_base", "_candidates", "_blocked", "usage")
+    __slots__ = ("_decoder", "_ctx", "_model", "_chunks", "_base", "_candidates", "_blocked", "_usage")
 
     def __init__(self, ctx: CallContext, model: str) -> None:
         self._decoder = SSEDecoder()
@@ -498,7 +498,11 @@ class GeminiStream:
         self._base = ""
         self._candidates: dict[int, _Candidate] = {}
         self._blocked = False
-        self.usage: dict[str, Any] | None = None
+        self._usage: Any = None  # the latest usageMetadata, translated when asked for
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return openai_usage(self._usage)
 
     def feed(self, data: bytes) -> bytes:
         events = self._decoder.feed(data)
@@ -510,8 +514,9 @@ class GeminiStream:
         if not self._blocked and (not cands or not all(c.finished for c in cands)):
             raise UpstreamProtocolError("gemini stream ended before a finishReason")
         assert self._chunks is not None
-        if self._ctx.include_usage and self.usage is not None:
-            out += encode_chunks([self._chunks.usage(self.usage)])
+        usage = self.usage
+        if self._ctx.include_usage and usage is not None:
+            out += encode_chunks([self._chunks.usage(usage)])
         return out + DONE
 
     def _translate(self, events: list[SSEEvent]) -> bytes:
@@ -540,8 +545,8 @@ class GeminiStream:
                                          ctx.created, str(doc.get("modelVersion") or self._model),
                                          ctx.include_usage)
             self._base = _id_base(doc, ctx)
-        if (usage := openai_usage(doc.get("usageMetadata"))) is not None:
-            self.usage = usage
+        if "usageMetadata" in doc:
+            self._usage = doc["usageMetadata"]
         candidates = doc.get("candidates")
         if not isinstance(candidates, list) or not candidates:
             refusal = _blocked(doc)

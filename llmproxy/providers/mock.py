@@ -9,6 +9,7 @@ the answer; ``upstream.MockTransport`` plays it out with the configured
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 from collections.abc import Mapping
@@ -152,7 +153,12 @@ def embeddings(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     for i, item in enumerate(inputs):
         text = item if isinstance(item, str) else " ".join(map(str, item if isinstance(item, list) else [item]))
         total += max(count_tokens(text), 1)
-        data.append({"object": "embedding", "index": i, "embedding": embedding_vector(text, dims)})
+        vector = embedding_vector(text, dims)
+        if body.get("encoding_format") == "base64":  # little-endian float32, as OpenAI sends
+            data.append({"object": "embedding", "index": i,
+                         "embedding": base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()})
+        else:
+            data.append({"object": "embedding", "index": i, "embedding": vector})
     return {
         "object": "list",
         "data": data,

@@ -556,6 +556,7 @@ class Bench:
         rates = {"plain": 3000.0, "stream": 2000.0}
         mode_i = 0
         segments = []
+        noisy_before = len(self.noisy)
         for _ in range(400):  # bounded; ~5 s segments
             if not checkpoints:
                 break
@@ -580,6 +581,10 @@ class Bench:
             segments.append({"mode": mode, "requests": r.requests, "rps": r.rps, "rss_mb": r.rss_after_mb,
                              "failed": r.failed})
         self.results["soak"] = segments
+        noisy = self.noisy[noisy_before:]
+        if noisy:  # one line for the soak rather than one per segment
+            del self.noisy[noisy_before:]
+            self.noisy.append(f"soak: {len(noisy)} of {len(segments)} segments (RSS is unaffected)")
 
     def profile(self) -> None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
