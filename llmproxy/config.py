@@ -496,7 +496,7 @@ class _Validator:
                 self.fail(path, f"must be a mapping, got {_kind(body)}")
                 continue
             ptype = body.get("type")
-            if ptype not in PROVIDER_TYPES:
+            if not isinstance(ptype, str) or ptype not in PROVIDER_TYPES:
                 hint = difflib.get_close_matches(str(ptype), sorted(PROVIDER_TYPES), n=1)
                 suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
                 self.fail(

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from .config import DeploymentConfig, Timeouts, UpstreamPoolConfig
@@ -104,11 +104,13 @@ class Deadline:
 
 class UpstreamResponse(Protocol):
     status: int
-    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     async def read(self) -> bytes: ...
 
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def chunks(self) -> AsyncGenerator[bytes, None]: ...
 
     def close(self) -> None: ...
 
@@ -141,7 +143,7 @@ class HTTPResponse:
             deadline.cancel()
         return data
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         deadline = self._deadline
         content = self._resp.content
         try:
@@ -312,7 +314,7 @@ class MockTransport:
         finally:
             self._deadline.cancel()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             body, reply, cid = self._answer()
             opts = self._dep.provider.options

@@ -62,7 +62,8 @@ class Adapter(Protocol):
 
     # Content types a successful streaming answer may have (checked before
     # the first byte is relayed, so HTML from a misconfigured base_url is a 502).
-    stream_content_types: tuple[str, ...]
+    @property
+    def stream_content_types(self) -> tuple[str, ...]: ...
 
     def chat_request(
         self, dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool

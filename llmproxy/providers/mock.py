@@ -147,7 +147,8 @@ def embedding_vector(text: str, dimensions: int = 16) -> list[float]:
 def embeddings(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     raw = body.get("input")
     inputs = raw if isinstance(raw, list) else [raw]
-    dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else 16
+    raw_dims = body.get("dimensions")
+    dims = raw_dims if isinstance(raw_dims, int) and raw_dims > 0 else 16
     data = []
     total = 0
     for i, item in enumerate(inputs):
