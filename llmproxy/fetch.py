@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import socket
 from collections.abc import Mapping
@@ -151,7 +152,16 @@ def _refuse(url: str, reason: str) -> InvalidRequest:
     return InvalidRequest(f"cannot use image URL {shown}: {reason}", param="messages", code="image_url_fetch_failed")
 
 
+_NON_PUBLIC = "it points to a non-public address (set image_url_allow_private to allow)"
+
+
+class _NonPublicAddress(OSError):
+    """Raised by the resolver; aiohttp wraps it in a ClientConnectorError."""
+
+
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, _NonPublicAddress):
+        return _NON_PUBLIC
     if isinstance(exc, asyncio.TimeoutError):
         return f"no complete answer within {_TIMEOUT:g}s"
     text = str(exc)
@@ -172,7 +182,7 @@ def _check_literal(url: str, host: str, allow_private: bool) -> None:
     except ValueError:
         return
     if not allow_private and not _public(host.strip("[]")):
-        raise _refuse(url, "it points to a non-public address (set image_url_allow_private to allow)")
+        raise _refuse(url, _NON_PUBLIC)
 
 
 class _CheckedResolver(AbstractResolver):
@@ -190,8 +200,7 @@ class _CheckedResolver(AbstractResolver):
             return infos
         kept = [i for i in infos if _public(i["host"])]
         if not kept:
-            raise OSError(f"{host} resolves only to non-public addresses "
-                          "(set image_url_allow_private to allow)")
+            raise _NonPublicAddress(errno.EACCES, f"{host} resolves only to non-public addresses")
         return kept
 
     async def close(self) -> None:

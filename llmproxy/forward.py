@@ -149,7 +149,12 @@ async def _stream_attempt(
 
     ttft = loop.time() - started
     out = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", DEPLOYMENT_HEADER: dep.id}
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            DEPLOYMENT_HEADER: dep.id,
+            "X-Request-ID": ctx.request_id,
+        }
     )
     failure: ProxyError | None = None
     try:
@@ -180,10 +185,14 @@ async def _stream_attempt(
     if failure is not None:
         if isinstance(failure, UpstreamError):
             lease.failure(failure)
-        await out.write(encode_data(orjson.dumps(failure.to_dict())))
     else:
         lease.success(ttft, translator.usage)
-    await out.write_eof()
+    try:
+        if failure is not None:
+            await out.write(encode_data(orjson.dumps(failure.to_dict())))
+        await out.write_eof()
+    except ConnectionResetError:
+        pass  # the client left as the stream ended; nothing is owed to it
     return out
 
 

@@ -39,7 +39,7 @@ from itertools import accumulate
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -72,6 +72,10 @@ PROVIDER_NAMES: Mapping[str, str] = {
     "cohere": "cohere", "mistral": "mistral_ai", "groq": "groq", "deepseek": "deepseek",
     "xai": "x_ai", "perplexity": "perplexity", "watsonx": "ibm.watsonx.ai",
 }
+
+# The classic text format: every name here is a legacy (underscore) name, so
+# the body is the same under 1.0.0, and 0.0.4 is what every scraper accepts.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _STATUS_CLASSES = (OTHER, "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -420,7 +424,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its Content-Type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE
 
     # -- scrape time
 

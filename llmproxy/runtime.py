@@ -8,6 +8,8 @@ finishes on the config it started with whatever happens meanwhile.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 
 from aiohttp import web
@@ -34,6 +36,13 @@ class Proxy:
         self.upstream = Upstream(config.pool)
         self.draining = False
         self.started_at = time.time()
+        # Request ids: a random per-process prefix and a counter, unique across
+        # pods for log correlation and far cheaper than uuid4 per request.
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):010x}"
 
     def swap(self, config: Config) -> Runtime:
         self.runtime = Runtime(config, self.registry)

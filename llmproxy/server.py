@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import logging
 import signal
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -46,26 +45,32 @@ def _http_error(exc: web.HTTPException) -> ProxyError:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id in, OpenAI error bodies out; the only place errors are rendered."""
+    proxy = request.app[PROXY]
     rid = request.headers.get("X-Request-ID")
     if not rid or len(rid) > _MAX_REQUEST_ID or not rid.isprintable():
-        rid = uuid.uuid4().hex
+        rid = proxy.new_request_id()
     request[REQUEST_ID] = rid
     try:
-        keys = request.app[PROXY].runtime.config.server.api_keys
+        keys = proxy.runtime.config.server.api_keys
         if keys and request.path.startswith("/v1/"):
             _authenticate(request, keys)
-        return await handler(request)
+        response = await handler(request)
     except ProxyError as exc:
-        return _error_response(exc)
+        response = _error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error_response(_http_error(exc))
+        response = _error_response(_http_error(exc))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
-        return _error_response(ProxyError("internal error in llmproxy; see its logs", status=500))
+        response = _error_response(ProxyError("internal error in llmproxy; see its logs", status=500))
+    # Streams set it themselves before their headers went out.
+    if not response.prepared:
+        response.headers["X-Request-ID"] = rid
+    return response
 
 
 def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
@@ -76,19 +81,12 @@ def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
         raise AuthenticationFailed("missing or invalid API key for this proxy")
 
 
-async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    rid = request.get(REQUEST_ID)
-    if rid is not None:
-        response.headers["X-Request-ID"] = rid
-
-
 def create_app(config: Config, config_path: str | None = None) -> web.Application:
     # The body limit is enforced per request from the live config
     # (handlers.common.read_json), so aiohttp's own cap is only a backstop.
     app = web.Application(middlewares=[error_middleware], client_max_size=1 << 40)
     proxy = Proxy(config, config_path)
     app[PROXY] = proxy
-    app.on_response_prepare.append(_add_request_id)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(reload_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)

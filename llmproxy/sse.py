@@ -50,6 +50,11 @@ class SSEDecoder:
         return _parse_block(block)
 
     @property
+    def empty(self) -> bool:
+        """Nothing buffered: the next feed starts at an event boundary."""
+        return not self._buf
+
+    @property
     def pending(self) -> bool:
         return bool(self._buf.strip())
 

@@ -39,58 +39,83 @@ from .providers.base import UpstreamRequest
 from .sse import DONE, encode_data
 
 
+class Deadlines:
+    """One sweeping timer for every in-flight ``Deadline``.
+
+    A timer per request (armed, re-armed, cancelled) is a measurable share of
+    a proxied request's CPU; instead live deadlines sit in a set that one
+    timer sweeps every ``resolution`` seconds while the set is not empty. A
+    timeout therefore fires up to ``resolution`` late, which is noise next to
+    timeouts measured in seconds.
+    """
+
+    def __init__(self, resolution: float = 0.05) -> None:
+        self.resolution = resolution
+        self._active: set[Deadline] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self, timeouts: Timeouts) -> Deadline:
+        deadline = Deadline(self, timeouts)
+        self._active.add(deadline)
+        if self._handle is None:
+            self._handle = deadline.loop.call_later(self.resolution, self._sweep, deadline.loop)
+        return deadline
+
+    def discard(self, deadline: Deadline) -> None:
+        self._active.discard(deadline)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for deadline in [d for d in self._active if now >= d.due()]:
+            self._active.discard(deadline)
+            deadline.fire(now)
+        self._handle = loop.call_later(self.resolution, self._sweep, loop) if self._active else None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._active.clear()
+
+
 class Deadline:
     """Cancels the owning task when the first byte, an idle gap or the total runs out."""
 
-    __slots__ = ("_loop", "_task", "_timeouts", "_end", "_last", "_first", "_handle", "fired")
+    __slots__ = ("loop", "_keeper", "_task", "_timeouts", "_end", "_last", "_first", "fired")
 
-    def __init__(self, timeouts: Timeouts) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, keeper: Deadlines, timeouts: Timeouts) -> None:
+        self.loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
+        self._keeper = keeper
         self._task = task
         self._timeouts = timeouts
-        now = self._loop.time()
+        now = self.loop.time()
         self._end = now + timeouts.total
         self._last = now
         self._first = True  # waiting for the first byte
         self.fired: str | None = None
-        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._due(), self._check)
 
-    def _due(self) -> float:
+    def due(self) -> float:
         gap = self._timeouts.first_byte if self._first else self._timeouts.idle
         return min(self._last + gap, self._end)
 
-    def _check(self) -> None:
-        now = self._loop.time()
-        due = self._due()
-        if now >= due:
-            self._handle = None
-            if now >= self._end:
-                self.fired = f"no complete answer within {self._timeouts.total:g}s (total timeout)"
-            elif self._first:
-                self.fired = f"no first byte within {self._timeouts.first_byte:g}s"
-            else:
-                self.fired = f"no data for {self._timeouts.idle:g}s (idle timeout)"
-            self._task.cancel()
+    def fire(self, now: float) -> None:
+        if now >= self._end:
+            self.fired = f"no complete answer within {self._timeouts.total:g}s (total timeout)"
+        elif self._first:
+            self.fired = f"no first byte within {self._timeouts.first_byte:g}s"
         else:
-            self._handle = self._loop.call_at(due, self._check)
+            self.fired = f"no data for {self._timeouts.idle:g}s (idle timeout)"
+        self._task.cancel()
 
     def touch(self) -> None:
         """Data arrived: the idle clock restarts."""
-        self._last = self._loop.time()
-        if self._first:
-            # The timer is armed for the first-byte limit; re-arm it once for
-            # the (usually shorter) idle limit. Later touches only move _last.
-            self._first = False
-            if self._handle is not None:
-                self._handle.cancel()
-                self._handle = self._loop.call_at(self._due(), self._check)
+        self._last = self.loop.time()
+        self._first = False
 
     def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._keeper.discard(self)
 
     def timed_out(self) -> UpstreamTimeout | None:
         """Call from ``except CancelledError``: our cancellation, or someone else's?"""
@@ -180,6 +205,10 @@ class Upstream:
         self._pool = pool
         self._session: aiohttp.ClientSession | None = None
         self._client_timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self.deadlines = Deadlines()
+        # Parsed URLs by string: deployment URLs repeat, and parsing one is a
+        # visible share of a request's CPU. Bounded by clearing when full.
+        self._urls: dict[str, URL] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -198,13 +227,22 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        self.deadlines.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 4096:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url, encoded=True)
+        return parsed
+
     async def open(self, dep: DeploymentConfig, req: UpstreamRequest) -> UpstreamResponse:
         """Send ``req``; returns once the response headers arrived."""
-        deadline = Deadline(dep.timeouts)
+        deadline = self.deadlines.start(dep.timeouts)
         if req.url.startswith(mock.MOCK_SCHEME):
             return MockTransport(dep, req, deadline)
         session = self._session
@@ -216,7 +254,7 @@ class Upstream:
         try:
             resp = await session.request(
                 req.method,
-                URL(req.url, encoded=True),
+                self._url(req.url),
                 data=req.body,
                 headers=headers,
                 timeout=self._connect_timeout(dep.timeouts.connect),

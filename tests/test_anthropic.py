@@ -522,17 +522,22 @@ def test_embeddings_are_refused():
 # --------------------------------------------------------------------------- through the proxy
 
 
-def proxy_config(*urls: str, max_tokens: str = "") -> str:
-    providers = "\n".join(
-        f"      a{i}: {{type: anthropic, base_url: '{u}', api_key: sk-ant-{i}}}" for i, u in enumerate(urls))
-    deps = ", ".join(f"{{provider: a{i}, model: claude-sonnet-4-5{max_tokens}}}" for i in range(len(urls)))
+def proxy_config(url: str, max_tokens: str = "", fallback: str | None = None) -> str:
+    """One Anthropic deployment and no retries, so each test sees exactly its own attempts;
+    with ``fallback``, the model falls back to a second Anthropic provider at that URL."""
+    second = f"b: {{type: anthropic, base_url: '{fallback or url}', api_key: sk-ant-1}}"
     return f"""
     providers:
-{providers}
+      a: {{type: anthropic, base_url: '{url}', api_key: sk-ant-0}}
+      {second}
     models:
       claude:
-        strategy: round_robin
-        deployments: [{deps}]
+        deployments: [{{provider: a, model: claude-sonnet-4-5{max_tokens}}}]
+        retry: {{retries: 0}}
+        fallbacks: {"[claude-b]" if fallback else "[]"}
+      claude-b:
+        deployments: [{{provider: b, model: claude-sonnet-4-5}}]
+        retry: {{retries: 0}}
     """
 
 
@@ -612,7 +617,7 @@ async def test_overloaded_deployment_falls_over_to_the_next(start_proxy, fake_up
     busy, ok = await fake_upstream(), await fake_upstream()
     busy.script(Reply(status=529, json={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
     ok.responder = AnthropicFake()
-    proxy = await start_proxy(proxy_config(busy.url, ok.url))
+    proxy = await start_proxy(proxy_config(busy.url, fallback=ok.url))
     client = openai_client(proxy)
     result = await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
     assert result.choices[0].message.content == "Hello!"

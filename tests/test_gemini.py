@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import copy
 import struct
-from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -522,7 +521,7 @@ def test_vertex_embeddings():
 
 
 def test_embeddings_in_base64_when_the_call_context_says_so():
-    ctx = SimpleNamespace(public_model="e", request_id="r", created=1, encoding_format="base64")
+    ctx = CallContext(public_model="e", request_id="r", created=1, encoding_format="base64")
     doc = orjson.loads(ADAPTER.embeddings_response(DEP, orjson.dumps({"embeddings": [{"values": [0.5, -2.0]}]}), ctx)[0])
     assert doc["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -2.0)).decode()
 
@@ -545,7 +544,7 @@ def gemini_config(url: str, extra: str = "", model: str = "gemini-2.5-flash") ->
     providers:
       g: {{type: gemini, base_url: '{url}', api_key: AIza-secret{extra}}}
     models:
-      gem: {{deployments: [{{provider: g, model: {model}}}]}}
+      gem: {{deployments: [{{provider: g, model: {model}}}], retry: {{retries: 0}}}}
     """
 
 
@@ -645,7 +644,7 @@ async def test_vertex_through_the_proxy(start_proxy, fake_upstream, openai_clien
     providers:
       v: {{type: vertex, base_url: '{fake.url}', api_key: ya29.token, project: proj-1, location: europe-west4}}
     models:
-      gem: {{deployments: [{{provider: v, model: gemini-2.5-pro}}]}}
+      gem: {{deployments: [{{provider: v, model: gemini-2.5-pro}}], retry: {{retries: 0}}}}
     """)
     client = openai_client(proxy)
     stream = await client.chat.completions.create(model="gem", messages=[{"role": "user", "content": "hi"}], stream=True)
@@ -724,3 +723,26 @@ def test_fake_rejects_what_the_real_api_rejects():
     one = {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "x"}}}]}
     assert "number of function response parts" in ask({"contents": [ok["contents"][0], call, one]}).json["error"]["message"]
     assert ask(ok, "/v1beta/models/g:streamGenerateContent").status == 400
+
+
+async def test_image_fetch_follows_redirects_and_checks_resolved_names(start_proxy, fake_upstream, openai_client):
+    fake, images = await fake_upstream(), await fake_upstream()
+    images.script(Reply(status=302, body=b"", headers={"Location": "/real.png"}, content_type="text/plain"),
+                  Reply(body=PNG, content_type="image/png"))
+    api = GeminiFake()
+    fake.responder = api
+    proxy = await start_proxy(gemini_config(fake.url, ", allow_image_urls: true, image_url_allow_private: true"))
+    client = openai_client(proxy)
+    await client.chat.completions.create(model="gem", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"{images.url}/moved.png"}}]}])
+    assert [s.path for s in images.seen] == ["/moved.png", "/real.png"]
+    assert api.bodies[0]["contents"][0]["parts"][0]["inlineData"]["mimeType"] == "image/png"
+
+    # A name that resolves to loopback is refused after resolution, before any request is sent.
+    strict = await start_proxy(gemini_config(fake.url, ", allow_image_urls: true"))
+    port = images.url.rsplit(":", 1)[1]
+    with pytest.raises(openai.BadRequestError) as err:
+        await openai_client(strict).chat.completions.create(model="gem", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": f"http://localhost:{port}/x.png"}}]}])
+    assert "non-public" in err.value.body["message"]
+    assert len(images.seen) == 2

@@ -227,6 +227,20 @@ async def test_request_id_is_honoured_and_returned(start_proxy, fake_upstream):
         async with s.post(proxy.v1 + "/chat/completions", data=body, headers={"X-Request-ID": "req-42"}) as r:
             assert r.headers["X-Request-ID"] == "req-42"
             assert r.headers["x-llmproxy-deployment"] == "up/gpt-4o-2024-08-06"
-        async with s.post(proxy.v1 + "/chat/completions", data=b"{") as r:
-            assert r.status == 400
-            assert len(r.headers["X-Request-ID"]) == 32
+        ids = set()
+        for _ in range(2):
+            async with s.post(proxy.v1 + "/chat/completions", data=b"{") as r:
+                assert r.status == 400
+                ids.add(r.headers["X-Request-ID"])
+        async with s.post(proxy.v1 + "/chat/completions", data=body) as r:
+            ids.add(r.headers["X-Request-ID"])
+        async with s.get(proxy.url + "/healthz") as r:
+            ids.add(r.headers["X-Request-ID"])
+        assert len(ids) == 4 and all(len(i) == 22 for i in ids)
+        stream_body = orjson.dumps({"model": "gpt-4o", "stream": True,
+                                    "messages": [{"role": "user", "content": "x"}]})
+        fake.script(Reply(stream=openai_stream(["a"])))
+        async with s.post(proxy.v1 + "/chat/completions", data=stream_body,
+                          headers={"X-Request-ID": "stream-7"}) as r:
+            assert r.headers["X-Request-ID"] == "stream-7"
+            await r.read()

@@ -412,7 +412,7 @@ class AnthropicStream:
             raise UpstreamProtocolError("anthropic stream sent an event that is not a JSON object")
         kind = doc.get("type") or event.event
         if kind == "message_start":
-            msg = doc.get("message") if isinstance(doc.get("message"), dict) else {}
+            msg = _obj(doc.get("message"))
             ctx = self._ctx
             self._chunks = t.Chunks(str(msg.get("id") or f"chatcmpl-{ctx.request_id}"), ctx.created,
                                     str(msg.get("model") or ctx.public_model), ctx.include_usage)
@@ -429,7 +429,7 @@ class AnthropicStream:
             raise UpstreamProtocolError(f"anthropic stream sent {kind} before message_start")
         index = doc.get("index")
         if kind == "content_block_delta":
-            delta = doc.get("delta") if isinstance(doc.get("delta"), dict) else {}
+            delta = _obj(doc.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta" and delta.get("text"):
                 out.append(ch.delta({"content": delta["text"]}))
@@ -445,7 +445,7 @@ class AnthropicStream:
                 out.append(ch.delta({"reasoning_content": delta["thinking"]}))
             # signature_delta, citations_delta: nothing in OpenAI's format carries them.
         elif kind == "content_block_start":
-            block = doc.get("content_block") if isinstance(doc.get("content_block"), dict) else {}
+            block = _obj(doc.get("content_block"))
             btype = block.get("type")
             if btype == "tool_use":
                 k = self._tools[index] = len(self._tools)
@@ -468,7 +468,7 @@ class AnthropicStream:
                 self._args_seen.add(index)
         elif kind == "message_delta":
             self._read_usage(doc.get("usage"))
-            delta = doc.get("delta") if isinstance(doc.get("delta"), dict) else {}
+            delta = _obj(doc.get("delta"))
             if delta.get("stop_reason"):
                 out.append(ch.delta({}, finish=finish_reason(delta["stop_reason"], bool(self._tools))))
         else:  # message_stop
@@ -482,8 +482,12 @@ class AnthropicStream:
             self.usage = openai_usage(self._usage)
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def stream_error(doc: Mapping[str, Any]) -> UpstreamStatusError:
-    err = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+    err = _obj(doc.get("error"))
     etype = err.get("type") if isinstance(err.get("type"), str) else None
     message = str(err.get("message") or "anthropic reported an error mid-stream")
     return UpstreamStatusError(message, status=_ERROR_STATUS.get(etype or "", 502), code=etype)

@@ -232,9 +232,10 @@ def _user_parts(content: Any, param: str, allow_urls: bool) -> list[dict[str, An
         elif kind == "input_audio":
             audio = part.get("input_audio")
             fmt = audio.get("format") if isinstance(audio, dict) else None
-            if fmt not in ("wav", "mp3") or not isinstance(audio.get("data"), str):  # type: ignore[union-attr]
+            data = audio.get("data") if isinstance(audio, dict) else None
+            if fmt not in ("wav", "mp3") or not isinstance(data, str):
                 raise InvalidRequest(f"{p}.input_audio needs base64 'data' and a 'format' of wav or mp3", param=p)
-            parts.append({"inlineData": {"mimeType": f"audio/{fmt}", "data": audio["data"]}})
+            parts.append({"inlineData": {"mimeType": f"audio/{fmt}", "data": data}})
         elif kind == "file":
             f = part.get("file")
             data_url = f.get("file_data") if isinstance(f, dict) else None
@@ -253,10 +254,11 @@ def _image(url: str, param: str, allow_urls: bool) -> dict[str, Any]:
         mime, data = t.parse_data_url(url, f"{param}.image_url.url")
         return {"inlineData": {"mimeType": mime, "data": data}}
     if url.startswith("gs://"):
-        mime = _GS_TYPES.get(url.rsplit(".", 1)[-1].lower()) if "." in url.rsplit("/", 1)[-1] else None
-        if mime is None:
+        name = url.rsplit("/", 1)[-1]
+        kind = _GS_TYPES.get(name.rsplit(".", 1)[-1].lower()) if "." in name else None
+        if kind is None:
             raise InvalidRequest(f"{param}: cannot tell the type of {url!r} from its extension", param=param)
-        return {"fileData": {"mimeType": mime, "fileUri": url}}
+        return {"fileData": {"mimeType": kind, "fileUri": url}}
     if t.is_http_url(url):
         if not allow_urls:
             raise InvalidRequest(
@@ -488,7 +490,7 @@ class GeminiStream:
     (at connection close) then sends the usage chunk and ``[DONE]``.
     """
 
-    __slots__ = ("_decoder", "_ctx", "_model", "_chunks", "_base", "_candidates", "_blocked", "_usage")
+    __slots__ = ("_decoder", "_ctx", "_model", "_chunks", "_base", "_candidates", "_blocked", "_usage", "usage")
 
     def __init__(self, ctx: CallContext, model: str) -> None:
         self._decoder = SSEDecoder()
@@ -498,11 +500,8 @@ class GeminiStream:
         self._base = ""
         self._candidates: dict[int, _Candidate] = {}
         self._blocked = False
-        self._usage: Any = None  # the latest usageMetadata, translated when asked for
-
-    @property
-    def usage(self) -> dict[str, Any] | None:
-        return openai_usage(self._usage)
+        self._usage: Any = None  # the latest usageMetadata (cumulative); translated once, at the end
+        self.usage: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> bytes:
         events = self._decoder.feed(data)
@@ -514,7 +513,7 @@ class GeminiStream:
         if not self._blocked and (not cands or not all(c.finished for c in cands)):
             raise UpstreamProtocolError("gemini stream ended before a finishReason")
         assert self._chunks is not None
-        usage = self.usage
+        usage = self.usage = openai_usage(self._usage)
         if self._ctx.include_usage and usage is not None:
             out += encode_chunks([self._chunks.usage(usage)])
         return out + DONE

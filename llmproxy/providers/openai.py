@@ -178,6 +178,38 @@ class OpenAIStreamRelay:
         self.error: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> bytes:
+        if not self.done and self._decoder.empty and self._canonical(data):
+            # Already framed exactly as we would frame it: relay the bytes.
+            if data.endswith(b"data: [DONE]\n\n"):
+                self.done = True
+            return data
+        return self._feed_events(data)
+
+    def _canonical(self, data: bytes) -> bool:
+        """Whole single-line ``data: {...}`` events, nothing to inspect.
+
+        Pure byte counting in C, no per-event Python work; anything unusual
+        (CRLF, comments, multi-line data, a cut event, usage, an error, Azure's
+        empty-choices chunk, [DONE] not at the end) takes the event path.
+        """
+        if not data.endswith(b"\n\n") or not data.startswith(b"data: ") or b"\r" in data:
+            return False
+        n = data.count(b"\n\n")
+        if data.count(b"\n") != 2 * n or data.count(b"\n\ndata: ") != n - 1:
+            return False
+        done = data.count(b"data: [DONE]")
+        if done and not data.endswith(b"data: [DONE]\n\n"):
+            return False
+        if data.count(b"data: {") + done != n:
+            return False
+        return not (
+            b'"usage":{' in data
+            or b'"usage": {' in data
+            or b'"error"' in data
+            or (self._drop_empty and b'"choices":[]' in data)
+        )
+
+    def _feed_events(self, data: bytes) -> bytes:
         events = self._decoder.feed(data)
         if not events:
             return b""
@@ -192,7 +224,8 @@ class OpenAIStreamRelay:
             if payload[:1] != b"{":
                 raise UpstreamProtocolError("upstream stream sent an event that is not JSON")
             if (
-                b'"usage"' in payload
+                b'"usage":{' in payload
+                or b'"usage": {' in payload
                 or b'"error"' in payload
                 or (self._drop_empty and b'"choices":[]' in payload)
             ):
@@ -221,7 +254,7 @@ class OpenAIStreamRelay:
         return self._drop_empty and doc.get("choices") == []
 
     def finish(self) -> bytes:
-        tail = self.feed(b"\n\n") if self._decoder.pending else b""
+        tail = self._feed_events(b"\n\n") if self._decoder.pending else b""
         if not self.done:
             raise UpstreamProtocolError("upstream stream ended before [DONE]")
         return tail

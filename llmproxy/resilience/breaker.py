@@ -50,15 +50,22 @@ class CircuitBreaker:
             self._probes = 0
         return self._state
 
+    @property
+    def closed(self) -> bool:
+        """The common case, checked without reading the clock."""
+        return self._state is CLOSED
+
     def available(self) -> bool:
         """Would ``allow()`` say yes? (No side effects beyond the open→half-open clock.)"""
+        if self._state is CLOSED:
+            return True
         state = self.state
         return state == CLOSED or (state == HALF_OPEN and self._probes < self._cfg.half_open_probes)
 
     def allow(self) -> bool:
-        state = self.state
-        if state == CLOSED:
+        if self._state is CLOSED:
             return True
+        state = self.state
         if state == HALF_OPEN and self._probes < self._cfg.half_open_probes:
             self._probes += 1
             return True

@@ -89,6 +89,10 @@ class Lease:
 
 
 class Plan:
+    __slots__ = ("router", "clock", "ctx", "tokens", "groups", "_rng", "_sleep", "_gi", "_in_group",
+                 "_tried", "attempts", "retries", "fallbacks", "last_error", "_no_capacity",
+                 "_all_open", "_budget_exhausted")
+
     def __init__(
         self,
         router: Router,
@@ -103,10 +107,11 @@ class Plan:
         self.ctx = ctx
         self.tokens = float(ctx.prompt_tokens + ctx.completion_tokens)
         self.groups = [group]
-        for name in group.config.fallbacks:
-            fb = router.group(name)
-            if fb is not None:
-                self.groups.append(fb)
+        if group.config.fallbacks:
+            for name in group.config.fallbacks:
+                fb = router.group(name)
+                if fb is not None:
+                    self.groups.append(fb)
         self._rng = rng or router.rng
         self._sleep = sleep
         self._gi = 0

@@ -67,9 +67,10 @@ class DeploymentState:
         return wait
 
     def usable(self, tokens: float = 1.0) -> bool:
+        # Ordered cheapest first; the clock is read only when something is cooling.
         return (
             self.breaker.available()
-            and self.cool_until <= self.clock()
+            and (not self.cool_until or self.cool_until <= self.clock())
             and self.gate.free()
             and (self.rpm is None or self.rpm.has_capacity(1))
             and (self.tpm is None or self.tpm.has_capacity(min(tokens, self.tpm.max_rate)))

@@ -40,6 +40,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+FLOOR = False  # --floor: run bare_passthrough.py instead of llmproxy
 sys.path.insert(0, str(HERE))
 
 import bodies  # noqa: E402
@@ -145,6 +146,8 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None,
 
 
 def llmproxy_command() -> list[str]:
+    if FLOOR:
+        return [sys.executable, "-W", "ignore", str(HERE / "bare_passthrough.py")]
     exe = ROOT / ".venv" / "bin" / "llmproxy"
     if exe.exists():
         return [str(exe)]
@@ -219,7 +222,11 @@ models:
     deployments:
       - {{provider: sse, model: {bodies.MODEL}}}
 """
-    path = tmp / "proxy.yaml"
+    # A directory of its own: the proxy watches its config's directory for
+    # reloads, and the logs written next to it would wake the watcher.
+    conf_dir = tmp / "proxy-config"
+    conf_dir.mkdir(exist_ok=True)
+    path = conf_dir / "proxy.yaml"
     path.write_text(conf)
     return path
 
@@ -903,6 +910,8 @@ def format_profile(summary: dict[str, Any], title: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="llmproxy benchmark against a zero-latency nginx upstream")
     ap.add_argument("--quick", action="store_true", help="3 s runs and 500 first-chunk samples")
+    ap.add_argument("--floor", action="store_true",
+                    help="measure bare_passthrough.py (no features) in llmproxy's place: this machine's floor")
     ap.add_argument("--duration", type=float, help="seconds per wrk run (default 10, --quick 3)")
     ap.add_argument("--ttfb-n", type=int, help="sequential streams for time to first chunk (default 2000)")
     ap.add_argument("--soak", action="store_true",
@@ -917,6 +926,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(HERE / "out"), help="where the JSON/text results go")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)
+    global FLOOR
+    FLOOR = args.floor
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     if args.ttfb_n is None:

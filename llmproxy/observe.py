@@ -1,0 +1,210 @@
+"""One request's observation: metrics, the access line and the server span.
+
+``observe_middleware`` (outermost, before ``error_middleware``) opens an
+``Observation`` per request under ``OBSERVATION``; handlers and forward.py
+report facts to it (model resolved, attempt begun/failed/succeeded, first
+byte sent, usage); when the response is done the middleware records it once.
+
+Invariants:
+- every request that ``resolved()`` counted as started is finished exactly
+  once, whatever way it ends (answer, error, client gone: status 499);
+- a chat/embeddings request that ends before a model was resolved (bad
+  JSON, unknown model, 401, 413) is counted as rejected, never started;
+- label values are config names (model, deployment id, provider type);
+  the client's own strings reach only the access line, through the redactor;
+- probes and scrapes (``/healthz``, ``/readyz``, ``/metrics``) are neither
+  counted nor logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .config import DeploymentConfig
+from .errors import ProxyError, UpstreamError
+from .logs import ACCESS_LOG, AccessLog
+from .metrics import METRICS, Metrics, upstream_error_kind
+from .runtime import REQUEST_ID
+from .tracing import NOOP_SPAN, NOOP_TRACER, TRACER, ActiveSpan, Tracer, request_attributes, span_name
+
+OPERATIONS: Mapping[str, str] = {
+    "/v1/chat/completions": "chat", "/chat/completions": "chat",
+    "/v1/embeddings": "embeddings", "/embeddings": "embeddings",
+}
+QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class Observation:
+    __slots__ = ("metrics", "tracer", "clock", "operation", "started", "model", "stream", "deployment",
+                 "group", "retries", "first_byte", "prompt_tokens", "completion_tokens", "error_status",
+                 "error_code", "span", "_pending")
+
+    def __init__(self, metrics: Metrics, tracer: Tracer, operation: str | None, clock: Callable[[], float]) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+        self.clock = clock
+        self.operation = operation
+        self.started = clock()
+        self.model: str | None = None  # the public (config) name, once resolved
+        self.stream = False
+        self.deployment: DeploymentConfig | None = None  # the last one tried
+        self.group: str | None = None  # model group of the last attempt (fallbacks)
+        self.retries = 0
+        self.first_byte: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.error_status: int | None = None  # a stream that failed after its first byte
+        self.error_code: str | None = None
+        self.span: ActiveSpan = NOOP_SPAN
+        self._pending: tuple[str, str] | None = None  # (deployment, kind) of a failed attempt
+
+    # -- reported by handlers
+
+    def resolved(self, model: str, *, stream: bool = False) -> None:
+        """The request's model is known (a config name): it counts as started."""
+        self.model = model
+        self.stream = stream
+        self.metrics.request_started(model, operation=self.operation or "chat")
+
+    def failed(self, exc: ProxyError) -> None:
+        """The error the client gets (error_middleware): its code goes to the access line."""
+        self.error_code = exc.code or exc.type
+
+    # -- reported by forward.py
+
+    def attempt(self, dep: DeploymentConfig, group: str) -> None:
+        """A lease on ``dep`` (of model group ``group``) is about to be used."""
+        if self._pending is not None and self.model is not None:
+            failed_dep, kind = self._pending
+            if self.group is not None and group != self.group:
+                self.metrics.fallback(self.model, group)
+            else:
+                self.metrics.retry(self.model, failed_dep, kind)
+                self.retries += 1
+        self._pending = None
+        self.group = group
+        self.deployment = dep
+        self.span.end()
+        if self.tracer.enabled:
+            op = self.operation or "chat"
+            self.span = self.tracer.begin(span_name(op, dep.model), request_attributes(
+                operation=op, provider_type=dep.provider.type, request_model=dep.model,
+                base_url=dep.provider.base_url, deployment=dep.id, public_model=self.model,
+            ))
+
+    def trace_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers`` plus W3C ``traceparent`` for the attempt (the same object when not tracing)."""
+        if not self.tracer.enabled:
+            return headers
+        out = dict(headers)
+        self.span.inject_traceparent(out)
+        return out
+
+    def attempt_failed(self, exc: UpstreamError) -> None:
+        if self.deployment is None:
+            return
+        kind = upstream_error_kind(exc)
+        self.metrics.upstream_error(self.deployment.id, kind)
+        self._pending = (self.deployment.id, kind)
+        self.span.set_error(kind, exc.message)
+        self.span.end()
+
+    def attempt_succeeded(self, usage: Mapping[str, Any] | None) -> None:
+        self.usage(usage)
+        if self.prompt_tokens is not None:
+            self.span.set_attribute("gen_ai.usage.input_tokens", self.prompt_tokens)
+        if self.completion_tokens is not None:
+            self.span.set_attribute("gen_ai.usage.output_tokens", self.completion_tokens)
+        self.span.end()
+
+    def usage(self, usage: Mapping[str, Any] | None) -> None:
+        """OpenAI-shaped usage (``prompt_tokens``, ``completion_tokens``)."""
+        if not usage:
+            return
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(p, int) and not isinstance(p, bool):
+            self.prompt_tokens = p
+        if isinstance(c, int) and not isinstance(c, bool):
+            self.completion_tokens = c
+
+    def first_byte_sent(self) -> None:
+        if self.first_byte is None:
+            self.first_byte = self.clock()
+
+    def stream_failed(self, exc: ProxyError) -> None:
+        """The stream ended with an error event after its first byte (HTTP said 200)."""
+        self.error_status = exc.status
+        self.error_code = exc.code or exc.type
+
+    # -- the end
+
+    def finish(self, request: web.Request, status: int, access: AccessLog | None) -> None:
+        self.span.end()
+        now = self.clock()
+        status = self.error_status or status
+        duration = now - self.started
+        ttft = None if self.first_byte is None else self.first_byte - self.started
+        dep = self.deployment
+        if self.operation is not None:
+            if self.model is None:
+                self.metrics.request_rejected("", status, operation=self.operation)
+            else:
+                cost = None
+                if dep is not None and dep.price is not None and (self.prompt_tokens or self.completion_tokens):
+                    cost = dep.price.cost(self.prompt_tokens or 0, self.completion_tokens or 0)
+                self.metrics.request_finished(
+                    self.model, dep.id if dep is not None else "", status=status, duration=duration,
+                    ttft=ttft, stream=self.stream, prompt_tokens=self.prompt_tokens,
+                    completion_tokens=self.completion_tokens, cost=cost, operation=self.operation,
+                )
+        if access is not None:
+            access.log(
+                request_id=request.get(REQUEST_ID, ""), method=request.method, path=request.path,
+                model=self.model, deployment=dep.id if dep is not None else None, status=status,
+                duration_ms=duration * 1000.0, ttft_ms=None if ttft is None else ttft * 1000.0,
+                prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                retries=self.retries, stream=self.stream, error=self.error_code,
+            )
+
+
+OBSERVATION = web.RequestKey("llmproxy.observation", Observation)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if path in QUIET:
+        return await handler(request)
+    app = request.app
+    tracer = app.get(TRACER, NOOP_TRACER)
+    obs = Observation(app[METRICS], tracer, OPERATIONS.get(path), asyncio.get_running_loop().time)
+    request[OBSERVATION] = obs
+    status = 500
+    route = request.match_info.route.resource
+    name = f"{request.method} {route.canonical if route is not None else 'unmatched'}"
+    with tracer.start_span(name, kind="server", parent_headers=request.headers) as span:
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499  # the client left before the answer was complete
+            raise
+        finally:
+            obs.finish(request, status, app.get(ACCESS_LOG))
+            span.set_attribute("http.response.status_code", obs.error_status or status)
+            if obs.model is not None:
+                span.set_attribute("gen_ai.request.model", obs.model)
+            if obs.operation is not None:
+                span.set_attribute("gen_ai.operation.name", obs.operation)
+            if (obs.error_status or status) >= 500:
+                span.set_error(str(obs.error_status or status))
