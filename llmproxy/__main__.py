@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import Config, ConfigError, describe_routes, load_config, summarize
+from .config import Config, ConfigError, load_config
+from .config_views import describe_routes, summarize
 
 DEFAULT_CONFIG = "configs/llmproxy.yaml"
 

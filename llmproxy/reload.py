@@ -28,7 +28,8 @@ from pathlib import Path
 import watchfiles
 from aiohttp import web
 
-from .config import Config, ConfigError, parse_config, summarize
+from .config import Config, ConfigError, parse_config
+from .config_views import summarize
 from .runtime import PROXY, Proxy
 
 log = logging.getLogger("llmproxy.reload")

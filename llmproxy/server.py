@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .config import Config, summarize
+from .config import Config
+from .config_views import summarize
 from .errors import AuthenticationFailed, ProxyError
 from .handlers import admin, chat, embeddings, health, models
 from .reload import reload_ctx

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config import redacted_view
+from ..config_views import redacted_view
 from ..errors import AuthenticationFailed, ProxyError
 from ..reload import RELOADER
 from ..router import DeploymentState

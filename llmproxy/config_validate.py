@@ -1,0 +1,529 @@
+"""Validation of a parsed YAML document into the config tree.
+
+Every check appends a path-qualified problem and carries on with a default,
+so one pass reports everything that is wrong. Unknown keys are errors with a
+did-you-mean; ``${VAR}`` and ``${VAR:-default}`` expand from the environment
+given (never read here); ``api_key_file`` paths are read relative to the
+config's directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .config import (
+    COMMON_PROVIDER_KEYS,
+    DEFAULT_BASE_URLS,
+    DEFAULT_MAX_BODY,
+    PROVIDER_TYPES,
+    STRATEGIES,
+    AdminConfig,
+    BreakerConfig,
+    Config,
+    DeploymentConfig,
+    ModelConfig,
+    Price,
+    ProviderConfig,
+    ReloadConfig,
+    RetryConfig,
+    ServerConfig,
+    Timeouts,
+    UpstreamPoolConfig,
+)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}
+
+
+
+class Validator:
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+        self.retry_defaults = RetryConfig()
+        self.breaker_defaults = BreakerConfig()
+        self.queue_timeout = 5.0
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    # -- generic helpers
+
+    def mapping(self, node: Any, path: str, allowed: frozenset[str] | set[str]) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping, got {_kind(node)}")
+            return {}
+        for key in node:
+            if not isinstance(key, str):
+                self.fail(path, f"keys must be strings, got {key!r}")
+            elif key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                known = ", ".join(sorted(allowed))
+                self.fail(_join(path, key), f"unknown key{suffix}; known keys: {known}")
+        return {k: v for k, v in node.items() if isinstance(k, str) and k in allowed}
+
+    def expand(self, value: Any, path: str) -> Any:
+        """Expand ``${VAR}`` / ``${VAR:-default}`` in a string value."""
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.fail(path, f"environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(sub, value)
+
+    def string(self, node: Any, path: str, *, required: bool = False) -> str | None:
+        if node is None:
+            if required:
+                self.fail(path, "is required")
+            return None
+        if isinstance(node, bool) or not isinstance(node, (str, int, float)):
+            self.fail(path, f"must be a string, got {_kind(node)}")
+            return None
+        value = self.expand(str(node), path)
+        if required and value == "":
+            self.fail(path, "must not be empty")
+        return value
+
+    def number(
+        self, node: Any, path: str, default: float, *, positive: bool = True, integer: bool = False
+    ) -> float:
+        if node is None:
+            return default
+        node = self.expand(node, path)
+        if isinstance(node, str):
+            try:
+                node = float(node)
+            except ValueError:
+                pass
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            self.fail(path, f"must be a {'whole ' if integer else ''}number, got {node!r}")
+            return default
+        if integer and node != int(node):
+            self.fail(path, f"must be a whole number, got {node!r}")
+            return default
+        if positive and node <= 0:
+            self.fail(path, f"must be a positive number, got {node!r}")
+            return default
+        if not positive and node < 0:
+            self.fail(path, f"must not be negative, got {node!r}")
+            return default
+        return int(node) if integer else float(node)
+
+    def size(self, node: Any, path: str, default: int) -> int:
+        if node is None:
+            return default
+        if isinstance(node, int) and not isinstance(node, bool) and node > 0:
+            return node
+        m = _SIZE.match(str(node)) if isinstance(node, str) else None
+        if not m or float(m.group(1)) <= 0:
+            self.fail(path, f"must be a positive size such as 20MiB or 1048576, got {node!r}")
+            return default
+        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
+
+    # -- sections
+
+    def config(self, doc: Any, source: str, sha: str) -> Config | None:
+        if doc is None:
+            doc = {}
+        top = self.mapping(
+            doc, "", {"listen", "server", "providers", "models", "defaults", "admin", "reload"}
+        )
+        if not isinstance(doc, dict):
+            return None
+        defaults = self.mapping(
+            top.get("defaults"), "defaults", {"timeouts", "upstream", "retry", "breaker", "queue_timeout"}
+        )
+        timeouts = self.timeouts(defaults.get("timeouts"), "defaults.timeouts", Timeouts())
+        pool = self.pool(defaults.get("upstream"), "defaults.upstream")
+        self.retry_defaults = self.retry(defaults.get("retry"), "defaults.retry", RetryConfig())
+        self.breaker_defaults = self.breaker(defaults.get("breaker"), "defaults.breaker", BreakerConfig())
+        self.queue_timeout = self.number(
+            defaults.get("queue_timeout"), "defaults.queue_timeout", 5.0, positive=False
+        )
+        server = self.server(top.get("listen"), top.get("server"))
+        providers = self.providers(top.get("providers"), timeouts)
+        models = self.models(top.get("models"), providers)
+        admin = self.mapping(top.get("admin"), "admin", {"token"})
+        rl = self.mapping(top.get("reload"), "reload", {"enabled", "debounce", "poll_interval"})
+        d = ReloadConfig()
+        return Config(
+            retry=self.retry_defaults,
+            breaker=self.breaker_defaults,
+            admin=AdminConfig(token=self.string(admin.get("token"), "admin.token") or None),
+            reload=ReloadConfig(
+                enabled=self.option(rl["enabled"], "reload.enabled", "bool") if "enabled" in rl else True,
+                debounce=self.number(rl.get("debounce"), "reload.debounce", d.debounce, positive=False),
+                poll_interval=self.number(rl.get("poll_interval"), "reload.poll_interval", d.poll_interval),
+            ),
+            server=server,
+            providers=MappingProxyType(providers),
+            models=MappingProxyType(models),
+            timeouts=timeouts,
+            pool=pool,
+            source=source,
+            sha256=sha,
+        )
+
+    def timeouts(self, node: Any, path: str, base: Timeouts) -> Timeouts:
+        t = self.mapping(node, path, {"connect", "first_byte", "idle", "total"})
+        return Timeouts(
+            connect=self.number(t.get("connect"), f"{path}.connect", base.connect),
+            first_byte=self.number(t.get("first_byte"), f"{path}.first_byte", base.first_byte),
+            idle=self.number(t.get("idle"), f"{path}.idle", base.idle),
+            total=self.number(t.get("total"), f"{path}.total", base.total),
+        )
+
+    def retry(self, node: Any, path: str, base: RetryConfig) -> RetryConfig:
+        r = self.mapping(node, path, {"retries", "backoff", "max_backoff", "budget_ratio", "budget_min",
+                                      "budget_window"})
+        return RetryConfig(
+            retries=int(self.number(r.get("retries"), f"{path}.retries", base.retries,
+                                    integer=True, positive=False)),
+            backoff=self.number(r.get("backoff"), f"{path}.backoff", base.backoff, positive=False),
+            max_backoff=self.number(r.get("max_backoff"), f"{path}.max_backoff", base.max_backoff,
+                                    positive=False),
+            budget_ratio=self.number(r.get("budget_ratio"), f"{path}.budget_ratio", base.budget_ratio,
+                                     positive=False),
+            budget_min=int(self.number(r.get("budget_min"), f"{path}.budget_min", base.budget_min,
+                                       integer=True, positive=False)),
+            budget_window=self.number(r.get("budget_window"), f"{path}.budget_window", base.budget_window),
+        )
+
+    def breaker(self, node: Any, path: str, base: BreakerConfig) -> BreakerConfig:
+        b = self.mapping(node, path, {"failures", "failure_ratio", "min_requests", "window", "cooldown",
+                                      "half_open_probes"})
+        ratio = self.number(b.get("failure_ratio"), f"{path}.failure_ratio", base.failure_ratio)
+        if ratio > 1:
+            self.fail(f"{path}.failure_ratio", f"must be between 0 and 1, got {ratio!r}")
+        return BreakerConfig(
+            failures=int(self.number(b.get("failures"), f"{path}.failures", base.failures, integer=True)),
+            failure_ratio=ratio,
+            min_requests=int(self.number(b.get("min_requests"), f"{path}.min_requests", base.min_requests,
+                                         integer=True)),
+            window=self.number(b.get("window"), f"{path}.window", base.window),
+            cooldown=self.number(b.get("cooldown"), f"{path}.cooldown", base.cooldown),
+            half_open_probes=int(self.number(b.get("half_open_probes"), f"{path}.half_open_probes",
+                                             base.half_open_probes, integer=True)),
+        )
+
+    def pool(self, node: Any, path: str) -> UpstreamPoolConfig:
+        p = self.mapping(node, path, {"limit", "limit_per_host", "keepalive_timeout"})
+        d = UpstreamPoolConfig()
+        return UpstreamPoolConfig(
+            limit=int(self.number(p.get("limit"), f"{path}.limit", d.limit, integer=True, positive=False)),
+            limit_per_host=int(
+                self.number(p.get("limit_per_host"), f"{path}.limit_per_host", d.limit_per_host,
+                            integer=True, positive=False)
+            ),
+            keepalive_timeout=self.number(
+                p.get("keepalive_timeout"), f"{path}.keepalive_timeout", d.keepalive_timeout
+            ),
+        )
+
+    def server(self, listen: Any, node: Any) -> ServerConfig:
+        s = self.mapping(node, "server", {"max_body_size", "drain_timeout", "api_keys"})
+        host, port = "127.0.0.1", 8080
+        listen_s = self.string(listen, "listen")
+        if listen_s is not None:
+            parsed = parse_listen(listen_s)
+            if parsed is None:
+                self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {listen_s!r}")
+            else:
+                host, port = parsed
+        keys: set[str] = set()
+        raw_keys = s.get("api_keys")
+        if raw_keys is not None:
+            if not isinstance(raw_keys, list):
+                self.fail("server.api_keys", f"must be a list of strings, got {_kind(raw_keys)}")
+            else:
+                for i, k in enumerate(raw_keys):
+                    value = self.string(k, f"server.api_keys[{i}]", required=True)
+                    if value:
+                        keys.add(value)
+        return ServerConfig(
+            host=host,
+            port=port,
+            max_body_size=self.size(s.get("max_body_size"), "server.max_body_size", DEFAULT_MAX_BODY),
+            drain_timeout=self.number(s.get("drain_timeout"), "server.drain_timeout", 30.0, positive=False),
+            api_keys=frozenset(keys),
+        )
+
+    def providers(self, node: Any, timeouts: Timeouts) -> dict[str, ProviderConfig]:
+        out: dict[str, ProviderConfig] = {}
+        if node is None:
+            self.fail("providers", "is required: name at least one provider")
+            return out
+        if not isinstance(node, dict):
+            self.fail("providers", f"must be a mapping of names to providers, got {_kind(node)}")
+            return out
+        for name, body in node.items():
+            path = f"providers.{name}"
+            if not isinstance(body, dict):
+                self.fail(path, f"must be a mapping, got {_kind(body)}")
+                continue
+            ptype = body.get("type")
+            if not isinstance(ptype, str) or ptype not in PROVIDER_TYPES:
+                hint = difflib.get_close_matches(str(ptype), sorted(PROVIDER_TYPES), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.fail(
+                    f"{path}.type",
+                    f"unknown provider type {ptype!r}{suffix}; known types: "
+                    + ", ".join(sorted(PROVIDER_TYPES)),
+                )
+                continue
+            extra = PROVIDER_TYPES[ptype]
+            p = self.mapping(body, path, COMMON_PROVIDER_KEYS | set(extra))
+            base_url = self.string(p.get("base_url"), f"{path}.base_url")
+            if base_url is None:
+                base_url = DEFAULT_BASE_URLS.get(ptype)
+                if base_url is None:
+                    self.fail(f"{path}.base_url", f"is required for type {ptype}")
+                    base_url = ""
+            elif not re.match(r"^https?://[^/\s]+", base_url):
+                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {base_url!r}")
+            api_key = self.api_key(p, path)
+            headers: dict[str, str] = {}
+            hnode = p.get("headers")
+            if hnode is not None and not isinstance(hnode, dict):
+                self.fail(f"{path}.headers", f"must be a mapping, got {_kind(hnode)}")
+            for hk, hv in (hnode or {}).items():
+                value = self.string(hv, f"{path}.headers.{hk}", required=True)
+                if value is not None:
+                    headers[str(hk)] = value
+            options = {
+                k: self.option(p[k], f"{path}.{k}", kind) for k, kind in extra.items() if k in p
+            }
+            if ptype == "bedrock":
+                options, base_url = self.aws_defaults(options, base_url, path)
+            out[name] = ProviderConfig(
+                name=name,
+                type=ptype,
+                base_url=base_url.rstrip("/"),
+                api_key=api_key,
+                headers=MappingProxyType(headers),
+                timeouts=self.timeouts(p.get("timeouts"), f"{path}.timeouts", timeouts),
+                options=MappingProxyType(options),
+            )
+        return out
+
+    def aws_defaults(self, options: dict[str, Any], base_url: str, path: str) -> tuple[dict[str, Any], str]:
+        """Bedrock: region and credentials from the standard AWS variables when not set.
+
+        Credentials are taken as a set, all from the YAML or all from the
+        environment, never mixed. None at all is allowed here (``api_key`` may
+        hold a Bedrock API key, and ``check`` runs without secrets); the
+        request path then answers with a message naming what is missing.
+        """
+        env, out = self.env, dict(options)
+        region = out.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if not region:
+            self.fail(f"{path}.region", "is required for type bedrock (or set AWS_REGION)")
+        else:
+            out["region"] = region
+        keys = ("aws_access_key_id", "aws_secret_access_key")
+        if not any(k in out for k in keys) and "aws_session_token" not in out:
+            for key, var in (*zip(keys, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+                             ("aws_session_token", "AWS_SESSION_TOKEN")):
+                if env.get(var):
+                    out[key] = env[var]
+        if ("aws_access_key_id" in out) != ("aws_secret_access_key" in out):
+            self.fail(path, "set both aws_access_key_id and aws_secret_access_key, or neither")
+        return out, base_url.replace("{region}", region or "")
+
+    def api_key(self, p: dict[str, Any], path: str) -> str | None:
+        if "api_key" in p and "api_key_file" in p:
+            self.fail(path, "set api_key or api_key_file, not both")
+        if "api_key_file" in p:
+            fpath = self.string(p["api_key_file"], f"{path}.api_key_file", required=True)
+            if not fpath:
+                return None
+            resolved = Path(fpath) if os.path.isabs(fpath) else self.base_dir / fpath
+            try:
+                return resolved.read_text().strip()
+            except OSError as exc:
+                self.fail(f"{path}.api_key_file", f"cannot read {fpath}: {exc.strerror or exc}")
+                return None
+        return self.string(p.get("api_key"), f"{path}.api_key")
+
+    def option(self, node: Any, path: str, kind: str) -> Any:
+        if kind == "str":
+            return self.string(node, path, required=True)
+        if kind in ("number", "number0"):
+            return self.number(node, path, 0.0, positive=kind == "number")
+        if kind == "int":
+            return int(self.number(node, path, 1, integer=True))
+        if kind == "bool":
+            node = self.expand(node, path)
+            if isinstance(node, str) and node.lower() in ("true", "false"):
+                return node.lower() == "true"
+            if not isinstance(node, bool):
+                self.fail(path, f"must be true or false, got {node!r}")
+                return False
+            return node
+        if kind == "list":
+            if not isinstance(node, list):
+                self.fail(path, f"must be a list of strings, got {_kind(node)}")
+                return ()
+            return tuple(self.string(v, f"{path}[{i}]", required=True) or "" for i, v in enumerate(node))
+        raise AssertionError(f"unknown option kind {kind!r}")
+
+    def models(self, node: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
+        out: dict[str, ModelConfig] = {}
+        if node is None:
+            self.fail("models", "is required: name at least one model")
+            return out
+        if not isinstance(node, dict):
+            self.fail("models", f"must be a mapping of model names, got {_kind(node)}")
+            return out
+        ids: dict[str, str] = {}
+        for name, body in node.items():
+            path = f"models.{name}"
+            m = self.mapping(body, path, {"deployments", "strategy", "fallbacks", "retry", "session_key"})
+            strategy = m.get("strategy", "weighted")
+            if strategy not in STRATEGIES:
+                hint = difflib.get_close_matches(str(strategy), sorted(STRATEGIES), n=1)
+                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.fail(f"{path}.strategy", f"unknown strategy {strategy!r}{suffix}; known: "
+                          + ", ".join(sorted(STRATEGIES)))
+            deps_node = m.get("deployments")
+            if not isinstance(deps_node, list) or not deps_node:
+                self.fail(f"{path}.deployments", "must be a non-empty list of deployments")
+                continue
+            deps: list[DeploymentConfig] = []
+            for i, dnode in enumerate(deps_node):
+                dep = self.deployment(dnode, f"{path}.deployments[{i}]", providers)
+                if dep is None:
+                    continue
+                if dep.id in ids and ids[dep.id] == name:
+                    self.fail(f"{path}.deployments[{i}]",
+                              f"duplicate deployment id {dep.id!r}; give one of them an 'id:'")
+                    continue
+                ids[dep.id] = name
+                deps.append(dep)
+            fallbacks = m.get("fallbacks") or []
+            if not isinstance(fallbacks, list):
+                self.fail(f"{path}.fallbacks", f"must be a list of model names, got {_kind(fallbacks)}")
+                fallbacks = []
+            sk = self.mapping(m.get("session_key"), f"{path}.session_key", {"header", "field"})
+            header = self.string(sk.get("header"), f"{path}.session_key.header") or "x-session-id"
+            field_name = self.string(sk.get("field"), f"{path}.session_key.field") if "field" in sk else "user"
+            out[str(name)] = ModelConfig(
+                name=str(name),
+                deployments=tuple(deps),
+                strategy=str(strategy),
+                fallbacks=tuple(str(f) for f in fallbacks),
+                retry=self.retry(m.get("retry"), f"{path}.retry", self.retry_defaults),
+                session_header=header.lower(),
+                session_field=field_name or None,
+            )
+        for name, model in out.items():
+            for i, fb in enumerate(model.fallbacks):
+                if fb not in out:
+                    hint = difflib.get_close_matches(fb, sorted(out), n=1)
+                    suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                    self.fail(f"models.{name}.fallbacks[{i}]", f"unknown model {fb!r}{suffix}")
+                elif fb == name:
+                    self.fail(f"models.{name}.fallbacks[{i}]", "a model cannot fall back to itself")
+        first: dict[str, tuple[str, DeploymentConfig]] = {}
+        for name, model in out.items():
+            for dep in model.deployments:
+                seen = first.setdefault(dep.id, (name, dep))
+                if seen[1].limits() != dep.limits():
+                    self.fail(
+                        f"models.{name}.deployments",
+                        f"deployment id {dep.id!r} is also used by model {seen[0]!r} with different "
+                        "provider, model, limits, breaker or timeouts; give one of them its own 'id:'",
+                    )
+        return out
+
+    def deployment(
+        self, node: Any, path: str, providers: dict[str, ProviderConfig]
+    ) -> DeploymentConfig | None:
+        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts", "max_tokens",
+                                      "priority", "max_concurrency", "queue_timeout", "rpm", "tpm",
+                                      "price", "breaker"})
+        if not isinstance(node, dict):
+            return None
+        pname = self.string(d.get("provider"), f"{path}.provider", required=True)
+        model = self.string(d.get("model"), f"{path}.model", required=True)
+        provider = providers.get(pname or "")
+        if pname and provider is None:
+            hint = difflib.get_close_matches(pname, sorted(providers), n=1)
+            suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+            self.fail(f"{path}.provider", f"unknown provider {pname!r}{suffix}")
+        if provider is None or not model:
+            return None
+        dep_id = self.string(d.get("id"), f"{path}.id") or f"{pname}/{model}"
+        return DeploymentConfig(
+            id=dep_id,
+            provider=provider,
+            model=model,
+            weight=self.number(d.get("weight"), f"{path}.weight", 1.0),
+            timeouts=self.timeouts(d.get("timeouts"), f"{path}.timeouts", provider.timeouts),
+            max_tokens=self.optional_int(d, "max_tokens", path),
+            priority=int(self.number(d.get("priority"), f"{path}.priority", 0, integer=True, positive=False)),
+            max_concurrency=self.optional_int(d, "max_concurrency", path),
+            queue_timeout=self.number(d.get("queue_timeout"), f"{path}.queue_timeout", self.queue_timeout,
+                                      positive=False),
+            rpm=self.optional_int(d, "rpm", path),
+            tpm=self.optional_int(d, "tpm", path),
+            price=self.price(d.get("price"), f"{path}.price"),
+            breaker=self.breaker(d.get("breaker"), f"{path}.breaker", self.breaker_defaults),
+        )
+
+    def optional_int(self, d: dict[str, Any], key: str, path: str) -> int | None:
+        if d.get(key) is None:
+            return None
+        return int(self.number(d[key], f"{path}.{key}", 1, integer=True))
+
+    def price(self, node: Any, path: str) -> Price | None:
+        if node is None:
+            return None
+        p = self.mapping(node, path, {"input_per_mtok", "output_per_mtok"})
+        return Price(
+            input_per_mtok=self.number(p.get("input_per_mtok"), f"{path}.input_per_mtok", 0.0, positive=False),
+            output_per_mtok=self.number(p.get("output_per_mtok"), f"{path}.output_per_mtok", 0.0,
+                                        positive=False),
+        )
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """``host:port``, ``[v6]:port`` or ``:port`` → (host, port)."""
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]]*):(\d+)$", value)
+    if not m:
+        return None
+    port = int(m.group(2))
+    if not 0 < port < 65536:
+        return None
+    return (m.group(1) or "0.0.0.0", port)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(node: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(node), type(node).__name__
+    )
