@@ -14,6 +14,7 @@ from .config import Config, ConfigError, load_config
 from .config_views import describe_routes, summarize
 
 DEFAULT_CONFIG = "configs/llmproxy.yaml"
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def _load_or_report(path: str) -> Config | None:
@@ -66,13 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmproxy {__version__}")
     parser.add_argument(
         "--log-level", default=os.environ.get("LLMPROXY_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+        choices=LEVELS, type=str.upper, help="log level (default: $LLMPROXY_LOG_LEVEL or INFO)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", help=f"YAML config (default: $LLMPROXY_CONFIG or {DEFAULT_CONFIG})")
     serve.add_argument("--host", help="listen address (default: from 'listen:' in the config, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: from 'listen:', else 8080)")
+    # Also accepted after the subcommand: `llmproxy serve --log-level debug`.
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=LEVELS, type=str.upper)
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print its routing table")
     check.add_argument("config", help="YAML config to check")
