@@ -207,7 +207,7 @@ def test_json_schema_response_format_becomes_output_config() -> None:
         {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]}]}, "messages[0].content[0]"),
     ({"messages": [{"role": "assistant", "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]},
-     "messages[0].tool_calls[0]"),
+     "messages[0].tool_calls[0].function.arguments"),
 ])
 def test_what_bedrock_cannot_do_is_a_400_naming_the_field(extra: dict[str, Any], param: str) -> None:
     body = {"messages": [{"role": "user", "content": "x"}], **extra}

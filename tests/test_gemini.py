@@ -197,8 +197,9 @@ def test_image_urls_are_refused_unless_allowed_and_fetched():
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}
     with pytest.raises(InvalidRequest) as err:
         translate(msg)
-    assert err.value.message == ("image URLs are not allowed for this provider; send a data URL or set "
-                                 "allow_image_urls")
+    # The same refusal as every provider that takes image bytes only (translate.refuse_image_link).
+    assert err.value.param == "messages[0].content[0]" and err.value.code == "unsupported_image_url"
+    assert "base64 data URLs" in err.value.message and "allow_image_urls: true" in err.value.message
     assert ADAPTER.image_urls_to_fetch(DEP, msg) == []
     allowed = deps("      p: {type: gemini, api_key: k, allow_image_urls: true}")
     assert ADAPTER.image_urls_to_fetch(allowed, msg) == ["https://example.com/cat.png"]

@@ -127,7 +127,7 @@ def test_json_object_and_reasoning_effort() -> None:
     ({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}]}, "messages[0].content[0]"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
-     "messages[0].content"),
+     "messages[0].content[0]"),
 ])
 def test_unsupported_is_a_400(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as info:

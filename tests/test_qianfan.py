@@ -95,7 +95,8 @@ def test_example_config_checks_without_any_environment() -> None:
 
     path = Path(__file__).parent.parent / "configs" / "providers.yaml"
     config = parse_config(path.read_bytes(), env={}, source=str(path))
-    assert {p.type for p in config.providers.values()} == {"bedrock", "ollama", "cohere", "qianfan"}
+    assert {p.type for p in config.providers.values()} == {
+        "anthropic", "gemini", "vertex", "bedrock", "ollama", "cohere", "qianfan"}
     models = {d.model for m in config.models.values() for d in m.deployments}
     assert {"ernie-4.0-8k", "ernie-speed-128k", "anthropic.claude-3-haiku-20240307-v1:0"} <= models
     assert config.providers["bedrock-us"].base_url == "https://bedrock-runtime.us-east-1.amazonaws.com"

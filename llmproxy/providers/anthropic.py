@@ -41,8 +41,16 @@ import orjson
 from ..config import DeploymentConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import DONE, SSEDecoder, SSEEvent
+from . import answers as a
 from . import translate as t
-from .base import CallContext, UpstreamRequest, encode_chunks, parse_retry_after
+from .base import (
+    CallContext,
+    UpstreamRequest,
+    encode_chunks,
+    error_body,
+    load_object,
+    parse_retry_after,
+)
 
 DEFAULT_VERSION = "2023-06-01"
 FALLBACK_MAX_TOKENS = 4096
@@ -76,7 +84,7 @@ def build_request(dep: DeploymentConfig, body: Mapping[str, Any], *, stream: boo
     """The ``/v1/messages`` body for an OpenAI chat request."""
     t.refuse_unsupported(body, _SUPPORTED, dep.provider.type)
     system, turns = convert_messages(body.get("messages") or [])
-    fmt, schema = t.response_format(body)
+    fmt, json_schema = t.response_format(body)
     if fmt == "json_object":
         system.append({"type": "text", "text": JSON_INSTRUCTION})
     out: dict[str, Any] = {
@@ -98,8 +106,8 @@ def build_request(dep: DeploymentConfig, body: Mapping[str, Any], *, stream: boo
         out["metadata"] = {"user_id": user}
     _tools(body, out)
     config: dict[str, Any] = {}
-    if fmt == "json_schema":
-        config["format"] = {"type": "json_schema", "schema": schema}
+    if json_schema is not None:
+        config["format"] = {"type": "json_schema", "schema": json_schema["schema"]}
     effort = t.reasoning_effort(body)
     if effort in _EFFORT:
         config["effort"] = _EFFORT[effort]
@@ -148,47 +156,25 @@ def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
 def convert_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """OpenAI messages → (system blocks, alternating user/assistant turns)."""
     system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    role: str | None = None
-    results: list[dict[str, Any]] = []
-    blocks: list[dict[str, Any]] = []
+    turns: list[t.TurnEntry] = []
     for i, m in enumerate(messages):
         param = f"messages[{i}]"
         kind = m.get("role")
-        new_results: list[dict[str, Any]] = []
-        new_blocks: list[dict[str, Any]] = []
         if kind in ("system", "developer"):
             for j, part in enumerate(t.content_parts(m.get("content"), f"{param}.content")):
                 if part["type"] != "text":
-                    raise InvalidRequest(f"{param}.content[{j}]: {kind} messages may only contain text",
-                                         param=f"{param}.content[{j}]")
+                    raise t.not_text(f"{param}.content", j, kind)
                 if part["text"]:
-                    system.append(_text_block(part))
-            continue
-        if kind == "user":
-            turn_role = "user"
-            new_blocks = _user_blocks(m.get("content"), f"{param}.content")
+                    system.append(_text_block(part))  # parts, not texts: cache_control survives
+        elif kind == "user":
+            turns.append(("user", _user_blocks(m.get("content"), f"{param}.content"), ()))
         elif kind == "assistant":
-            turn_role = "assistant"
-            new_blocks = _assistant_blocks(m, param)
+            turns.append(("assistant", _assistant_blocks(m, param), ()))
         elif kind == "tool":
-            turn_role = "user"
-            new_results = [_tool_result(m, param)]
+            turns.append(("user", (), (_tool_result(m, param),)))
         else:
-            raise InvalidRequest(f"{param}.role {kind!r} cannot be translated for Anthropic", param=f"{param}.role")
-        if not new_results and not new_blocks:
-            continue  # an empty message would break the alternation it sits in
-        if turn_role != role:
-            if role is not None:
-                turns.append({"role": role, "content": results + blocks})
-            role, results, blocks = turn_role, [], []
-        results += new_results
-        blocks += new_blocks
-    if role is not None:
-        turns.append({"role": role, "content": results + blocks})
-    if not turns:
-        raise InvalidRequest("messages must include a user or assistant message with content", param="messages")
-    return system, turns
+            raise t.unknown_role(m, param, "Anthropic")
+    return system, t.alternate(turns, "content")
 
 
 def _text_block(part: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,50 +213,27 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
         elif kind == "file":
             block = _document(part, p)
         else:
-            raise InvalidRequest(f"{p}: content parts of type {kind!r} cannot be sent to Anthropic", param=p)
+            raise t.unknown_part(part, p, "Anthropic")
         _cache(part, block)
         blocks.append(block)
     return blocks
 
 
 def _document(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    f = part.get("file")
-    data_url = f.get("file_data") if isinstance(f, dict) else None
-    if not isinstance(data_url, str):
-        raise InvalidRequest(f"{param}: only files sent inline as file_data (a data URL) can be translated",
-                             param=param)
-    mime, data = t.parse_data_url(data_url, f"{param}.file.file_data")
+    mime, data, filename = t.file_data(part, param)
     if mime != "application/pdf":
         raise InvalidRequest(f"{param}: Anthropic documents must be PDF, not {mime}", param=param)
     block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}}
-    assert isinstance(f, dict)
-    if isinstance(f.get("filename"), str) and f["filename"]:
-        block["title"] = f["filename"]
+    if filename:
+        block["title"] = filename
     return block
 
 
 def _assistant_blocks(m: Mapping[str, Any], param: str) -> list[dict[str, Any]]:
-    for key in ("audio", "function_call"):
-        if m.get(key) is not None:
-            raise InvalidRequest(f"{param}.{key} cannot be translated for Anthropic", param=f"{param}.{key}")
-    blocks = []
-    for j, part in enumerate(t.content_parts(m.get("content"), f"{param}.content")):
-        kind = part["type"]
-        if kind not in ("text", "refusal"):
-            raise InvalidRequest(f"{param}.content[{j}]: assistant messages may only contain text",
-                                 param=f"{param}.content[{j}]")
-        if part[kind]:
-            blocks.append(_text_block({**part, "text": part[kind]}))
-    refusal = m.get("refusal")
-    if isinstance(refusal, str) and refusal and not blocks:
-        blocks.append({"type": "text", "text": refusal})
-    calls = m.get("tool_calls")
-    if calls is not None:
-        if not isinstance(calls, list):
-            raise InvalidRequest(f"{param}.tool_calls must be an array", param=f"{param}.tool_calls")
-        for j, call in enumerate(calls):
-            call_id, name, args = t.tool_arguments(call, f"{param}.tool_calls[{j}]")
-            blocks.append({"type": "tool_use", "id": t.safe_id(call_id), "name": name, "input": args})
+    texts, calls = t.assistant_message(m, param, "Anthropic")
+    blocks = [_text_block(part) for part in texts] if texts else []
+    for call_id, name, args in calls:
+        blocks.append({"type": "tool_use", "id": t.safe_id(call_id), "name": name, "input": args})
     return blocks
 
 
@@ -308,24 +271,13 @@ def request_headers(dep: DeploymentConfig, stream: bool) -> dict[str, str]:
 # --------------------------------------------------------------------------- answers
 
 
-def finish_reason(stop_reason: Any, has_tool_calls: bool) -> str:
-    reason = FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-    return "tool_calls" if has_tool_calls and reason == "stop" else reason
-
-
 def openai_usage(u: Any) -> dict[str, Any] | None:
     """Anthropic usage → OpenAI: prompt counts every input token, cached or not."""
     if not isinstance(u, dict):
         return None
-    fresh = _count(u, "input_tokens")
-    written = _count(u, "cache_creation_input_tokens")
-    read = _count(u, "cache_read_input_tokens")
-    return t.usage(fresh + written + read, _count(u, "output_tokens"), cached=read)
-
-
-def _count(u: Mapping[str, Any], key: str) -> int:
-    value = u.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    read = a.count(u, "cache_read_input_tokens")
+    prompt = a.count(u, "input_tokens") + a.count(u, "cache_creation_input_tokens") + read
+    return a.usage(prompt, a.count(u, "output_tokens"), cached=read)
 
 
 def completion_from_message(doc: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -340,19 +292,14 @@ def completion_from_message(doc: Mapping[str, Any], ctx: CallContext) -> dict[st
         if kind == "text":
             texts.append(str(block.get("text", "")))
         elif kind == "tool_use":
-            args = orjson.dumps(block.get("input") or {}).decode()
-            calls.append(t.tool_call(str(block.get("id")), str(block.get("name")), args))
+            calls.append(a.tool_call(str(block.get("id")), str(block.get("name")), block.get("input") or {}))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking", "")))
         # redacted_thinking and server-tool blocks have no OpenAI form.
     text = "".join(texts) if texts or not calls else None
-    choice = {
-        "index": 0,
-        "message": t.message(text, calls, "".join(thinking) or None),
-        "logprobs": None,
-        "finish_reason": finish_reason(doc.get("stop_reason"), bool(calls)),
-    }
-    return t.completion(
+    choice = a.choice(a.message(text, calls, "".join(thinking) or None),
+                      a.finish_reason(FINISH, doc.get("stop_reason"), bool(calls)))
+    return a.completion(
         str(doc.get("id") or f"chatcmpl-{ctx.request_id}"), ctx.created,
         str(doc.get("model") or ctx.public_model), [choice], openai_usage(doc.get("usage")),
     )
@@ -374,7 +321,7 @@ class AnthropicStream:
     def __init__(self, ctx: CallContext) -> None:
         self._decoder = SSEDecoder()
         self._ctx = ctx
-        self._chunks: t.Chunks | None = None
+        self._chunks: a.Chunks | None = None
         self._tools: dict[Any, int] = {}  # Anthropic block index → OpenAI tool_calls index
         self._args_seen: set[Any] = set()
         self._start_input: dict[Any, Any] = {}
@@ -414,10 +361,10 @@ class AnthropicStream:
         if kind == "message_start":
             msg = _obj(doc.get("message"))
             ctx = self._ctx
-            self._chunks = t.Chunks(str(msg.get("id") or f"chatcmpl-{ctx.request_id}"), ctx.created,
+            self._chunks = a.Chunks(str(msg.get("id") or f"chatcmpl-{ctx.request_id}"), ctx.created,
                                     str(msg.get("model") or ctx.public_model), ctx.include_usage)
             self._read_usage(msg.get("usage"))
-            out.append(self._chunks.delta({"role": "assistant", "content": ""}))
+            out.append(self._chunks.role())
             return
         if kind == "error":
             raise stream_error(doc)
@@ -432,7 +379,7 @@ class AnthropicStream:
             delta = _obj(doc.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta" and delta.get("text"):
-                out.append(ch.delta({"content": delta["text"]}))
+                out.append(ch.text(delta["text"]))
             elif dtype == "input_json_delta":
                 k = self._tools.get(index)
                 if k is None:
@@ -440,7 +387,7 @@ class AnthropicStream:
                 piece = delta.get("partial_json")
                 if isinstance(piece, str) and piece:
                     self._args_seen.add(index)
-                    out.append(ch.delta({"tool_calls": [{"index": k, "function": {"arguments": piece}}]}))
+                    out.append(ch.tool_arguments(k, piece))
             elif dtype == "thinking_delta" and delta.get("thinking"):
                 out.append(ch.delta({"reasoning_content": delta["thinking"]}))
             # signature_delta, citations_delta: nothing in OpenAI's format carries them.
@@ -451,12 +398,9 @@ class AnthropicStream:
                 k = self._tools[index] = len(self._tools)
                 if block.get("input"):
                     self._start_input[index] = block["input"]
-                out.append(ch.delta({"tool_calls": [{
-                    "index": k, "id": str(block.get("id")), "type": "function",
-                    "function": {"name": str(block.get("name")), "arguments": ""},
-                }]}))
+                out.append(ch.tool_start(k, str(block.get("id")), str(block.get("name"))))
             elif btype == "text" and block.get("text"):
-                out.append(ch.delta({"content": block["text"]}))
+                out.append(ch.text(block["text"]))
             elif btype == "thinking" and block.get("thinking"):
                 out.append(ch.delta({"reasoning_content": block["thinking"]}))
         elif kind == "content_block_stop":
@@ -464,17 +408,16 @@ class AnthropicStream:
             if k is not None and index not in self._args_seen:
                 # No argument deltas: send the whole input so clients always get valid JSON.
                 args = orjson.dumps(self._start_input.get(index) or {}).decode()
-                out.append(ch.delta({"tool_calls": [{"index": k, "function": {"arguments": args}}]}))
+                out.append(ch.tool_arguments(k, args))
                 self._args_seen.add(index)
         elif kind == "message_delta":
             self._read_usage(doc.get("usage"))
             delta = _obj(doc.get("delta"))
             if delta.get("stop_reason"):
-                out.append(ch.delta({}, finish=finish_reason(delta["stop_reason"], bool(self._tools))))
+                out.append(ch.finish(a.finish_reason(FINISH, delta["stop_reason"], bool(self._tools))))
         else:  # message_stop
             self.done = True
-            if ch.include_usage and self.usage is not None:
-                out.append(ch.usage(self.usage))
+            out += ch.usage_if_asked(self.usage)
 
     def _read_usage(self, u: Any) -> None:
         if isinstance(u, dict):
@@ -511,13 +454,7 @@ class AnthropicAdapter:
     def chat_response(
         self, dep: DeploymentConfig, data: bytes, ctx: CallContext
     ) -> tuple[bytes, dict[str, Any] | None]:
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError("anthropic answered 200 with a body that is not JSON") from None
-        if not isinstance(doc, dict):
-            raise UpstreamProtocolError("anthropic answered 200 with JSON that is not an object")
-        out = completion_from_message(doc, ctx)
+        out = completion_from_message(load_object(data, "anthropic"), ctx)
         return orjson.dumps(out), out.get("usage")
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> AnthropicStream:
@@ -539,14 +476,7 @@ class AnthropicAdapter:
     ) -> UpstreamStatusError:
         """``{"type": "error", "error": {"type", "message"}, "request_id"}`` → our error."""
         etype: str | None = None
-        message = f"anthropic returned HTTP {status}"
-        try:
-            doc = orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:
-            doc = None
-            text = data[:300].decode("utf-8", "replace").strip()
-            if text:
-                message = f"{message}: {text}"
+        doc, message = error_body(status, data, "anthropic")
         if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
             err = doc["error"]
             etype = err.get("type") if isinstance(err.get("type"), str) else None

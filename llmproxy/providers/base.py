@@ -16,15 +16,14 @@ error the client sees, never a silent truncation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
 from ..config import DeploymentConfig
-from ..errors import UpstreamStatusError
+from ..errors import UpstreamProtocolError, UpstreamStatusError
 from .sigv4 import AwsSigning
 
 
@@ -111,6 +110,44 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def bearer_headers(dep: DeploymentConfig, accept: str) -> dict[str, str]:
+    """JSON request headers, the provider's key as ``Authorization: Bearer`` (when it has one)."""
+    headers = {"Content-Type": "application/json", "Accept": accept}
+    if dep.provider.api_key:
+        headers["Authorization"] = f"Bearer {dep.provider.api_key}"
+    headers.update(dep.provider.headers)
+    return headers
+
+
 def encode_chunks(chunks: Iterable[dict[str, Any]]) -> bytes:
     """OpenAI ``chat.completion.chunk`` dicts → SSE bytes ready to relay."""
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+
+
+def load_object(data: bytes, who: str, what: str | None = None) -> dict[str, Any]:
+    """A 200 answer's JSON object, or an ``UpstreamProtocolError`` naming ``who`` answered what."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"{who} answered 200 with a body that is not JSON{_what(what)}") from None
+    if not isinstance(doc, dict):
+        raise UpstreamProtocolError(f"{who} answered 200 with JSON that is not an object{_what(what)}")
+    return doc
+
+
+def _what(what: str | None) -> str:
+    return f" ({what})" if what else ""
+
+
+def error_body(status: int, data: bytes, who: str) -> tuple[Any, str]:
+    """An error answer's parsed JSON (None when it is not JSON) and a fallback message.
+
+    The fallback names ``who`` and the status, plus the start of the body
+    when that is not JSON (an HTML page from a gateway, a plain-text reason).
+    """
+    message = f"{who} returned HTTP {status}"
+    try:
+        return (orjson.loads(data) if data else None), message
+    except orjson.JSONDecodeError:
+        text = data[:300].decode("utf-8", "replace").strip()
+        return None, f"{message}: {text}" if text else message

@@ -15,17 +15,29 @@ clock just before sending. Embeddings use ``InvokeModel`` with the Titan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from ..config import DeploymentConfig
-from ..errors import InvalidRequest, ProxyError, UpstreamProtocolError, UpstreamStatusError
+from ..errors import (
+    InvalidRequest,
+    ProxyError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from ..sse import DONE
-from . import openai_shapes as oa
-from .base import CallContext, UpstreamRequest, encode_chunks, parse_retry_after
+from . import answers as a
+from . import translate as t
+from .base import (
+    CallContext,
+    UpstreamRequest,
+    error_body,
+    load_object,
+    parse_retry_after,
+)
 from .eventstream import EventStreamDecoder, EventStreamMessage
 from .sigv4 import AwsSigning
 
@@ -39,16 +51,16 @@ FINISH = {
 }
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
                  "image/gif": "gif", "image/webp": "webp"}
-# Client fields with a Converse equivalent; Bedrock-native top-level fields
-# (guardrailConfig, ...) pass through as they are for callers who need them.
-HANDLED = {
-    "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools",
-    "tool_choice", "response_format", "top_k", "additionalModelRequestFields",
-    "guardrailConfig", "performanceConfig", "requestMetadata",
-    "additionalModelResponseFieldPaths", "promptVariables", "serviceTier",
-}
+# Bedrock-native top-level fields (guardrailConfig, ...) pass through as they are
+# for callers who need them.
 _PASSTHROUGH = ("guardrailConfig", "performanceConfig", "requestMetadata",
                 "additionalModelResponseFieldPaths", "promptVariables", "serviceTier")
+# Request fields translated or passed through here; translate.refuse_unsupported refuses the rest.
+SUPPORTED = frozenset({
+    "model", "messages", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+    "tools", "tool_choice", "response_format", "top_k", "additionalModelRequestFields", *_PASSTHROUGH,
+})
+_EMBEDDING_FIELDS = t.EMBEDDING_FIELDS | {"input_type"}
 
 # Exception name (x-amzn-ErrorType / :exception-type) → the status we answer
 # with. Bedrock's own statuses are kept except where the client's view differs:
@@ -104,145 +116,113 @@ def _request(dep: DeploymentConfig, operation: str, doc: Mapping[str, Any], acce
 
 def converse_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request → a Converse request body (without modelId, which is in the path)."""
-    oa.reject_unsupported(body, HANDLED, PROVIDER)
-    messages = body.get("messages") or []
+    t.refuse_unsupported(body, SUPPORTED, PROVIDER)
     system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []  # {"role", "content": [blocks]}, roles alternating
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)  # Converse wants user/assistant turns alternating
-        else:
-            turns.append({"role": role, "content": list(blocks)})
-
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
+    turns: list[t.TurnEntry] = []  # Converse wants user/assistant turns alternating
+    for i, m in enumerate(body.get("messages") or []):
+        param = f"messages[{i}]"
         role = m.get("role")
         if role in ("system", "developer"):
-            text = oa.text_of(m.get("content"), where)
-            if text:
+            if text := "\n".join(t.texts_only(m.get("content"), f"{param}.content", role)):
                 system.append({"text": text})
         elif role == "user":
-            add("user", _user_blocks(m.get("content"), where))
+            turns.append(("user", _user_blocks(m.get("content"), f"{param}.content"), ()))
         elif role == "assistant":
-            blocks: list[dict[str, Any]] = []
-            text = oa.text_of(m.get("content"), where)
-            if text:
-                blocks.append({"text": text})
-            for j, call in enumerate(oa.tool_calls_of(m, where)):
-                fn = call["function"]
-                blocks.append({"toolUse": {
-                    "toolUseId": str(call.get("id") or f"call_{i}_{j}"),
-                    "name": fn["name"],
-                    "input": oa.tool_arguments(fn.get("arguments"), f"{where}.tool_calls[{j}]"),
-                }})
-            add("assistant", blocks)
+            texts, calls = t.assistant_message(m, param, PROVIDER)
+            blocks: list[dict[str, Any]] = [{"text": "\n".join(p["text"] for p in texts)}] if texts else []
+            for call_id, name, args in calls:
+                blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": args}})
+            turns.append(("assistant", blocks, ()))
         elif role == "tool":
-            call_id = m.get("tool_call_id")
-            if not isinstance(call_id, str):
-                raise InvalidRequest(f"{where}.tool_call_id is required", param=f"{where}.tool_call_id")
-            add("user", [{"toolResult": {
-                "toolUseId": call_id,
-                "content": [{"text": oa.text_of(m.get("content"), where)}],
-            }}])
+            text = "\n".join(t.texts_only(m.get("content"), f"{param}.content", "tool"))
+            result = {"toolResult": {"toolUseId": t.tool_call_id(m, param), "content": [{"text": text}]}}
+            turns.append(("user", (), (result,)))
         else:
-            raise InvalidRequest(f"{where}.role {role!r} is not supported by {PROVIDER} deployments",
-                                 param=f"{where}.role")
+            raise t.unknown_role(m, param, PROVIDER)
 
-    doc: dict[str, Any] = {"messages": turns}
+    doc: dict[str, Any] = {"messages": t.alternate(turns, "content")}
     if system:
         doc["system"] = system
     inference: dict[str, Any] = {}
-    if (n := oa.max_tokens_of(body)) is not None:
+    if (n := t.max_tokens(body)) is not None:
         inference["maxTokens"] = n
-    if body.get("temperature") is not None:
-        inference["temperature"] = body["temperature"]
-    if body.get("top_p") is not None:
-        inference["topP"] = body["top_p"]
-    if (stop := oa.stop_list(body)) is not None:
+    if (v := t.number(body, "temperature", 0, 2)) is not None:
+        inference["temperature"] = v
+    if (v := t.number(body, "top_p", 0, 1)) is not None:
+        inference["topP"] = v
+    if stop := t.stop_sequences(body):
         inference["stopSequences"] = stop
     if inference:
         doc["inferenceConfig"] = inference
     tool_config = _tool_config(body)
     if tool_config:
         doc["toolConfig"] = tool_config
-    if (output := _output_config(body.get("response_format"))) is not None:
+    if (output := _output_config(body)) is not None:
         doc["outputConfig"] = output
-    extra = dict(oa.object_field(body, "additionalModelRequestFields"))
-    if body.get("top_k") is not None:
-        extra["top_k"] = body["top_k"]  # the name Anthropic models on Bedrock use
+    extra = dict(t.object_field(body, "additionalModelRequestFields"))
+    if (k := t.integer(body, "top_k")) is not None:
+        extra["top_k"] = k  # the name Anthropic models on Bedrock use
     if extra:
         doc["additionalModelRequestFields"] = extra
-    for key in _PASSTHROUGH:
-        if body.get(key) is not None:
-            doc[key] = body[key]
+    doc.update(t.native_fields(body, _PASSTHROUGH))
     return doc
 
 
-def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    for k, part in enumerate(oa.content_parts(content, where)):
-        ptype = part["type"]
-        if ptype == "text":
-            if part.get("text"):
-                blocks.append({"text": str(part["text"])})
-        elif ptype == "image_url":
-            pwhere = f"{where}.content[{k}]"
-            mime, data = oa.data_url(oa.image_url(part, pwhere), pwhere, PROVIDER)
+    for k, part in enumerate(t.content_parts(content, param)):
+        p = f"{param}[{k}]"
+        if part["type"] == "text":
+            if part["text"]:
+                blocks.append({"text": part["text"]})
+        elif part["type"] == "image_url":
+            mime, data = t.image_data(part, p, PROVIDER)
             fmt = IMAGE_FORMATS.get(mime)
             if fmt is None:
-                raise InvalidRequest(f"{pwhere}: {PROVIDER} accepts png, jpeg, gif and webp images, not {mime}",
-                                     param=pwhere)
+                raise InvalidRequest(f"{p}: {PROVIDER} accepts png, jpeg, gif and webp images, not {mime}", param=p)
             blocks.append({"image": {"format": fmt, "source": {"bytes": data}}})
         else:
-            raise InvalidRequest(f"{where}.content[{k}]: part type {ptype!r} is not supported by "
-                                 f"{PROVIDER} deployments", param=f"{where}.content")
+            raise t.unknown_part(part, p, PROVIDER)
     return blocks
 
 
 def _tool_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    functions = oa.functions_of(body)
-    choice = oa.tool_choice_of(body)
+    mode, offered, forced = t.tool_choice(body, t.functions(body))
     # Converse has no "none": leaving the tools out is how a model is kept from calling one.
-    if not functions or choice == "none":
+    if not offered or mode == "none":
         return None
     tools = []
-    for fn in functions:
+    for fn in offered:
         spec: dict[str, Any] = {
-            "name": fn["name"],
-            "inputSchema": {"json": fn.get("parameters") or {"type": "object", "properties": {}}},
+            "name": fn.name,
+            "inputSchema": {"json": fn.parameters or {"type": "object", "properties": {}}},
         }
-        if fn.get("description"):
-            spec["description"] = fn["description"]
-        if isinstance(fn.get("strict"), bool):
-            spec["strict"] = fn["strict"]
+        if fn.description:
+            spec["description"] = fn.description
+        if fn.strict:
+            spec["strict"] = True
         tools.append({"toolSpec": spec})
     config: dict[str, Any] = {"tools": tools}
-    if choice == "auto":
-        config["toolChoice"] = {"auto": {}}
-    elif choice == "required":
+    if mode == "function":
+        config["toolChoice"] = {"tool": {"name": forced}}
+    elif mode == "required":
         config["toolChoice"] = {"any": {}}
-    elif choice is not None:
-        config["toolChoice"] = {"tool": {"name": choice[len("function:"):]}}
+    elif body.get("tool_choice") is not None:  # an explicit auto (Converse's default too)
+        config["toolChoice"] = {"auto": {}}
     return config
 
 
-def _output_config(fmt: Any) -> dict[str, Any] | None:
-    if fmt is None or fmt == {"type": "text"}:
+def _output_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    fmt, js = t.response_format(body)
+    if fmt == "text":
         return None
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
-        js = fmt["json_schema"]
-        schema: dict[str, Any] = {"schema": orjson.dumps(js.get("schema") or {}).decode(),
-                                  "name": str(js.get("name") or "response")}
-        if js.get("description"):
-            schema["description"] = js["description"]
-        return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
-    raise InvalidRequest(
-        f"response_format {fmt.get('type') if isinstance(fmt, dict) else fmt!r} is not supported by "
-        f"{PROVIDER} deployments; use json_schema", param="response_format",
-    )
+    if js is None:
+        raise InvalidRequest(f"response_format {fmt!r} is not supported by {PROVIDER} deployments; "
+                             "use json_schema", param="response_format")
+    schema: dict[str, Any] = {"schema": orjson.dumps(js["schema"]).decode(), "name": str(js.get("name") or "response")}
+    if js.get("description"):
+        schema["description"] = js["description"]
+    return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
 
 
 # --------------------------------------------------------------------------- answers
@@ -251,11 +231,12 @@ def _output_config(fmt: Any) -> dict[str, Any] | None:
 def converse_usage(u: Any) -> dict[str, Any] | None:
     if not isinstance(u, dict):
         return None
-    read, write = u.get("cacheReadInputTokens") or 0, u.get("cacheWriteInputTokens") or 0
-    return oa.usage((u.get("inputTokens") or 0) + read + write, u.get("outputTokens"), read)
+    read = a.count(u, "cacheReadInputTokens")
+    prompt = a.count(u, "inputTokens") + read + a.count(u, "cacheWriteInputTokens")
+    return a.usage(prompt, a.count(u, "outputTokens"), cached=read or None)
 
 
-def completion_from_converse(doc: Mapping[str, Any], dep: DeploymentConfig, ctx: CallContext) -> bytes:
+def completion_from_converse(doc: Mapping[str, Any], dep: DeploymentConfig, ctx: CallContext) -> dict[str, Any]:
     message = (doc.get("output") or {}).get("message")
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):
         raise UpstreamProtocolError("Bedrock answered 200 without output.message.content")
@@ -268,18 +249,10 @@ def completion_from_converse(doc: Mapping[str, Any], dep: DeploymentConfig, ctx:
             texts.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
-            calls.append(oa.tool_call(str(use.get("toolUseId")), str(use.get("name")), use.get("input") or {}))
-    return oa.completion(
-        id=f"chatcmpl-{ctx.request_id}", created=ctx.created, model=dep.model,
-        content="".join(texts) if texts or not calls else None, tool_calls=calls,
-        finish_reason=_finish(doc.get("stopReason"), bool(calls)),
-        usage=converse_usage(doc.get("usage")),
-    )
-
-
-def _finish(reason: Any, tools: bool) -> str:
-    finish = FINISH.get(str(reason), "stop")
-    return "tool_calls" if tools and finish == "stop" else finish
+            calls.append(a.tool_call(str(use.get("toolUseId")), str(use.get("name")), use.get("input") or {}))
+    text = "".join(texts) if texts or not calls else None
+    finish = a.finish_reason(FINISH, doc.get("stopReason"), bool(calls))
+    return a.one_choice(ctx, dep.model, text, calls, finish, converse_usage(doc.get("usage")))
 
 
 def exception_error(name: str, message: str, retry_after: float | None = None,
@@ -294,7 +267,7 @@ def exception_error(name: str, message: str, retry_after: float | None = None,
 # --------------------------------------------------------------------------- streams
 
 
-class ConverseStreamTranslator:
+class ConverseStreamTranslator(a.EventStream):
     """ConverseStream event-stream bytes → OpenAI SSE chunks.
 
     Events are keyed by ``contentBlockIndex``: text blocks have no
@@ -306,33 +279,16 @@ class ConverseStreamTranslator:
     were returned.
     """
 
-    __slots__ = ("_decoder", "_chunks", "_tools", "_saw_tool", "_stopped", "done", "usage", "_error")
+    __slots__ = ("_decoder", "_stopped", "_tools")
 
     def __init__(self, dep: DeploymentConfig, ctx: CallContext) -> None:
+        super().__init__(a.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage))
         self._decoder = EventStreamDecoder()
-        self._chunks = oa.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage)
         self._tools: dict[int, int] = {}  # contentBlockIndex → OpenAI tool_calls index
-        self._saw_tool = False
         self._stopped = False
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self._error: UpstreamStatusError | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        if self._error is not None:
-            raise self._error
-        out: list[dict[str, Any]] = []
-        tail = b""
-        try:
-            for message in self._decoder.feed(data):
-                if self.done:
-                    break
-                tail = self._event(message, out)
-        except UpstreamStatusError as exc:
-            if not out:
-                raise
-            self._error = exc  # deliver what came before it first
-        return encode_chunks(out) + tail
+    def _decode(self, data: bytes) -> Iterable[EventStreamMessage]:
+        return self._decoder.feed(data)
 
     def _event(self, message: EventStreamMessage, out: list[dict[str, Any]]) -> bytes:
         h = message.headers
@@ -358,7 +314,6 @@ class ConverseStreamTranslator:
             use = (doc.get("start") or {}).get("toolUse")
             if isinstance(use, dict):
                 start = self._tools[doc.get("contentBlockIndex", -1)] = len(self._tools)
-                self._saw_tool = True
                 out.append(c.tool_start(start, str(use.get("toolUseId")), str(use.get("name"))))
         elif event == "contentBlockDelta":
             delta = doc.get("delta") or {}
@@ -375,13 +330,9 @@ class ConverseStreamTranslator:
             # reasoningContent and citation deltas have no Chat Completions field.
         elif event == "messageStop":
             self._stopped = True
-            out.append(c.finish(_finish(doc.get("stopReason"), self._saw_tool)))
+            out.append(c.finish(a.finish_reason(FINISH, doc.get("stopReason"), bool(self._tools))))
         elif event == "metadata":
-            self.usage = converse_usage(doc.get("usage"))
-            if c.include_usage and self.usage is not None:
-                out.append(c.usage(self.usage))
-            self.done = True
-            return DONE
+            return self._end(out, None, converse_usage(doc.get("usage")))
         return b""
 
     def finish(self) -> bytes:
@@ -389,13 +340,12 @@ class ConverseStreamTranslator:
             raise self._error
         if self._decoder.pending:
             raise UpstreamProtocolError("Bedrock stream ended in the middle of an event")
-        if self.done:
-            return b""
-        if self._stopped:
+        if self._stopped and not self.done:
             # messageStop arrived but metadata (usage only) did not: the answer is whole.
             self.done = True
             return DONE
-        raise UpstreamProtocolError("Bedrock stream ended before messageStop")
+        self._finished("Bedrock stream ended before messageStop")
+        return b""
 
 
 def _payload_message(payload: bytes) -> str:
@@ -424,19 +374,18 @@ class BedrockAdapter:
 
     def image_urls_to_fetch(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
         """Image links ``llmproxy/fetch.py`` inlines first (with ``allow_image_urls: true``)."""
-        return oa.http_image_urls(dep, body)
+        return t.image_urls_to_fetch(dep, body)
 
     def chat_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
-        doc = _load(data)
-        return completion_from_converse(doc, dep, ctx), converse_usage(doc.get("usage"))
+        out = completion_from_converse(load_object(data, PROVIDER), dep, ctx)
+        return orjson.dumps(out), out.get("usage")
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> ConverseStreamTranslator:
         return ConverseStreamTranslator(dep, ctx)
 
     def embeddings_request(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> UpstreamRequest:
-        oa.reject_unsupported(body, {"input", "encoding_format", "dimensions", "input_type"}, PROVIDER)
-        oa.encoding_format_of(body)
-        texts = oa.embedding_texts(body, PROVIDER)
+        texts = t.embedding_input(body, _EMBEDDING_FIELDS, PROVIDER)
+        dims = t.integer(body, "dimensions")
         doc: dict[str, Any]
         if dep.model.startswith("cohere.embed"):
             doc = {"texts": texts, "input_type": body.get("input_type") or "search_document"}
@@ -447,40 +396,24 @@ class BedrockAdapter:
                     param="input",
                 )
             doc = {"inputText": texts[0]}
-            if body.get("dimensions") is not None:
-                doc["dimensions"] = body["dimensions"]
+            if dims is not None:
+                doc["dimensions"] = dims
         return _request(dep, "invoke", doc, "application/json")
 
     def embeddings_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
-        doc = _load(data)
+        doc = load_object(data, PROVIDER)
         if isinstance(doc.get("embedding"), list):  # Titan
-            vectors, tokens = [doc["embedding"]], doc.get("inputTextTokenCount")
+            vectors, tokens = [doc["embedding"]], a.count(doc, "inputTextTokenCount")
         elif isinstance(doc.get("embeddings"), list):  # Cohere on Bedrock
-            vectors, tokens = doc["embeddings"], None
+            vectors, tokens = doc["embeddings"], 0
         else:
             raise UpstreamProtocolError("Bedrock answered 200 without an embedding")
-        return oa.embeddings_list(vectors, dep.model, oa.requested_encoding(ctx), tokens)
+        return a.embeddings_list(vectors, dep.model, a.requested_encoding(ctx), tokens)
 
     def error_from_response(self, status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
         name = headers.get("x-amzn-ErrorType", "")
-        message = ""
-        try:
-            doc = orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:
-            doc = None
-            message = data[:300].decode("utf-8", "replace").strip()
+        doc, message = error_body(status, data, PROVIDER)
         if isinstance(doc, dict):
-            message = str(doc.get("message") or doc.get("Message") or "")
+            message = str(doc.get("message") or doc.get("Message") or message)
             name = name or str(doc.get("__type") or doc.get("code") or "")
-        return exception_error(name, message or f"Bedrock returned HTTP {status}",
-                               parse_retry_after(headers), status)
-
-
-def _load(data: bytes) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError("Bedrock answered 200 with a body that is not JSON") from None
-    if not isinstance(doc, dict):
-        raise UpstreamProtocolError("Bedrock answered 200 with JSON that is not an object")
-    return doc
+        return exception_error(name, message, parse_retry_after(headers), status)

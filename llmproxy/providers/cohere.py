@@ -16,29 +16,35 @@ compatible server sends one, is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 
 from ..config import DeploymentConfig
-from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
-from ..sse import DONE, SSEDecoder
-from . import openai_shapes as oa
-from .base import CallContext, UpstreamRequest, encode_chunks
+from ..errors import (
+    InvalidRequest,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from ..sse import SSEDecoder
+from . import answers as a
+from . import translate as t
+from .base import CallContext, UpstreamRequest, bearer_headers, load_object
 from .openai import openai_style_error
 
 PROVIDER = "Cohere"
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length", "TOOL_CALL": "tool_calls"}
-# Client fields with a Cohere equivalent; Cohere's own request fields pass
-# through for callers who send them (documents for RAG, safety_mode, ...).
-HANDLED = {
-    "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
-    "frequency_penalty", "presence_penalty", "tools", "tool_choice", "response_format",
-    "top_k", "k", "documents", "citation_options", "safety_mode", "strict_tools", "thinking",
-}
-_PASSTHROUGH = ("seed", "temperature", "frequency_penalty", "presence_penalty", "k", "documents",
-                "citation_options", "safety_mode", "strict_tools", "thinking")
+# Cohere's own request fields pass through for callers who send them
+# (documents for RAG, safety_mode, ...).
+_NATIVE = ("k", "documents", "citation_options", "safety_mode", "strict_tools", "thinking")
+SUPPORTED = frozenset({
+    "model", "messages", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+    "seed", "frequency_penalty", "presence_penalty", "tools", "tool_choice", "response_format", "top_k",
+    *_NATIVE,
+})
+_EMBEDDING_FIELDS = t.EMBEDDING_FIELDS | {"input_type", "truncate"}
 
 
 def _url(dep: DeploymentConfig, path: str) -> str:
@@ -46,102 +52,82 @@ def _url(dep: DeploymentConfig, path: str) -> str:
     return f"{base}/{path}" if base.endswith("/v2") else f"{base}/v2/{path}"
 
 
-def _headers(dep: DeploymentConfig, accept: str) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": accept}
-    if dep.provider.api_key:
-        headers["Authorization"] = f"Bearer {dep.provider.api_key}"
-    headers.update(dep.provider.headers)
-    return headers
-
-
 def chat_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
-    oa.reject_unsupported(body, HANDLED, PROVIDER)
+    t.refuse_unsupported(body, SUPPORTED, PROVIDER)
     messages: list[dict[str, Any]] = []
     for i, m in enumerate(body.get("messages") or []):
-        where = f"messages[{i}]"
+        param = f"messages[{i}]"
         role = m.get("role")
         if role in ("system", "developer"):
-            messages.append({"role": "system", "content": oa.text_of(m.get("content"), where)})
+            text = "\n".join(t.texts_only(m.get("content"), f"{param}.content", role))
+            messages.append({"role": "system", "content": text})
         elif role == "user":
             content = m.get("content")
             if isinstance(content, str):
                 messages.append({"role": "user", "content": content})
-                continue
-            parts: list[dict[str, Any]] = []
-            for k, part in enumerate(oa.content_parts(content, where)):
-                pwhere = f"{where}.content[{k}]"
-                if part["type"] == "text":
-                    parts.append({"type": "text", "text": str(part.get("text") or "")})
-                elif part["type"] == "image_url":
-                    raw = part.get("image_url")
-                    image: dict[str, Any] = {"url": oa.image_url(part, pwhere)}
-                    if isinstance(raw, dict) and raw.get("detail"):
-                        image["detail"] = raw["detail"]
-                    parts.append({"type": "image_url", "image_url": image})
-                else:
-                    raise InvalidRequest(f"{pwhere}: part type {part['type']!r} is not supported by "
-                                         f"{PROVIDER} deployments", param=f"{where}.content")
-            messages.append({"role": "user", "content": parts})
+            else:
+                messages.append({"role": "user", "content": _user_parts(content, f"{param}.content")})
         elif role == "assistant":
             msg: dict[str, Any] = {"role": "assistant"}
-            text = oa.text_of(m.get("content"), where)
-            calls = oa.tool_calls_of(m, where)
-            if text or not calls:
-                msg["content"] = text
+            texts, calls = t.assistant_message(m, param, PROVIDER)
+            if texts or not calls:
+                msg["content"] = "\n".join(p["text"] for p in texts)
             if calls:
-                msg["tool_calls"] = [
-                    oa.tool_call(str(c.get("id") or f"call_{i}_{j}"), c["function"]["name"],
-                                 c["function"].get("arguments") or "{}")
-                    for j, c in enumerate(calls)
-                ]
+                msg["tool_calls"] = [a.tool_call(*call) for call in calls]
             messages.append(msg)
         elif role == "tool":
-            call_id = m.get("tool_call_id")
-            if not isinstance(call_id, str):
-                raise InvalidRequest(f"{where}.tool_call_id is required", param=f"{where}.tool_call_id")
-            messages.append({"role": "tool", "tool_call_id": call_id,
-                             "content": oa.text_of(m.get("content"), where)})
+            text = "\n".join(t.texts_only(m.get("content"), f"{param}.content", "tool"))
+            messages.append({"role": "tool", "tool_call_id": t.tool_call_id(m, param), "content": text})
         else:
-            raise InvalidRequest(f"{where}.role {role!r} is not supported by {PROVIDER} deployments",
-                                 param=f"{where}.role")
+            raise t.unknown_role(m, param, PROVIDER)
 
     doc: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
-    for key in _PASSTHROUGH:
-        if body.get(key) is not None:
-            doc[key] = body[key]
-    if (n := oa.max_tokens_of(body)) is not None:
-        doc["max_tokens"] = n
-    if body.get("top_p") is not None:
-        doc["p"] = body["top_p"]
-    if body.get("top_k") is not None:
-        doc["k"] = body["top_k"]
-    if (stop := oa.stop_list(body)) is not None:
-        doc["stop_sequences"] = stop
-    functions = oa.functions_of(body)
-    if functions:
-        doc["tools"] = [{"type": "function", "function": {
-            k: v for k, v in fn.items() if k in ("name", "description", "parameters")}} for fn in functions]
-        if any(fn.get("strict") is True for fn in functions):
-            doc["strict_tools"] = True
-    choice = oa.tool_choice_of(body)
-    if choice == "none":
-        doc["tool_choice"] = "NONE"
-    elif choice == "required":
-        doc["tool_choice"] = "REQUIRED"
-    elif choice not in (None, "auto"):
+    doc.update(t.native_fields(body, _NATIVE))
+    for key, value in (("temperature", t.number(body, "temperature", 0, 2)), ("seed", t.seed(body)),
+                       ("frequency_penalty", t.number(body, "frequency_penalty", -2, 2)),
+                       ("presence_penalty", t.number(body, "presence_penalty", -2, 2)),
+                       ("max_tokens", t.max_tokens(body)), ("p", t.number(body, "top_p", 0, 1)),
+                       ("k", t.integer(body, "top_k")), ("stop_sequences", t.stop_sequences(body))):
+        if value is not None:
+            doc[key] = value
+    _tools(body, doc)
+    fmt, js = t.response_format(body)
+    if fmt != "text":
+        doc["response_format"] = {"type": "json_object"}
+        if js is not None:
+            doc["response_format"]["json_schema"] = js["schema"]
+    return doc
+
+
+def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for k, part in enumerate(t.content_parts(content, param)):
+        p = f"{param}[{k}]"
+        if part["type"] == "text":
+            parts.append({"type": "text", "text": part["text"]})
+        elif part["type"] == "image_url":
+            raw = part.get("image_url")
+            image: dict[str, Any] = {"url": t.image_url(part, p)}
+            if isinstance(raw, dict) and raw.get("detail"):
+                image["detail"] = raw["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        else:
+            raise t.unknown_part(part, p, PROVIDER)
+    return parts
+
+
+def _tools(body: Mapping[str, Any], doc: dict[str, Any]) -> None:
+    mode, offered, _ = t.tool_choice(body, t.functions(body))
+    if mode == "function":
         raise InvalidRequest(f"{PROVIDER} deployments cannot force a named function; "
                              "use tool_choice auto, required or none", param="tool_choice")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        doc["response_format"] = {"type": "json_object"}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise InvalidRequest("response_format.json_schema.schema must be an object", param="response_format")
-        doc["response_format"] = {"type": "json_object", "json_schema": schema}
-    elif fmt is not None and fmt != {"type": "text"}:
-        raise InvalidRequest("response_format must be text, json_object or json_schema", param="response_format")
-    return doc
+    if not offered:
+        return
+    doc["tools"] = [{"type": "function", "function": fn.openai()} for fn in offered]
+    if any(fn.strict for fn in offered):
+        doc["strict_tools"] = True
+    if mode in ("none", "required"):
+        doc["tool_choice"] = mode.upper()
 
 
 def _usage(u: Any) -> dict[str, Any] | None:
@@ -150,7 +136,8 @@ def _usage(u: Any) -> dict[str, Any] | None:
     tokens = u.get("tokens") if isinstance(u.get("tokens"), dict) else u.get("billed_units")
     if not isinstance(tokens, dict):
         return None
-    return oa.usage(tokens.get("input_tokens"), tokens.get("output_tokens"), u.get("cached_tokens"))
+    return a.usage(a.count(tokens, "input_tokens"), a.count(tokens, "output_tokens"),
+                   cached=a.count(u, "cached_tokens") or None)
 
 
 def _failure(reason: Any, error: Any) -> UpstreamStatusError | UpstreamTimeout | None:
@@ -161,46 +148,28 @@ def _failure(reason: Any, error: Any) -> UpstreamStatusError | UpstreamTimeout |
     return None
 
 
-def _finish(reason: Any, tools: bool) -> str:
-    finish = FINISH.get(str(reason), "stop")
-    return "tool_calls" if tools and finish == "stop" else finish
-
-
-class CohereStreamTranslator:
+class CohereStreamTranslator(a.EventStream):
     """Cohere v2 chat SSE → OpenAI SSE chunks."""
 
-    __slots__ = ("_decoder", "_chunks", "_tools", "done", "usage", "_error")
+    __slots__ = ("_decoder", "_tools")
 
     def __init__(self, dep: DeploymentConfig, ctx: CallContext) -> None:
+        super().__init__(a.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage))
         self._decoder = SSEDecoder()
-        self._chunks = oa.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage)
         self._tools: dict[Any, int] = {}  # Cohere tool-call index → OpenAI tool_calls index
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self._error: UpstreamStatusError | UpstreamTimeout | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        if self._error is not None:
-            raise self._error
-        out: list[dict[str, Any]] = []
-        tail = b""
-        try:
-            for _, payload in self._decoder.feed(data):
-                if self.done:
-                    break
-                if not payload.strip() or payload.strip() == b"[DONE]":
-                    continue
-                try:
-                    doc = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise UpstreamProtocolError("Cohere stream sent an event that is not JSON") from None
-                if isinstance(doc, dict):
-                    tail = self._event(doc, out)
-        except (UpstreamStatusError, UpstreamTimeout) as exc:
-            if not out:
-                raise
-            self._error = exc  # deliver what came before it first
-        return encode_chunks(out) + tail
+    def _decode(self, data: bytes) -> Iterator[dict[str, Any]]:
+        for _, payload in self._decoder.feed(data):
+            if self.done:
+                return  # nothing after message-end is part of the answer
+            if not payload.strip() or payload.strip() == b"[DONE]":
+                continue
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError("Cohere stream sent an event that is not JSON") from None
+            if isinstance(doc, dict):
+                yield doc
 
     def _event(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> bytes:
         c = self._chunks
@@ -230,12 +199,8 @@ class CohereStreamTranslator:
             failure = _failure(delta.get("finish_reason"), delta.get("error"))
             if failure is not None:
                 raise failure
-            out.append(c.finish(_finish(delta.get("finish_reason"), bool(self._tools))))
-            self.usage = _usage(delta.get("usage"))
-            if c.include_usage and self.usage is not None:
-                out.append(c.usage(self.usage))
-            self.done = True
-            return DONE
+            finish = a.finish_reason(FINISH, delta.get("finish_reason"), bool(self._tools))
+            return self._end(out, finish, _usage(delta.get("usage")))
         # content-end, tool-call-end, tool-plan-delta, citation-*, debug: nothing to relay.
         return b""
 
@@ -243,8 +208,7 @@ class CohereStreamTranslator:
         if self._error is not None:
             raise self._error
         tail = self.feed(b"\n\n") if self._decoder.pending and not self.done else b""
-        if not self.done:
-            raise UpstreamProtocolError("Cohere stream ended before message-end")
+        self._finished("Cohere stream ended before message-end")
         return tail
 
 
@@ -257,12 +221,12 @@ class CohereAdapter:
             doc["max_tokens"] = dep.max_tokens
         return UpstreamRequest(
             url=_url(dep, "chat"),
-            headers=_headers(dep, "text/event-stream" if stream else "application/json"),
+            headers=bearer_headers(dep, "text/event-stream" if stream else "application/json"),
             body=orjson.dumps(doc),
         )
 
     def chat_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
-        doc = _load(data)
+        doc = load_object(data, PROVIDER)
         message = doc.get("message")
         if not isinstance(message, dict):
             raise UpstreamProtocolError("Cohere answered 200 without 'message'")
@@ -277,55 +241,41 @@ class CohereAdapter:
         for k, call in enumerate(message.get("tool_calls") or []):
             fn = call.get("function") if isinstance(call, dict) else None
             if isinstance(fn, dict):
-                calls.append(oa.tool_call(str(call.get("id") or f"call_{ctx.request_id}_{k}"),
-                                          str(fn.get("name")), fn.get("arguments") or "{}"))
+                calls.append(a.tool_call(str(call.get("id") or f"call_{ctx.request_id}_{k}"),
+                                         str(fn.get("name")), fn.get("arguments") or "{}"))
         usage = _usage(doc.get("usage"))
-        return oa.completion(
-            id=f"chatcmpl-{ctx.request_id}", created=ctx.created, model=dep.model,
-            content="".join(texts) if texts or not calls else None, tool_calls=calls,
-            finish_reason=_finish(doc.get("finish_reason"), bool(calls)), usage=usage,
-        ), usage
+        text = "".join(texts) if texts or not calls else None
+        finish = a.finish_reason(FINISH, doc.get("finish_reason"), bool(calls))
+        return orjson.dumps(a.one_choice(ctx, dep.model, text, calls, finish, usage)), usage
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> CohereStreamTranslator:
         return CohereStreamTranslator(dep, ctx)
 
     def embeddings_request(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> UpstreamRequest:
-        oa.reject_unsupported(body, {"input", "encoding_format", "dimensions", "input_type", "truncate"},
-                              PROVIDER)
-        oa.encoding_format_of(body)
         doc: dict[str, Any] = {
             "model": dep.model,
-            "texts": oa.embedding_texts(body, PROVIDER),
+            "texts": t.embedding_input(body, _EMBEDDING_FIELDS, PROVIDER),
             # Required by embed v3+; OpenAI has no such field, so documents unless told otherwise.
             "input_type": body.get("input_type") or "search_document",
             "embedding_types": ["float"],
         }
-        if body.get("dimensions") is not None:
-            doc["output_dimension"] = body["dimensions"]
-        if body.get("truncate") is not None:
-            doc["truncate"] = body["truncate"]
-        return UpstreamRequest(url=_url(dep, "embed"), headers=_headers(dep, "application/json"),
+        if (dims := t.integer(body, "dimensions")) is not None:
+            doc["output_dimension"] = dims
+        doc.update(t.native_fields(body, ("truncate",)))
+        return UpstreamRequest(url=_url(dep, "embed"), headers=bearer_headers(dep, "application/json"),
                                body=orjson.dumps(doc))
 
     def embeddings_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
-        doc = _load(data)
+        doc = load_object(data, PROVIDER)
         embeddings = doc.get("embeddings")
         vectors = embeddings.get("float") if isinstance(embeddings, dict) else embeddings
         if not isinstance(vectors, list):
             raise UpstreamProtocolError("Cohere answered 200 without float embeddings")
-        billed = ((doc.get("meta") or {}).get("billed_units") or {}) if isinstance(doc.get("meta"), dict) else {}
-        return oa.embeddings_list(vectors, dep.model, oa.requested_encoding(ctx), billed.get("input_tokens"))
+        meta = doc.get("meta")
+        billed = meta.get("billed_units") if isinstance(meta, dict) else None
+        tokens = a.count(billed, "input_tokens") if isinstance(billed, dict) else 0
+        return a.embeddings_list(vectors, dep.model, a.requested_encoding(ctx), tokens)
 
     def error_from_response(self, status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
         # Cohere answers {"message": "..."}; 498 is its "invalid token", which clients know as 401.
         return openai_style_error(401 if status == 498 else status, headers, data)
-
-
-def _load(data: bytes) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError("Cohere answered 200 with a body that is not JSON") from None
-    if not isinstance(doc, dict):
-        raise UpstreamProtocolError("Cohere answered 200 with JSON that is not an object")
-    return doc

@@ -16,29 +16,28 @@ line ``{"error": "..."}``. Ollama streams unless told otherwise, so
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 
 from ..config import DeploymentConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from ..sse import DONE
-from . import openai_shapes as oa
-from .base import CallContext, UpstreamRequest, encode_chunks
+from . import answers as a
+from . import translate as t
+from .base import CallContext, UpstreamRequest, bearer_headers
 from .openai import openai_style_error
 
 PROVIDER = "Ollama"
 FINISH = {"stop": "stop", "length": "length"}
-# Client fields with an Ollama equivalent. top_k, options, keep_alive and
-# think are Ollama's own and pass through for callers who send them.
-HANDLED = {
-    "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
-    "frequency_penalty", "presence_penalty", "tools", "tool_choice", "response_format",
-    "reasoning_effort", "top_k", "options", "keep_alive", "think",
-}
-_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed", "top_k": "top_k",
-            "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty"}
+# Ollama's own request fields, passed through for callers who send them.
+_NATIVE = ("options", "keep_alive", "think")
+SUPPORTED = frozenset({
+    "model", "messages", "stream", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+    "seed", "frequency_penalty", "presence_penalty", "tools", "tool_choice", "response_format",
+    "reasoning_effort", "top_k", *_NATIVE,
+})
+_EMBEDDING_FIELDS = t.EMBEDDING_FIELDS | {"truncate", "options", "keep_alive"}
 
 
 def _url(dep: DeploymentConfig, path: str) -> str:
@@ -46,100 +45,78 @@ def _url(dep: DeploymentConfig, path: str) -> str:
     return f"{base}/{path}" if base.endswith("/api") else f"{base}/api/{path}"
 
 
-def _headers(dep: DeploymentConfig, accept: str) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": accept}
-    if dep.provider.api_key:  # ollama.com's hosted API; a local Ollama needs none
-        headers["Authorization"] = f"Bearer {dep.provider.api_key}"
-    headers.update(dep.provider.headers)
-    return headers
-
-
 def chat_body(body: Mapping[str, Any], model: str, stream: bool) -> dict[str, Any]:
-    oa.reject_unsupported(body, HANDLED, PROVIDER)
-    messages: list[dict[str, Any]] = []
-    names: dict[str, str] = {}  # tool_call_id → function name, for tool results
-    for i, m in enumerate(body.get("messages") or []):
-        where = f"messages[{i}]"
+    t.refuse_unsupported(body, SUPPORTED, PROVIDER)
+    messages = body.get("messages") or []
+    names = t.tool_result_names(messages)  # tool_call_id → function name, for tool results
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        param = f"messages[{i}]"
         role = m.get("role")
         if role in ("system", "developer"):
-            messages.append({"role": "system", "content": oa.text_of(m.get("content"), where)})
+            out.append({"role": "system", "content": "\n".join(t.texts_only(m.get("content"), f"{param}.content", role))})
         elif role == "user":
-            texts: list[str] = []
-            images: list[str] = []
-            for k, part in enumerate(oa.content_parts(m.get("content"), where)):
-                pwhere = f"{where}.content[{k}]"
-                if part["type"] == "text":
-                    texts.append(str(part.get("text") or ""))
-                elif part["type"] == "image_url":
-                    images.append(oa.data_url(oa.image_url(part, pwhere), pwhere, PROVIDER)[1])
-                else:
-                    raise InvalidRequest(f"{pwhere}: part type {part['type']!r} is not supported by "
-                                         f"{PROVIDER} deployments", param=f"{where}.content")
-            msg: dict[str, Any] = {"role": "user", "content": "\n".join(texts)}
-            if images:
-                msg["images"] = images
-            messages.append(msg)
+            out.append(_user_message(m.get("content"), f"{param}.content"))
         elif role == "assistant":
-            msg = {"role": "assistant", "content": oa.text_of(m.get("content"), where)}
-            calls = []
-            for j, call in enumerate(oa.tool_calls_of(m, where)):
-                fn = call["function"]
-                if isinstance(call.get("id"), str):
-                    names[call["id"]] = fn["name"]
-                calls.append({"function": {
-                    "name": fn["name"],
-                    "arguments": oa.tool_arguments(fn.get("arguments"), f"{where}.tool_calls[{j}]"),
-                }})
+            texts, calls = t.assistant_message(m, param, PROVIDER)
+            msg: dict[str, Any] = {"role": "assistant", "content": "\n".join(p["text"] for p in texts)}
             if calls:
-                msg["tool_calls"] = calls
-            messages.append(msg)
+                msg["tool_calls"] = [{"function": {"name": name, "arguments": args}} for _, name, args in calls]
+            out.append(msg)
         elif role == "tool":
-            msg = {"role": "tool", "content": oa.text_of(m.get("content"), where)}
-            name = m.get("name") or names.get(str(m.get("tool_call_id")))
+            msg = {"role": "tool", "content": "\n".join(t.texts_only(m.get("content"), f"{param}.content", "tool"))}
+            name = m.get("name") or names.get(t.tool_call_id(m, param))
             if name:
                 msg["tool_name"] = name
-            messages.append(msg)
+            out.append(msg)
         else:
-            raise InvalidRequest(f"{where}.role {role!r} is not supported by {PROVIDER} deployments",
-                                 param=f"{where}.role")
+            raise t.unknown_role(m, param, PROVIDER)
 
-    options: dict[str, Any] = dict(oa.object_field(body, "options"))
-    for key, name in _OPTIONS.items():
-        if body.get(key) is not None:
-            options[name] = body[key]
-    if (n := oa.max_tokens_of(body)) is not None:
-        options["num_predict"] = n
-    if (stop := oa.stop_list(body)) is not None:
-        options["stop"] = stop
+    options: dict[str, Any] = dict(t.object_field(body, "options"))
+    for key, value in (("temperature", t.number(body, "temperature", 0, 2)), ("top_p", t.number(body, "top_p", 0, 1)),
+                       ("seed", t.seed(body)), ("top_k", t.integer(body, "top_k")),
+                       ("frequency_penalty", t.number(body, "frequency_penalty", -2, 2)),
+                       ("presence_penalty", t.number(body, "presence_penalty", -2, 2)),
+                       ("num_predict", t.max_tokens(body)), ("stop", t.stop_sequences(body))):
+        if value is not None:
+            options[key] = value
 
-    doc: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    doc: dict[str, Any] = {"model": model, "messages": out, "stream": stream}
     if options:
         doc["options"] = options
-    functions = oa.functions_of(body)
-    choice = oa.tool_choice_of(body)
-    if choice not in (None, "auto", "none"):
+    mode, offered, _ = t.tool_choice(body, t.functions(body))
+    if mode not in ("auto", "none"):
         raise InvalidRequest(f"tool_choice {body['tool_choice']!r} is not supported by {PROVIDER} "
                              "deployments (only auto and none)", param="tool_choice")
-    if functions and choice != "none":
-        doc["tools"] = [{"type": "function", "function": {
-            k: v for k, v in fn.items() if k in ("name", "description", "parameters")}} for fn in functions]
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+    if offered and mode != "none":
+        doc["tools"] = [{"type": "function", "function": fn.openai()} for fn in offered]
+    fmt, js = t.response_format(body)
+    if fmt == "json_object":
         doc["format"] = "json"
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise InvalidRequest("response_format.json_schema.schema must be an object", param="response_format")
-        doc["format"] = schema
-    elif fmt is not None and fmt != {"type": "text"}:
-        raise InvalidRequest("response_format must be text, json_object or json_schema", param="response_format")
-    effort = body.get("reasoning_effort")
+    elif js is not None:
+        doc["format"] = js["schema"]
+    effort = t.reasoning_effort(body)
     if effort is not None:
         doc["think"] = False if effort == "none" else effort
-    for key in ("think", "keep_alive"):
-        if body.get(key) is not None:
-            doc[key] = body[key]
+    doc.update(t.native_fields(body, ("think", "keep_alive")))
     return doc
+
+
+def _user_message(content: Any, param: str) -> dict[str, Any]:
+    texts: list[str] = []
+    images: list[str] = []
+    for k, part in enumerate(t.content_parts(content, param)):
+        p = f"{param}[{k}]"
+        if part["type"] == "text":
+            texts.append(part["text"])
+        elif part["type"] == "image_url":
+            images.append(t.image_data(part, p, PROVIDER)[1])
+        else:
+            raise t.unknown_part(part, p, PROVIDER)
+    msg: dict[str, Any] = {"role": "user", "content": "\n".join(texts)}
+    if images:
+        msg["images"] = images
+    return msg
 
 
 def _with_default_max_tokens(doc: dict[str, Any], dep: DeploymentConfig) -> dict[str, Any]:
@@ -157,17 +134,12 @@ def _calls(message: Mapping[str, Any], first_index: int, request_id: str) -> lis
         if not isinstance(fn, dict):
             continue
         cid = call.get("id") or f"call_{request_id}_{first_index + k}"
-        out.append(oa.tool_call(str(cid), str(fn.get("name")), fn.get("arguments") or {}))
+        out.append(a.tool_call(str(cid), str(fn.get("name")), fn.get("arguments") or {}))
     return out
 
 
 def _usage(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return oa.usage(doc.get("prompt_eval_count"), doc.get("eval_count"))
-
-
-def _finish(doc: Mapping[str, Any], tools: bool) -> str:
-    finish = FINISH.get(str(doc.get("done_reason")), "stop")
-    return "tool_calls" if tools and finish == "stop" else finish
+    return a.usage(a.count(doc, "prompt_eval_count"), a.count(doc, "eval_count"))
 
 
 def _load_line(line: bytes) -> dict[str, Any]:
@@ -183,46 +155,33 @@ def _load_line(line: bytes) -> dict[str, Any]:
     return doc
 
 
-class NDJSONChatTranslator:
+class NDJSONChatTranslator(a.EventStream):
     """Ollama's NDJSON chat stream → OpenAI SSE chunks, one line at a time."""
 
-    __slots__ = ("_buf", "_chunks", "_request_id", "_tools", "_started", "done", "usage", "_error")
+    __slots__ = ("_buf", "_request_id", "_started", "_tools")
 
     def __init__(self, dep: DeploymentConfig, ctx: CallContext) -> None:
+        super().__init__(a.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage))
         self._buf = bytearray()
-        self._chunks = oa.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage)
         self._request_id = ctx.request_id
         self._tools = 0
         self._started = False
-        self.done = False
-        self.usage: dict[str, Any] | None = None
-        self._error: UpstreamStatusError | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        if self._error is not None:
-            raise self._error
+    def _decode(self, data: bytes) -> Iterator[dict[str, Any]]:
         buf = self._buf
         buf += data
         end = buf.rfind(b"\n")
         if end < 0:
-            return b""
+            return
         lines = bytes(buf[: end + 1]).split(b"\n")
         del buf[: end + 1]
-        out: list[dict[str, Any]] = []
-        tail = b""
-        try:
-            for line in lines:
-                if self.done:
-                    break
-                if line.strip():
-                    tail = self._line(_load_line(line), out)
-        except UpstreamStatusError as exc:
-            if not out:
-                raise
-            self._error = exc  # deliver what came before it first
-        return encode_chunks(out) + tail
+        for line in lines:
+            if self.done:
+                return  # nothing after "done": true is part of the answer
+            if line.strip():
+                yield _load_line(line)
 
-    def _line(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> bytes:
+    def _event(self, doc: dict[str, Any], out: list[dict[str, Any]]) -> bytes:
         c = self._chunks
         if not self._started:
             self._started = True
@@ -235,22 +194,15 @@ class NDJSONChatTranslator:
             out.append(c.tool_start(self._tools, call["id"], fn["name"], fn["arguments"]))
             self._tools += 1
         if doc.get("done") is True:
-            out.append(c.finish(_finish(doc, self._tools > 0)))
-            self.usage = _usage(doc)
-            if c.include_usage:
-                out.append(c.usage(self.usage))
-            self.done = True
-            return DONE
+            finish = a.finish_reason(FINISH, doc.get("done_reason"), self._tools > 0)
+            return self._end(out, finish, _usage(doc))
         return b""
 
     def finish(self) -> bytes:
         if self._error is not None:
             raise self._error
-        tail = b""
-        if self._buf.strip() and not self.done:
-            tail = self.feed(b"\n")  # a last line without its newline
-        if not self.done:
-            raise UpstreamProtocolError('Ollama stream ended before "done": true')
+        tail = self.feed(b"\n") if self._buf.strip() and not self.done else b""  # a last line without its newline
+        self._finished('Ollama stream ended before "done": true')
         return tail
 
 
@@ -260,13 +212,13 @@ class OllamaAdapter:
     def chat_request(self, dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool) -> UpstreamRequest:
         return UpstreamRequest(
             url=_url(dep, "chat"),
-            headers=_headers(dep, "application/x-ndjson" if stream else "application/json"),
+            headers=bearer_headers(dep, "application/x-ndjson" if stream else "application/json"),
             body=orjson.dumps(_with_default_max_tokens(chat_body(body, dep.model, stream), dep)),
         )
 
     def image_urls_to_fetch(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
         """Image links ``llmproxy/fetch.py`` inlines first (with ``allow_image_urls: true``)."""
-        return oa.http_image_urls(dep, body)
+        return t.image_urls_to_fetch(dep, body)
 
     def chat_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
         doc = _load_line(data)
@@ -276,25 +228,19 @@ class OllamaAdapter:
         calls = _calls(message, 0, ctx.request_id)
         usage = _usage(doc)
         content = message.get("content") if isinstance(message.get("content"), str) else ""
-        return oa.completion(
-            id=f"chatcmpl-{ctx.request_id}", created=ctx.created, model=dep.model,
-            content=content or (None if calls else ""), tool_calls=calls,
-            finish_reason=_finish(doc, bool(calls)), usage=usage,
-        ), usage
+        finish = a.finish_reason(FINISH, doc.get("done_reason"), bool(calls))
+        text = content or (None if calls else "")
+        return orjson.dumps(a.one_choice(ctx, dep.model, text, calls, finish, usage)), usage
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> NDJSONChatTranslator:
         return NDJSONChatTranslator(dep, ctx)
 
     def embeddings_request(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> UpstreamRequest:
-        oa.reject_unsupported(body, {"input", "encoding_format", "dimensions", "truncate",
-                                     "options", "keep_alive"}, PROVIDER)
-        oa.encoding_format_of(body)
-        texts = oa.embedding_texts(body, PROVIDER)
-        doc: dict[str, Any] = {"model": dep.model, "input": texts}
-        for key in ("dimensions", "truncate", "options", "keep_alive"):
-            if body.get(key) is not None:
-                doc[key] = body[key]
-        return UpstreamRequest(url=_url(dep, "embed"), headers=_headers(dep, "application/json"),
+        doc: dict[str, Any] = {"model": dep.model, "input": t.embedding_input(body, _EMBEDDING_FIELDS, PROVIDER)}
+        if (dims := t.integer(body, "dimensions")) is not None:
+            doc["dimensions"] = dims
+        doc.update(t.native_fields(body, ("truncate", "options", "keep_alive")))
+        return UpstreamRequest(url=_url(dep, "embed"), headers=bearer_headers(dep, "application/json"),
                                body=orjson.dumps(doc))
 
     def embeddings_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
@@ -302,7 +248,7 @@ class OllamaAdapter:
         vectors = doc.get("embeddings")
         if not isinstance(vectors, list):
             raise UpstreamProtocolError("Ollama answered 200 without 'embeddings'")
-        return oa.embeddings_list(vectors, dep.model, oa.requested_encoding(ctx), doc.get("prompt_eval_count"))
+        return a.embeddings_list(vectors, dep.model, a.requested_encoding(ctx), a.count(doc, "prompt_eval_count"))
 
     def error_from_response(self, status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
         # {"error": "model 'x' not found"}; the status (400/404/429/500/502) is Ollama's.

@@ -20,7 +20,13 @@ import orjson
 from ..config import DeploymentConfig
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..sse import DONE, SSEDecoder
-from .base import CallContext, UpstreamRequest, parse_retry_after
+from .base import (
+    CallContext,
+    UpstreamRequest,
+    error_body,
+    load_object,
+    parse_retry_after,
+)
 
 _JSON = "application/json"
 
@@ -85,11 +91,7 @@ class OpenAIAdapter:
     def chat_response(
         self, dep: DeploymentConfig, data: bytes, ctx: CallContext
     ) -> tuple[bytes, dict[str, Any] | None]:
-        doc = _load_object(data, "chat completion")
-        if not isinstance(doc.get("choices"), list):
-            raise UpstreamProtocolError("upstream answered 200 without 'choices'")
-        usage = doc.get("usage")
-        return data, usage if isinstance(usage, dict) else None
+        return _relayed(data, "chat completion", "choices")
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> OpenAIStreamRelay:
         # Azure opens streams with a content-filter chunk whose "choices" is
@@ -108,11 +110,7 @@ class OpenAIAdapter:
     def embeddings_response(
         self, dep: DeploymentConfig, data: bytes, ctx: CallContext
     ) -> tuple[bytes, dict[str, Any] | None]:
-        doc = _load_object(data, "embeddings")
-        if not isinstance(doc.get("data"), list):
-            raise UpstreamProtocolError("upstream answered 200 without 'data'")
-        usage = doc.get("usage")
-        return data, usage if isinstance(usage, dict) else None
+        return _relayed(data, "embeddings", "data")
 
     def error_from_response(
         self, status: int, headers: Mapping[str, str], data: bytes
@@ -120,17 +118,19 @@ class OpenAIAdapter:
         return openai_style_error(status, headers, data)
 
 
+def _relayed(data: bytes, what: str, key: str) -> tuple[bytes, dict[str, Any] | None]:
+    """The provider's own bytes, once they are a JSON object with a ``key`` list; and its usage."""
+    doc = load_object(data, "upstream", what)
+    if not isinstance(doc.get(key), list):
+        raise UpstreamProtocolError(f"upstream answered 200 without '{key}'")
+    usage = doc.get("usage")
+    return data, usage if isinstance(usage, dict) else None
+
+
 def openai_style_error(status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
     """An upstream error body in (roughly) OpenAI shape → our error, status kept."""
-    message = f"upstream returned HTTP {status}"
+    doc, message = error_body(status, data, "upstream")
     etype = code = param = None
-    try:
-        doc = orjson.loads(data) if data else None
-    except orjson.JSONDecodeError:
-        doc = None
-        text = data[:300].decode("utf-8", "replace").strip()
-        if text:
-            message = f"{message}: {text}"
     if isinstance(doc, dict):
         err = doc.get("error", doc)
         if isinstance(err, dict):
@@ -144,16 +144,6 @@ def openai_style_error(status: int, headers: Mapping[str, str], data: bytes) -> 
         message, status=status, type=etype, code=code, param=param,
         retry_after=parse_retry_after(headers),
     )
-
-
-def _load_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"upstream answered 200 with a body that is not JSON ({what})") from None
-    if not isinstance(doc, dict):
-        raise UpstreamProtocolError(f"upstream answered 200 with JSON that is not an object ({what})")
-    return doc
 
 
 # --------------------------------------------------------------------------- streams

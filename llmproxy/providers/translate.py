@@ -1,26 +1,30 @@
-"""Reading an OpenAI chat request, and writing OpenAI answers, for translating adapters.
+"""Reading the client's OpenAI request, for every translating adapter.
 
-Shared by ``anthropic.py`` and ``gemini.py`` (adapters whose provider speaks
-another language). Pure functions, no I/O, inputs never mutated.
-
-Invariant: every top-level field of an OpenAI chat request is either
-translated by the adapter (it lists it in its ``supported`` set), refused here
-with a 400 that names it (``refuse_unsupported``), accepted because its value
-is the OpenAI default and asks for nothing (``_NEUTRAL``), or listed in
-``IGNORED`` with the reason it cannot change the generated answer. Nothing
-else is dropped. Request fields follow openai-python
+Shared by ``anthropic.py``, ``gemini_*.py``, ``bedrock.py``, ``cohere.py`` and
+``ollama.py`` (adapters whose provider speaks another language), so that all of
+them accept and refuse the same fields the same way; ``answers.py`` is the
+other half, writing OpenAI answers. Pure functions, no I/O, inputs never
+mutated. Request fields follow openai-python
 ``types/chat/completion_create_params.py``.
+
+Invariant: every top-level field of an OpenAI request is either translated by
+the adapter (it lists it in its ``supported`` set), refused here with a 400
+that names it (``refuse_unsupported``), accepted because its value is the
+OpenAI default and asks for nothing (``_NEUTRAL``), or listed in ``IGNORED``
+with the reason it cannot change the generated answer. Nothing else is dropped
+(DESIGN.md rule 4).
 """
 
 from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from ..config import DeploymentConfig
 from ..errors import InvalidRequest
 
 # Accepted and not forwarded: none of these can change what the model writes.
@@ -30,9 +34,13 @@ IGNORED: Mapping[str, str] = {
     "prompt_cache_key": "an OpenAI cache-routing hint",
     "prompt_cache_retention": "an OpenAI cache-lifetime hint",
     "prompt_cache_options": "an OpenAI cache-lifetime hint",
+    "user": "an end-user id for abuse monitoring (Anthropic sends it as metadata.user_id)",
+    "safety_identifier": "an end-user id for abuse monitoring (as 'user')",
 }
 
 # Values equal to OpenAI's defaults: they ask for nothing, so any provider can honour them.
+# Not ``reasoning_effort: "none"``: on a reasoning model it asks for reasoning to be
+# switched off, which a provider without the field cannot be told.
 _NEUTRAL: Mapping[str, tuple[Any, ...]] = {
     "n": (1,),
     "logprobs": (False,),
@@ -44,7 +52,6 @@ _NEUTRAL: Mapping[str, tuple[Any, ...]] = {
     "store": (False,),
     "service_tier": ("auto", "default"),
     "parallel_tool_calls": (True,),
-    "reasoning_effort": ("none",),
 }
 
 _HINTS: Mapping[str, str] = {
@@ -57,18 +64,22 @@ _HINTS: Mapping[str, str] = {
 }
 
 
-def refuse_unsupported(body: Mapping[str, Any], supported: frozenset[str], provider: str) -> None:
+def refuse_unsupported(body: Mapping[str, Any], supported: frozenset[str], provider: str,
+                       ignored: Mapping[str, str] = IGNORED,
+                       neutral_values: Mapping[str, tuple[Any, ...]] = _NEUTRAL,
+                       hints: Mapping[str, str] = _HINTS) -> None:
+    """A 400 naming the first field of ``body`` the provider cannot honour (see the module docstring)."""
     for key, value in body.items():
-        if value is None or key in supported or key in IGNORED:
+        if value is None or key in supported or key in ignored:
             continue
-        neutral = _NEUTRAL.get(key)
+        neutral = neutral_values.get(key)
         if neutral is not None and type(value) is not bool and value in neutral:
             continue
         if neutral is not None and type(value) is bool and any(v is value for v in neutral):
             continue
         raise InvalidRequest(
-            f"'{key}' = {_show(value)} is not supported by {provider} deployments{_HINTS.get(key, '')}",
-            param=key,
+            f"'{key}' = {_show(value)} is not supported by {provider} deployments{hints.get(key, '')}",
+            param=key, code="unsupported_parameter",
         )
 
 
@@ -96,6 +107,10 @@ def integer(body: Mapping[str, Any], key: str, lo: int = 1) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise InvalidRequest(f"'{key}' must be an integer >= {lo}, got {_show(value)}", param=key)
     return value
+
+
+def seed(body: Mapping[str, Any]) -> int | None:
+    return integer(body, "seed", lo=-(2**63))
 
 
 def max_tokens(body: Mapping[str, Any]) -> int | None:
@@ -141,8 +156,12 @@ def reasoning_effort(body: Mapping[str, Any]) -> str | None:
     return str(value)
 
 
-def response_format(body: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """``("text", None)``, ``("json_object", None)`` or ``("json_schema", schema)``."""
+def response_format(body: Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | None]:
+    """``("text", None)``, ``("json_object", None)`` or ``("json_schema", json_schema)``.
+
+    ``json_schema`` is the request's ``response_format.json_schema`` object
+    (``name``, ``description``, ``strict``), its ``schema`` checked to be an object.
+    """
     rf = body.get("response_format")
     if rf is None:
         return "text", None
@@ -151,16 +170,30 @@ def response_format(body: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None
         return kind, None
     if kind == "json_schema":
         js = rf.get("json_schema")
-        schema = js.get("schema") if isinstance(js, dict) else None
-        if not isinstance(schema, dict):
+        if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
             raise InvalidRequest(
                 "'response_format.json_schema.schema' must be a JSON Schema object",
                 param="response_format.json_schema.schema",
             )
-        return "json_schema", schema
+        return "json_schema", js
     raise InvalidRequest(
         "'response_format.type' must be 'text', 'json_object' or 'json_schema'", param="response_format"
     )
+
+
+def native_fields(body: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The provider-native fields the client set, to pass through as they are."""
+    return {key: body[key] for key in keys if body.get(key) is not None}
+
+
+def object_field(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A provider-native pass-through field that must be a JSON object ({} if absent)."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{key}' must be an object", param=key)
+    return value
 
 
 # --------------------------------------------------------------------------- tools
@@ -175,6 +208,15 @@ class Function:
         self.description = description
         self.parameters = parameters
         self.strict = strict
+
+    def openai(self) -> dict[str, Any]:
+        """As an OpenAI-style ``function`` object (name, description, parameters)."""
+        fn: dict[str, Any] = {"name": self.name}
+        if self.description:
+            fn["description"] = self.description
+        if self.parameters is not None:
+            fn["parameters"] = self.parameters
+        return fn
 
 
 def functions(body: Mapping[str, Any]) -> list[Function]:
@@ -286,7 +328,7 @@ def tool_arguments(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
     return call_id, name, args
 
 
-# --------------------------------------------------------------------------- content
+# --------------------------------------------------------------------------- messages
 
 
 def content_parts(content: Any, param: str) -> list[dict[str, Any]]:
@@ -306,43 +348,52 @@ def content_parts(content: Any, param: str) -> list[dict[str, Any]]:
 
 
 def texts_only(content: Any, param: str, role: str) -> list[str]:
-    """System, developer and tool messages carry text parts only."""
+    """The non-empty texts of a message that may only hold text (system, developer, tool)."""
     out = []
     for j, part in enumerate(content_parts(content, param)):
         if part["type"] != "text":
-            raise InvalidRequest(f"{param}[{j}]: {role} messages may only contain text parts",
-                                 param=f"{param}[{j}]")
+            raise not_text(param, j, role)
         if part["text"]:
             out.append(part["text"])
     return out
 
 
-def image_url(part: Mapping[str, Any], param: str) -> str:
-    ref = part.get("image_url")
-    url = ref.get("url") if isinstance(ref, dict) else ref
-    if not isinstance(url, str) or not url:
-        raise InvalidRequest(f"{param}.image_url.url is required", param=f"{param}.image_url.url")
-    return url
+def not_text(param: str, j: int, role: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}[{j}]: {role} messages may only contain text parts", param=f"{param}[{j}]")
 
 
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
+def assistant_message(m: Mapping[str, Any], param: str, provider: str) -> tuple[
+        list[dict[str, Any]], list[tuple[str, str, dict[str, Any]]]]:
+    """An assistant message's text parts and its tool calls as (id, name, arguments object).
 
-
-def parse_data_url(url: str, param: str) -> tuple[str, str]:
-    """``data:<mime>;base64,<data>`` → (mime, base64 data), checked to be base64."""
-    m = _DATA_URL.match(url)
-    if m is None:
-        raise InvalidRequest(f"{param}: expected a base64 data URL (data:<type>;base64,...)", param=param)
-    data = url[m.end():]
-    try:  # a prefix of 4096 characters is whole base64 quanta: checked strictly, cheaply
-        binascii.a2b_base64(data[:4096].encode("ascii"), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise InvalidRequest(f"{param}: the data URL is not valid base64", param=param) from None
-    return m.group(1).lower(), data
-
-
-def is_http_url(url: str) -> bool:
-    return url.startswith(("https://", "http://"))
+    Refusal parts become text parts too (other keys kept, so ``cache_control``
+    survives); the message's ``refusal`` stands in for the text when there is
+    none. ``audio`` and the deprecated ``function_call`` cannot be translated.
+    """
+    for key in ("audio", "function_call"):
+        if m.get(key) is not None:
+            raise InvalidRequest(f"{param}.{key} cannot be translated for {provider}", param=f"{param}.{key}")
+    texts: list[dict[str, Any]] = []
+    content = m.get("content")
+    for j, part in enumerate(content_parts(content, f"{param}.content") if content is not None else ()):
+        kind = part["type"]
+        if kind not in ("text", "refusal"):
+            raise InvalidRequest(f"{param}.content[{j}]: assistant messages may only contain text",
+                                 param=f"{param}.content[{j}]")
+        if part[kind]:
+            texts.append(part if kind == "text" else {**part, "type": "text", "text": part[kind]})
+    refusal = m.get("refusal")
+    if isinstance(refusal, str) and refusal and not texts:
+        texts.append({"type": "text", "text": refusal})
+    calls = m.get("tool_calls")
+    if calls is None:
+        return texts, []
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{param}.tool_calls must be an array", param=f"{param}.tool_calls")
+    out = []
+    for j, call in enumerate(calls):
+        out.append(tool_arguments(call, f"{param}.tool_calls[{j}]"))
+    return texts, out
 
 
 def tool_result_names(messages: Sequence[Any]) -> dict[str, str]:
@@ -364,6 +415,127 @@ def tool_call_id(message: Mapping[str, Any], param: str) -> str:
     return tcid
 
 
+# (role, items, tool results) of one message, in the provider's own shapes.
+TurnEntry = tuple[str, Sequence[dict[str, Any]], Sequence[dict[str, Any]]]
+
+
+def alternate(entries: list[TurnEntry], key: str) -> list[dict[str, Any]]:
+    """Messages merged into alternating turns, for providers that insist on them.
+
+    Consecutive messages of one role become one turn, and within a turn the
+    tool results come first, so every result of a parallel call sits in the
+    turn right after the call (Anthropic, Gemini and Converse all require it).
+    Messages with nothing to send are skipped: they would break the alternation.
+    ``key`` is what the provider calls a turn's list (``content``, ``parts``).
+    """
+    turns: list[dict[str, Any]] = []
+    role: str | None = None
+    results: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    for turn_role, new_items, new_results in entries:
+        if not new_items and not new_results:
+            continue
+        if turn_role != role:
+            if role is not None:
+                turns.append({"role": role, key: results + items})
+            role, results, items = turn_role, [], []
+        results += new_results
+        items += new_items
+    if role is None:
+        raise InvalidRequest("messages must include a user or assistant message with content", param="messages")
+    turns.append({"role": role, key: results + items})
+    return turns
+
+
+def unknown_role(m: Mapping[str, Any], param: str, provider: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}.role {m.get('role')!r} cannot be translated for {provider}",
+                          param=f"{param}.role")
+
+
+def unknown_part(part: Mapping[str, Any], param: str, provider: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}: content parts of type {part['type']!r} cannot be sent to {provider}",
+                          param=param)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_url(part: Mapping[str, Any], param: str) -> str:
+    ref = part.get("image_url")
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"{param}.image_url.url is required", param=f"{param}.image_url.url")
+    return url
+
+
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
+
+
+def parse_data_url(url: str, param: str) -> tuple[str, str]:
+    """``data:<mime>;base64,<data>`` → (mime, base64 data), checked to be base64."""
+    m = _DATA_URL.match(url)
+    if m is None:
+        raise InvalidRequest(f"{param}: expected a base64 data URL (data:<type>;base64,...)", param=param)
+    data = url[m.end():]
+    # A prefix of 4096 characters is whole base64 quanta: checked strictly, cheaply.
+    # All of a 4 MB image would cost ~15 ms on the event loop; the provider checks the rest.
+    try:
+        binascii.a2b_base64(data[:4096].encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise InvalidRequest(f"{param}: the data URL is not valid base64", param=param) from None
+    return m.group(1).lower(), data
+
+
+def is_http_url(url: str) -> bool:
+    return url.startswith(("https://", "http://"))
+
+
+def refuse_image_link(param: str, provider: str) -> InvalidRequest:
+    """An image link for a provider that takes image bytes only (an adapter does no I/O)."""
+    return InvalidRequest(
+        f"{param}: {provider} deployments take images as base64 data URLs (data:image/png;base64,...); "
+        "links are downloaded by the proxy only for providers with allow_image_urls: true",
+        param=param, code="unsupported_image_url",
+    )
+
+
+def image_data(part: Mapping[str, Any], param: str, provider: str) -> tuple[str, str]:
+    """An ``image_url`` part whose provider wants the bytes → (mime type, base64 data)."""
+    url = image_url(part, param)
+    if not url.startswith("data:"):
+        raise refuse_image_link(param, provider)
+    return parse_data_url(url, f"{param}.image_url.url")
+
+
+def image_urls_to_fetch(dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
+    """The user-message image links ``llmproxy/fetch.py`` is to inline, if the provider allows it."""
+    if not dep.provider.options.get("allow_image_urls"):
+        return []
+    urls: list[str] = []
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "user" else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                ref = part.get("image_url")
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                if isinstance(url, str) and is_http_url(url) and url not in urls:
+                    urls.append(url)
+    return urls
+
+
+def file_data(part: Mapping[str, Any], param: str) -> tuple[str, str, str | None]:
+    """A ``file`` part sent inline (``file_data``, a data URL) → (mime, base64 data, filename)."""
+    f = part.get("file")
+    url = f.get("file_data") if isinstance(f, dict) else None
+    if not isinstance(url, str):
+        raise InvalidRequest(f"{param}: only files sent inline as file_data (a data URL) can be translated",
+                             param=param)
+    assert isinstance(f, dict)
+    mime, data = parse_data_url(url, f"{param}.file.file_data")
+    name = f.get("filename")
+    return mime, data, name if isinstance(name, str) and name else None
+
+
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -372,84 +544,33 @@ def safe_id(value: str) -> str:
     return _ID_UNSAFE.sub("_", value) if _ID_UNSAFE.search(value) else value
 
 
-# --------------------------------------------------------------------------- answers
+# --------------------------------------------------------------------------- embeddings
+
+# openai-python types/embedding_create_params.py; ``user`` is the only field that changes nothing.
+EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions"})
+_EMBEDDING_IGNORED: Mapping[str, str] = {"user": IGNORED["user"]}
 
 
-def usage(prompt: int, completion: int, total: int | None = None, *, cached: int | None = None,
-          reasoning: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total if total is not None else prompt + completion,
-    }
-    if cached is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-    if reasoning is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": reasoning}
-    return out
+def embedding_texts(body: Mapping[str, Any], provider: str) -> list[str]:
+    raw = body.get("input")
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return list(raw)
+    if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) for x in raw):
+        raise InvalidRequest(f"{provider} deployments embed text, not token arrays", param="input")
+    raise InvalidRequest("'input' must be a string or a non-empty array of strings", param="input")
 
 
-def completion(id: str, created: int, model: str, choices: list[dict[str, Any]],
-               usage: dict[str, Any] | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    }
-    if usage is not None:
-        doc["usage"] = usage
-    return doc
+def encoding_format(body: Mapping[str, Any]) -> str:
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    return str(fmt)
 
 
-def message(text: str | None, tool_calls: list[dict[str, Any]], reasoning: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-    if tool_calls:
-        msg["tool_calls"] = tool_calls
-    if reasoning:
-        msg["reasoning_content"] = reasoning
-    return msg
-
-
-def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-class Chunks:
-    """Builds ``chat.completion.chunk`` dicts for one stream.
-
-    With ``include_usage`` every chunk carries ``"usage": null`` and the usage
-    chunk (empty ``choices``) comes last, as OpenAI sends them.
-    """
-
-    __slots__ = ("id", "created", "model", "include_usage")
-
-    def __init__(self, id: str, created: int, model: str, include_usage: bool) -> None:
-        self.id = id
-        self.created = created
-        self.model = model
-        self.include_usage = include_usage
-
-    def delta(self, delta: dict[str, Any], index: int = 0, finish: str | None = None,
-              logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return chunk
-
-    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage,
-        }
+def embedding_input(body: Mapping[str, Any], supported: frozenset[str], provider: str) -> list[str]:
+    """The texts of an embeddings request, once every field is known to be honoured."""
+    refuse_unsupported(body, supported, provider, _EMBEDDING_IGNORED, {}, {})
+    encoding_format(body)
+    return embedding_texts(body, provider)
