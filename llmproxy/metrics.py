@@ -33,17 +33,27 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
 from itertools import accumulate
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+from .errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 
 # Seconds. LLM calls run from tens of milliseconds (a cached embedding) to
 # minutes (a long reasoning stream); boundaries sit where SLOs are written.
@@ -136,7 +146,7 @@ _Child = _Value | _Hist
 
 
 class _Family:
-    __slots__ = ("name", "doc", "kind", "labelnames", "bounds", "children")
+    __slots__ = ("bounds", "children", "doc", "kind", "labelnames", "name")
 
     def __init__(self, name: str, doc: str, kind: str, labelnames: tuple[str, ...],
                  bounds: tuple[float, ...] = ()) -> None:
@@ -172,11 +182,16 @@ class _Family:
 
     def _collect_histogram(self, names: list[str]) -> Metric:
         fam = HistogramMetricFamily(self.name, self.doc, labels=names)
-        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        les = [_le(b) for b in self.bounds] + ["+Inf"]
         for labels, c in self.children.items():
             assert isinstance(c, _Hist)
             fam.add_metric(list(labels), list(zip(les, map(float, accumulate(c.counts)))), c.sum)
         return fam
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (Go's float formatting)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 class _Finished:
@@ -186,8 +201,18 @@ class _Finished:
     first use, so a non-streaming model shows no empty TTFT histogram.
     """
 
-    __slots__ = ("base", "requests", "duration", "in_flight", "ttft", "usage_in", "usage_out",
-                 "tokens_in", "tokens_out", "cost")
+    __slots__ = (
+        "base",
+        "cost",
+        "duration",
+        "in_flight",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "ttft",
+        "usage_in",
+        "usage_out",
+    )
 
     def __init__(self, base: tuple[str, ...], requests: _Value, duration: _Hist, in_flight: _Value) -> None:
         self.base, self.requests, self.duration, self.in_flight = base, requests, duration, in_flight

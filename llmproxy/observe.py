@@ -19,17 +19,28 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from .config import DeploymentConfig
+from .config import Config, DeploymentConfig
 from .errors import ProxyError, UpstreamError
-from .logs import ACCESS_LOG, AccessLog
+from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
 from .metrics import METRICS, Metrics, upstream_error_kind
+from .providers.base import UpstreamRequest
 from .runtime import REQUEST_ID
-from .tracing import NOOP_SPAN, NOOP_TRACER, TRACER, ActiveSpan, Tracer, request_attributes, span_name
+from .tracing import (
+    NOOP_SPAN,
+    NOOP_TRACER,
+    TRACER,
+    ActiveSpan,
+    Tracer,
+    request_attributes,
+    span_name,
+)
 
 OPERATIONS: Mapping[str, str] = {
     "/v1/chat/completions": "chat", "/chat/completions": "chat",
@@ -39,9 +50,19 @@ QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class Observation:
-    __slots__ = ("metrics", "tracer", "clock", "operation", "started", "model", "stream", "deployment",
-                 "group", "retries", "first_byte", "prompt_tokens", "completion_tokens", "error_status",
-                 "error_code", "span", "_pending")
+    # Defaults live on the class, so a request pays only for what happens to it.
+    model: str | None = None  # the public (config) name, once resolved
+    stream = False
+    deployment: DeploymentConfig | None = None  # the last one tried
+    group: str | None = None  # model group of the last attempt (fallbacks)
+    retries = 0
+    first_byte: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error_status: int | None = None  # a stream that failed after its first byte
+    error_code: str | None = None
+    span: ActiveSpan = NOOP_SPAN
+    _pending: tuple[str, str] | None = None  # (deployment, kind) of a failed attempt
 
     def __init__(self, metrics: Metrics, tracer: Tracer, operation: str | None, clock: Callable[[], float]) -> None:
         self.metrics = metrics
@@ -49,18 +70,6 @@ class Observation:
         self.clock = clock
         self.operation = operation
         self.started = clock()
-        self.model: str | None = None  # the public (config) name, once resolved
-        self.stream = False
-        self.deployment: DeploymentConfig | None = None  # the last one tried
-        self.group: str | None = None  # model group of the last attempt (fallbacks)
-        self.retries = 0
-        self.first_byte: float | None = None
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
-        self.error_status: int | None = None  # a stream that failed after its first byte
-        self.error_code: str | None = None
-        self.span: ActiveSpan = NOOP_SPAN
-        self._pending: tuple[str, str] | None = None  # (deployment, kind) of a failed attempt
 
     # -- reported by handlers
 
@@ -96,13 +105,17 @@ class Observation:
                 base_url=dep.provider.base_url, deployment=dep.id, public_model=self.model,
             ))
 
-    def trace_headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
-        """``headers`` plus W3C ``traceparent`` for the attempt (the same object when not tracing)."""
+    def rate_limited(self, deployment: str, kind: str) -> None:
+        """The proxy's own limit ``kind`` (rpm, tpm, concurrency) kept this request off ``deployment``."""
+        self.metrics.rate_limited(self.model or "", deployment, kind)
+
+    def traced(self, req: UpstreamRequest) -> UpstreamRequest:
+        """``req`` carrying W3C ``traceparent`` for this attempt (``req`` itself when not tracing)."""
         if not self.tracer.enabled:
-            return headers
-        out = dict(headers)
-        self.span.inject_traceparent(out)
-        return out
+            return req
+        headers = dict(req.headers)
+        self.span.inject_traceparent(headers)
+        return dataclasses.replace(req, headers=headers)
 
     def attempt_failed(self, exc: UpstreamError) -> None:
         if self.deployment is None:
@@ -135,6 +148,10 @@ class Observation:
         if self.first_byte is None:
             self.first_byte = self.clock()
 
+    def client_gone(self) -> None:
+        """The client left mid-answer without the task being cancelled."""
+        self.error_status = 499
+
     def stream_failed(self, exc: ProxyError) -> None:
         """The stream ended with an error event after its first byte (HTTP said 200)."""
         self.error_status = exc.status
@@ -161,7 +178,7 @@ class Observation:
                     ttft=ttft, stream=self.stream, prompt_tokens=self.prompt_tokens,
                     completion_tokens=self.completion_tokens, cost=cost, operation=self.operation,
                 )
-        if access is not None:
+        if access is not None and access.active():
             access.log(
                 request_id=request.get(REQUEST_ID, ""), method=request.method, path=request.path,
                 model=self.model, deployment=dep.id if dep is not None else None, status=status,
@@ -173,6 +190,31 @@ class Observation:
 
 OBSERVATION = web.RequestKey("llmproxy.observation", Observation)
 
+
+def configure_observability(app: web.Application, config: Config) -> None:
+    """Point metrics' label sets, the redactor's secrets and the access-log
+    switches at ``config`` (at start-up and after each reload)."""
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.configure(config.models, {d.id: d.provider.type for d in config.deployments()})
+    redactor = app.get(REDACTOR)
+    if redactor is not None:
+        redactor.set_secrets(config_secrets(config))
+    access = app.get(ACCESS_LOG)
+    settings = getattr(config, "logging", None)  # the proposed ``logging:`` section
+    if access is not None and settings is not None:
+        access.enabled = settings.access_log
+        access.log_bodies = settings.log_bodies
+
+
+def reloaded(app: web.Application, config: Config | None) -> None:
+    """The reloader's hook: ``config`` now serves, or (None) a new one was rejected."""
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.reload(config is not None)
+    if config is not None:
+        configure_observability(app, config)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -183,11 +225,31 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     app = request.app
     tracer = app.get(TRACER, NOOP_TRACER)
-    obs = Observation(app[METRICS], tracer, OPERATIONS.get(path), asyncio.get_running_loop().time)
+    # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds.
+    obs = Observation(app[METRICS], tracer, OPERATIONS.get(path), time.perf_counter)
     request[OBSERVATION] = obs
+    if tracer.enabled:
+        return await _traced(request, handler, obs, tracer)
     status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499  # the client left before the answer was complete
+        raise
+    finally:
+        obs.finish(request, status, app.get(ACCESS_LOG))
+
+
+async def _traced(request: web.Request, handler: Handler, obs: Observation, tracer: Tracer) -> web.StreamResponse:
+    """The same, inside a server span continuing the caller's W3C trace."""
     route = request.match_info.route.resource
     name = f"{request.method} {route.canonical if route is not None else 'unmatched'}"
+    status = 500
     with tracer.start_span(name, kind="server", parent_headers=request.headers) as span:
         try:
             response = await handler(request)
@@ -197,14 +259,15 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             status = exc.status
             raise
         except (asyncio.CancelledError, ConnectionResetError):
-            status = 499  # the client left before the answer was complete
+            status = 499
             raise
         finally:
-            obs.finish(request, status, app.get(ACCESS_LOG))
-            span.set_attribute("http.response.status_code", obs.error_status or status)
+            obs.finish(request, status, request.app.get(ACCESS_LOG))
+            status = obs.error_status or status
+            span.set_attribute("http.response.status_code", status)
             if obs.model is not None:
                 span.set_attribute("gen_ai.request.model", obs.model)
             if obs.operation is not None:
                 span.set_attribute("gen_ai.operation.name", obs.operation)
-            if (obs.error_status or status) >= 500:
-                span.set_error(str(obs.error_status or status))
+            if status >= 500:
+                span.set_error(str(status))

@@ -171,7 +171,7 @@ NOOP_TRACER = NoopTracer()
 
 
 class _OtelSpan:
-    __slots__ = ("_span", "_tracer", "errored", "_ended")
+    __slots__ = ("_ended", "_span", "_tracer", "errored")
 
     def __init__(self, span: Any, tracer: _OtelTracer) -> None:
         self._span = span
@@ -206,8 +206,15 @@ class _OtelTracer:
     enabled = True
 
     def __init__(self, provider: Any, redactor: Redactor | None) -> None:
-        from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        from opentelemetry.trace import (
+            SpanKind,
+            Status,
+            StatusCode,
+            set_span_in_context,
+        )
+        from opentelemetry.trace.propagation.tracecontext import (
+            TraceContextTextMapPropagator,
+        )
 
         self.provider = provider
         self.redactor = redactor
@@ -275,11 +282,16 @@ def make_tracer(
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SimpleSpanProcessor,
+        )
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
         if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
     except ImportError as exc:
         log.warning("tracing is enabled but OpenTelemetry is not installed (%s); "
                     "install llmproxy[otel] to export spans; tracing is off", exc)
@@ -365,4 +377,4 @@ def response_attributes(
     return attrs
 
 
-TRACER = web.AppKey("llmproxy.tracer", Tracer)  # type: ignore[type-abstract]
+TRACER = web.AppKey("llmproxy.tracer", Tracer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import sys
@@ -43,21 +44,21 @@ CORPUS: list[tuple[str, str]] = [
     (f"Authorization: Bearer {OPENAI_PROJECT}", OPENAI_PROJECT),
     (f"authorization: Bearer {UNSHAPED}", UNSHAPED),
     (f"{{'Authorization': 'Bearer {OPENAI_LEGACY}', 'Content-Type': 'application/json'}}", OPENAI_LEGACY),
-    (f"<CIMultiDictProxy('Host': 'api.anthropic.com', 'x-api-key': '{ANTHROPIC}', "
-     f"'anthropic-version': '2023-06-01')>", ANTHROPIC),
+    ((f"<CIMultiDictProxy('Host': 'api.anthropic.com', 'x-api-key': '{ANTHROPIC}', "
+      f"'anthropic-version': '2023-06-01')>"), ANTHROPIC),
     (f"api-key: {AZURE}", AZURE),
     (f"{{'api-key': '{AZURE}', 'Content-Type': 'application/json'}}", AZURE),
     (f"x-goog-api-key: {GOOGLE}", GOOGLE),
     (f"[(b'Authorization', b'Bearer {UNSHAPED}'), (b'Host', b'api.cohere.com')]", UNSHAPED),
-    (f"Proxy-Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==", "dXNlcjpwYXNzd29yZDEyMw=="),
+    ("Proxy-Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==", "dXNlcjpwYXNzd29yZDEyMw=="),
     (f"X-Amz-Security-Token: {AWS_SESSION}", AWS_SESSION),
-    (f"Authorization: AWS4-HMAC-SHA256 Credential={AWS_ID}/20240101/us-east-1/bedrock/aws4_request, "
-     "SignedHeaders=host;x-amz-date, Signature=0a1b2c", AWS_ID),
+    ((f"Authorization: AWS4-HMAC-SHA256 Credential={AWS_ID}/20240101/us-east-1/bedrock/aws4_request, "
+      "SignedHeaders=host;x-amz-date, Signature=0a1b2c"), AWS_ID),
     (f"Authorization: Bearer {BEDROCK_KEY}", BEDROCK_KEY),
     (f"cookie: session={UNSHAPED}", UNSHAPED),
     # URLs
-    (f"POST https://generativelanguage.googleapis.com/v1beta/models/gemini-1.5-pro:streamGenerateContent"
-     f"?alt=sse&key={GOOGLE}", GOOGLE),
+    ((f"POST https://generativelanguage.googleapis.com/v1beta/models/gemini-1.5-pro:streamGenerateContent"
+      f"?alt=sse&key={GOOGLE}"), GOOGLE),
     (f"GET https://example.test/v1/models?key={UNSHAPED}&page=2", UNSHAPED),
     (f"https://example.test/x?api_key={UNSHAPED}", UNSHAPED),
     (f"https://example.test/x?access_token={JWT}", JWT),
@@ -67,8 +68,8 @@ CORPUS: list[tuple[str, str]] = [
      AWS_ID),
     # JSON and YAML bodies, env dumps, CLI args
     (f'{{"model": "gpt-4o", "api_key": "{UNSHAPED}", "max_tokens": 100}}', UNSHAPED),
-    (f'{{"Credentials": {{"AccessKeyId": "{AWS_TEMP_ID}", "SecretAccessKey": "{AWS_SECRET}", '
-     f'"SessionToken": "{AWS_SESSION}"}}}}', AWS_SECRET),
+    ((f'{{"Credentials": {{"AccessKeyId": "{AWS_TEMP_ID}", "SecretAccessKey": "{AWS_SECRET}", '
+      f'"SessionToken": "{AWS_SESSION}"}}}}'), AWS_SECRET),
     (f'{{"Credentials": {{"AccessKeyId": "{AWS_TEMP_ID}"}}}}', AWS_TEMP_ID),
     (f'{{"SessionToken": "{AWS_SESSION}"}}', AWS_SESSION),
     (f"aws_access_key_id = {AWS_ID}\naws_secret_access_key = {AWS_SECRET}\n", AWS_SECRET),
@@ -84,8 +85,8 @@ CORPUS: list[tuple[str, str]] = [
     (f"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA{UNSHAPED}\n-----END RSA PRIVATE KEY-----",
      UNSHAPED),
     # bare keys in prose and exception messages
-    (f"Incorrect API key provided: {OPENAI_LEGACY}. You can find your API key at "
-     "https://platform.openai.com/account/api-keys.", OPENAI_LEGACY),
+    ((f"Incorrect API key provided: {OPENAI_LEGACY}. You can find your API key at "
+      "https://platform.openai.com/account/api-keys."), OPENAI_LEGACY),
     (f"anthropic.AuthenticationError: invalid x-api-key {ANTHROPIC}", ANTHROPIC),
     (f"400 API key not valid: {GOOGLE}", GOOGLE),
     (f"service account {OPENAI_SVCACCT} disabled", OPENAI_SVCACCT),
@@ -185,7 +186,6 @@ def test_filter_formats_args_then_masks() -> None:
 
 def test_filter_masks_exception_traceback_and_stack() -> None:
     def fail() -> None:
-        key = OPENAI_PROJECT  # noqa: F841 - appears in the traceback's source line? no: in the message
         raise ValueError(f"upstream said: Incorrect API key provided: {OPENAI_PROJECT}")
 
     try:
@@ -229,7 +229,8 @@ def test_filter_survives_bad_format_args() -> None:
 def root_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    loggers = {n: logging.getLogger(n).level for n in ("llmproxy", "llmproxy.access", "llmproxy.body")}
+    loggers = {n: logging.getLogger(n).level for n in ("llmproxy", "llmproxy.access", "llmproxy.body",
+                                                        "watchfiles")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -238,6 +239,8 @@ def root_logging() -> Iterator[None]:
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    for h in logging.getLogger().handlers:
+        h.flush()
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -298,11 +301,19 @@ def test_setup_logging_redacts_every_logger_and_is_idempotent(root_logging: None
     assert docs[3]["level"] == "error" and "ConnectionError" in str(docs[3]["exc"])
 
 
+def test_setup_logging_exclusive_replaces_every_root_handler(root_logging: None) -> None:
+    stray = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(stray)
+    handler = setup_logging("info", "text", Redactor(), stream=io.StringIO(), exclusive=True)
+    assert logging.getLogger().handlers == [handler]
+
+
 def test_setup_logging_levels(root_logging: None) -> None:
     stream = io.StringIO()
     setup_logging("warning", "text", Redactor(), stream=stream, levels={"llmproxy.access": "info"})
     logging.getLogger("llmproxy.x").info("dropped")
     logging.getLogger("llmproxy.access").info("kept")
+    assert logging.getLogger("watchfiles").level == logging.WARNING  # chatty at INFO
     assert "dropped" not in stream.getvalue() and "kept" in stream.getvalue()
     with pytest.raises(ValueError, match="unknown log level"):
         setup_logging("loud", "json", Redactor())
@@ -314,11 +325,11 @@ def test_setup_logging_levels(root_logging: None) -> None:
 
 
 def access_kwargs(**over: object) -> dict[str, object]:
-    kw: dict[str, object] = dict(
-        request_id="0e6c565e2f054cb190208227df2bb922", method="POST", path="/v1/chat/completions",
-        model="gpt-4o", deployment="up/gpt-4o", status=200, duration_ms=12.34567, ttft_ms=3.21,
-        prompt_tokens=5, completion_tokens=2, retries=1, stream=True,
-    )
+    kw: dict[str, object] = {
+        "request_id": "0e6c565e2f054cb190208227df2bb922", "method": "POST", "path": "/v1/chat/completions",
+        "model": "gpt-4o", "deployment": "up/gpt-4o", "status": 200, "duration_ms": 12.34567, "ttft_ms": 3.21,
+        "prompt_tokens": 5, "completion_tokens": 2, "retries": 1, "stream": True,
+    }
     kw.update(over)
     return kw
 
@@ -396,3 +407,52 @@ def test_config_secrets_collects_every_credential() -> None:
     assert {"client-key-0001", "admin-token-0001", "sk-config-key-0001", "hdr-secret-0001",
             "AKIAEXAMPLE00000001", "aws-secret-0001"} <= found
     assert "visible" not in found
+
+
+def test_access_line_direct_path_writes_the_same_line(root_logging: None) -> None:
+    """With only our handler in the chain AccessLog skips the LogRecord; the line must not change."""
+    kwargs = access_kwargs(request_id=f"id-{OPENAI_LEGACY}", path=f"/v1/x/api_key={UNSHAPED}", error="boom")
+    direct = io.StringIO()
+    handler = setup_logging("info", "json", Redactor(), stream=direct, exclusive=True)
+    assert logging.getLogger().handlers == [handler]
+    AccessLog().log(**kwargs)  # type: ignore[arg-type]
+    via_record = io.StringIO()
+    setup_logging("info", "json", Redactor(), stream=via_record, exclusive=True)
+    logging.getLogger().addHandler(logging.NullHandler())  # a second handler: the record path
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(lambda *a, **k: made.append("x") or factory(*a, **k))
+    try:
+        AccessLog().log(**kwargs)  # type: ignore[arg-type]
+    finally:
+        logging.setLogRecordFactory(factory)
+    (a,), (b,) = lines(direct), lines(via_record)
+    a.pop("ts"), b.pop("ts")
+    assert a == b and made == ["x"]
+    assert a["request_id"] == f"id-{MASK}" and a["path"] == f"/v1/x/api_key={MASK}"
+
+
+def test_info_lines_are_written_once_per_loop_iteration_warnings_at_once(root_logging: None) -> None:
+    stream = io.StringIO()
+    handler = setup_logging("info", "json", Redactor(), stream=stream, exclusive=True)
+    log = logging.getLogger("llmproxy.t")
+
+    async def main() -> list[int]:
+        seen = []
+        log.info("one")
+        AccessLog().log(**access_kwargs())  # type: ignore[arg-type]
+        seen.append(len(stream.getvalue().splitlines()))  # nothing written yet
+        await asyncio.sleep(0)
+        seen.append(len(stream.getvalue().splitlines()))  # the loop wrote both
+        log.info("three")
+        log.warning("four")  # urgent: everything pending goes now, in order
+        seen.append(len(stream.getvalue().splitlines()))
+        log.info("five")
+        handler.flush()
+        seen.append(len(stream.getvalue().splitlines()))
+        return seen
+
+    assert asyncio.run(main()) == [0, 2, 4, 5]
+    assert [d["msg"] for d in lines(stream)] == ["one", "request", "three", "four", "five"]
+    log.info("no loop: written at once")
+    assert len(stream.getvalue().splitlines()) == 6

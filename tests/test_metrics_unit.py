@@ -42,8 +42,8 @@ def parse(m: Metrics) -> dict[str, list]:
 
 
 def finish(m: Metrics, **kw: object) -> None:
-    args: dict[str, object] = dict(status=200, duration=0.3, ttft=None, stream=False, prompt_tokens=None,
-                                   completion_tokens=None, cost=None)
+    args: dict[str, object] = {"status": 200, "duration": 0.3, "ttft": None, "stream": False,
+                               "prompt_tokens": None, "completion_tokens": None, "cost": None}
     args.update(kw)
     m.request_finished("gpt-4o", "up/gpt-4o", **args)  # type: ignore[arg-type]
 

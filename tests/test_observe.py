@@ -18,7 +18,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from llmproxy.config import parse_config
-from llmproxy.errors import InvalidRequest, ModelNotFound, ProxyError, UpstreamStatusError, UpstreamTimeout
+from llmproxy.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    NoCapacity,
+    ProxyError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 from llmproxy.logs import ACCESS_LOG, AccessLog, Redactor, setup_logging
 from llmproxy.metrics import METRICS, Metrics, handle_metrics
 from llmproxy.observe import OBSERVATION, observe_middleware
@@ -77,6 +84,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         obs.attempt(DEPS["a/gpt"], "gpt")
         obs.attempt_succeeded(None)
         return web.json_response({"ok": True})
+    if scenario == "no-capacity":
+        obs.rate_limited("a/gpt", "concurrency")
+        obs.rate_limited("a/mini", "rpm")
+        raise NoCapacity("every deployment is at its limit")
     if scenario == "all-failed":
         obs.attempt(DEPS["a/gpt"], "gpt")
         exc = UpstreamStatusError("bad gateway", status=502)
@@ -112,11 +123,13 @@ async def healthz(request: web.Request) -> web.Response:
 def log_stream() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    quiet = logging.getLogger("watchfiles").level
     stream = io.StringIO()
     setup_logging("info", "json", Redactor(), stream=stream)
     yield stream
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.getLogger("watchfiles").setLevel(quiet)
 
 
 @pytest.fixture
@@ -152,6 +165,8 @@ def req_labels(model: str, dep: str, provider: str, sc: str, stream: str = "fals
 
 
 def access_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    for h in logging.getLogger().handlers:
+        h.flush()
     return [d for d in map(orjson.loads, stream.getvalue().splitlines()) if d["logger"] == "llmproxy.access"]
 
 
@@ -194,12 +209,15 @@ async def test_rejections_before_and_after_the_model_is_known(app_server, log_st
     assert await post(server, "unknown-model") == 404
     assert await post(server, "invalid") == 400
     assert await post(server, "all-failed") == 502
+    assert await post(server, "no-capacity") == 429
     assert v(m, "llmproxy_requests_total", **req_labels("", "", "", "4xx")) == 1
-    assert v(m, "llmproxy_requests_total", **req_labels("gpt", "", "", "4xx")) == 1
+    assert v(m, "llmproxy_requests_total", **req_labels("gpt", "", "", "4xx")) == 2
+    assert v(m, "llmproxy_rate_limited_total", gen_ai_request_model="gpt", deployment="a/gpt", kind="concurrency") == 1
+    assert v(m, "llmproxy_rate_limited_total", gen_ai_request_model="gpt", deployment="a/mini", kind="rpm") == 1
     assert v(m, "llmproxy_requests_total", **req_labels("gpt", "a/gpt", "openai", "5xx")) == 1
     assert v(m, "llmproxy_requests_in_flight", gen_ai_operation_name="chat", gen_ai_request_model="gpt") == 0
     errors = [line["error"] for line in access_lines(log_stream)]
-    assert errors == ["model_not_found", "invalid_request_error", "upstream_error"]
+    assert errors == ["model_not_found", "invalid_request_error", "upstream_error", "no_capacity"]
 
 
 async def test_stream_records_ttft_and_a_cut_stream_counts_as_its_error(app_server, log_stream) -> None:

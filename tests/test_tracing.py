@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ PARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
 
 
 def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
@@ -73,18 +74,27 @@ def test_tracing_on_without_the_extra_warns_and_stays_off() -> None:
     assert "llmproxy.tracing" in result.stderr and "llmproxy[otel]" in result.stderr
 
 
-otel = pytest.importorskip("opentelemetry.sdk")
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+# The tests below need the otel extra; the two above must run without it.
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
+def exporter() -> Any:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
     return InMemorySpanExporter()
 
 
+def kinds() -> tuple[Any, Any]:
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    return SpanKind, StatusCode
+
+
 def test_server_span_continues_the_callers_trace_and_the_attempt_span_is_its_child(
-    exporter: InMemorySpanExporter,
+    exporter: Any,
 ) -> None:
     tracer = make_tracer(TracingSettings(enabled=True), exporter=exporter)
     attrs = request_attributes(
@@ -104,6 +114,7 @@ def test_server_span_continues_the_callers_trace_and_the_attempt_span_is_its_chi
         attempt.end()  # idempotent
     tracer.shutdown()
 
+    SpanKind, _ = kinds()
     client, server = exporter.get_finished_spans()
     assert server.kind == SpanKind.SERVER and client.kind == SpanKind.CLIENT
     assert format(server.context.trace_id, "032x") == TRACE_ID
@@ -130,7 +141,7 @@ def test_server_span_continues_the_callers_trace_and_the_attempt_span_is_its_chi
     assert client.resource.attributes["service.name"] == "llmproxy"
 
 
-def test_current_span_is_inherited_by_tasks(exporter: InMemorySpanExporter) -> None:
+def test_current_span_is_inherited_by_tasks(exporter: Any) -> None:
     tracer = make_tracer(TracingSettings(enabled=True, service_name="sidecar"), exporter=exporter)
 
     async def attempt() -> dict[str, str]:
@@ -153,18 +164,17 @@ def test_current_span_is_inherited_by_tasks(exporter: InMemorySpanExporter) -> N
     assert server.resource.attributes["service.name"] == "sidecar"
 
 
-def test_errors_are_typed_and_their_messages_redacted(exporter: InMemorySpanExporter) -> None:
+def test_errors_are_typed_and_their_messages_redacted(exporter: Any) -> None:
     tracer = make_tracer(TracingSettings(enabled=True), exporter=exporter, redactor=Redactor())
     span = tracer.begin("chat m")
     span.set_error("status_4xx", "Incorrect API key provided: sk-abcdefghijklmnopqrstuvwxyz012345")
     span.end()
-    with pytest.raises(ValueError):
-        with tracer.start_span("inner", kind="internal"):
-            raise ValueError("boom")
-    with pytest.raises(asyncio.CancelledError):
-        with tracer.start_span("left", kind="internal"):
-            raise asyncio.CancelledError
+    with pytest.raises(ValueError), tracer.start_span("inner", kind="internal"):
+        raise ValueError("boom")
+    with pytest.raises(asyncio.CancelledError), tracer.start_span("left", kind="internal"):
+        raise asyncio.CancelledError
 
+    _, StatusCode = kinds()
     explicit, raised, cancelled = exporter.get_finished_spans()
     assert explicit.status.status_code == StatusCode.ERROR
     assert explicit.status.description == f"Incorrect API key provided: {MASK}"
@@ -175,7 +185,7 @@ def test_errors_are_typed_and_their_messages_redacted(exporter: InMemorySpanExpo
     assert not raised.events  # no exception event: its message could carry anything
 
 
-def test_sample_ratio_zero_drops_new_traces_but_follows_a_sampled_parent(exporter: InMemorySpanExporter) -> None:
+def test_sample_ratio_zero_drops_new_traces_but_follows_a_sampled_parent(exporter: Any) -> None:
     tracer = make_tracer(TracingSettings(enabled=True, sample_ratio=0.0), exporter=exporter)
     with tracer.start_span("new trace", kind="server"):
         pass
