@@ -44,9 +44,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
 
+    from .logs import REDACTOR, setup_logging
     from .server import create_app, serve
 
     app = create_app(config, config_path=path)
+    level = getattr(args, "log_level", None) or os.environ.get("LLMPROXY_LOG_LEVEL") or config.logging.level
+    setup_logging(level, config.logging.format, app[REDACTOR], exclusive=True)
     try:
         import uvloop
 
@@ -66,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmproxy", description="OpenAI-compatible LLM sidecar proxy")
     parser.add_argument("--version", action="version", version=f"llmproxy {__version__}")
     parser.add_argument(
-        "--log-level", default=os.environ.get("LLMPROXY_LOG_LEVEL", "INFO"),
-        choices=LEVELS, type=str.upper, help="log level (default: $LLMPROXY_LOG_LEVEL or INFO)",
+        "--log-level", default=None, choices=LEVELS, type=str.upper,
+        help="log level (default: $LLMPROXY_LOG_LEVEL, else logging.level in the config, else INFO)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the proxy")
@@ -85,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `serve` installs the redacting JSON/text handler once it has its config;
+    # until then (and for `check`) plain lines on stderr.
     logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
+        level=args.log_level or os.environ.get("LLMPROXY_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return int(args.func(args))

@@ -187,6 +187,31 @@ class ReloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"  # --log-level / $LLMPROXY_LOG_LEVEL win over it
+    format: str = "json"  # json | text
+    access_log: bool = True  # one line per request on llmproxy.access
+    redact_emails: bool = False
+    redact_cards: bool = False
+    log_bodies: bool = False  # prompts and completions in logs: only if this is true
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True  # GET /metrics on the main port
+    listen: str | None = None  # HOST:PORT to also serve /metrics on (e.g. 0.0.0.0:9464)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    enabled: bool = False  # needs the otel extra: pip install 'llmproxy[otel]'
+    endpoint: str | None = None  # OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces
+    service_name: str = "llmproxy"
+    sample_ratio: float = 1.0
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamPoolConfig:
     limit: int = 1000
     limit_per_host: int = 0
@@ -204,6 +229,9 @@ class Config:
     reload: ReloadConfig = ReloadConfig()
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
     source: str = "<memory>"
     sha256: str = ""
 

@@ -27,6 +27,8 @@ from .config import (
     BreakerConfig,
     Config,
     DeploymentConfig,
+    LoggingConfig,
+    MetricsConfig,
     ModelConfig,
     Price,
     ProviderConfig,
@@ -34,6 +36,7 @@ from .config import (
     RetryConfig,
     ServerConfig,
     Timeouts,
+    TracingConfig,
     UpstreamPoolConfig,
 )
 
@@ -147,7 +150,8 @@ class Validator:
         if doc is None:
             doc = {}
         top = self.mapping(
-            doc, "", {"listen", "server", "providers", "models", "defaults", "admin", "reload"}
+            doc, "", {"listen", "server", "providers", "models", "defaults", "admin", "reload", "logging",
+                      "metrics", "tracing"}
         )
         if not isinstance(doc, dict):
             return None
@@ -176,6 +180,9 @@ class Validator:
                 debounce=self.number(rl.get("debounce"), "reload.debounce", d.debounce, positive=False),
                 poll_interval=self.number(rl.get("poll_interval"), "reload.poll_interval", d.poll_interval),
             ),
+            logging=self.logging_section(top.get("logging")),
+            metrics=self.metrics_section(top.get("metrics")),
+            tracing=self.tracing_section(top.get("tracing")),
             server=server,
             providers=MappingProxyType(providers),
             models=MappingProxyType(models),
@@ -183,6 +190,59 @@ class Validator:
             pool=pool,
             source=source,
             sha256=sha,
+        )
+
+    def logging_section(self, node: Any) -> LoggingConfig:
+        keys = {"level", "format", "access_log", "redact_emails", "redact_cards", "log_bodies"}
+        lg = self.mapping(node, "logging", keys)
+        d = LoggingConfig()
+        level = (self.string(lg.get("level"), "logging.level") or d.level).lower()
+        if level not in ("debug", "info", "warning", "error"):
+            self.fail("logging.level", f"must be debug, info, warning or error, got {level!r}")
+            level = d.level
+        fmt = self.string(lg.get("format"), "logging.format") or d.format
+        if fmt not in ("json", "text"):
+            self.fail("logging.format", f"must be json or text, got {fmt!r}")
+            fmt = d.format
+
+        def flag(key: str, default: bool) -> bool:
+            return bool(self.option(lg[key], f"logging.{key}", "bool")) if key in lg else default
+
+        return LoggingConfig(
+            level=level, format=fmt, access_log=flag("access_log", d.access_log),
+            redact_emails=flag("redact_emails", d.redact_emails), redact_cards=flag("redact_cards", d.redact_cards),
+            log_bodies=flag("log_bodies", d.log_bodies),
+        )
+
+    def metrics_section(self, node: Any) -> MetricsConfig:
+        m = self.mapping(node, "metrics", {"enabled", "listen"})
+        listen = self.string(m.get("listen"), "metrics.listen")
+        if listen is not None and parse_listen(listen) is None:
+            self.fail("metrics.listen", f"must be HOST:PORT such as 0.0.0.0:9464, got {listen!r}")
+            listen = None
+        enabled = bool(self.option(m["enabled"], "metrics.enabled", "bool")) if "enabled" in m else True
+        return MetricsConfig(enabled=enabled, listen=listen)
+
+    def tracing_section(self, node: Any) -> TracingConfig:
+        t = self.mapping(node, "tracing", {"enabled", "endpoint", "service_name", "sample_ratio", "headers"})
+        d = TracingConfig()
+        ratio = self.number(t.get("sample_ratio"), "tracing.sample_ratio", d.sample_ratio, positive=False)
+        if ratio > 1:
+            self.fail("tracing.sample_ratio", f"must be between 0 and 1, got {ratio!r}")
+            ratio = d.sample_ratio
+        headers = {}
+        hnode = t.get("headers")
+        if hnode is not None and not isinstance(hnode, dict):
+            self.fail("tracing.headers", "must be a mapping")
+        for hk, hv in (hnode or {}).items():
+            value = self.string(hv, f"tracing.headers.{hk}", required=True)
+            if value is not None:
+                headers[str(hk)] = value
+        return TracingConfig(
+            enabled=bool(self.option(t["enabled"], "tracing.enabled", "bool")) if "enabled" in t else False,
+            endpoint=self.string(t.get("endpoint"), "tracing.endpoint"),
+            service_name=self.string(t.get("service_name"), "tracing.service_name") or d.service_name,
+            sample_ratio=ratio, headers=MappingProxyType(headers),
         )
 
     def timeouts(self, node: Any, path: str, base: Timeouts) -> Timeouts:

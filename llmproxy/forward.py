@@ -23,6 +23,8 @@ from aiohttp import web
 
 from .errors import ProxyError, UpstreamError, UpstreamProtocolError
 from .fetch import RemoteImages
+from .logs import REDACTOR
+from .observe import Observation
 from .providers import adapter_for
 from .providers.base import Adapter, CallContext
 from .router.plan import Lease, Plan
@@ -40,12 +42,14 @@ async def forward_unary(
     body: Mapping[str, Any],
     ctx: CallContext,
     kind: str,
+    obs: Observation,
 ) -> web.Response:
     """A non-streaming chat completion (``kind="chat"``) or embeddings call."""
     loop = asyncio.get_running_loop()
     images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
     while (lease := await plan.next()) is not None:
         dep = lease.member.config
+        obs.attempt(dep, plan.group.name)
         resp: UpstreamResponse | None = None
         try:
             adapter = adapter_for(dep.provider.type)
@@ -55,7 +59,7 @@ async def forward_unary(
                 else adapter.embeddings_request(dep, body)
             )
             started = loop.time()
-            resp = await upstream.open(dep, req)
+            resp = await upstream.open(dep, obs.traced(req))
             data = await resp.read()
             _raise_for_status(adapter, resp, data)
             if kind == "chat":
@@ -63,11 +67,13 @@ async def forward_unary(
             else:
                 out, usage = adapter.embeddings_response(dep, data, ctx)
             lease.success(loop.time() - started, usage)
+            obs.attempt_succeeded(usage)
             return web.Response(
                 body=out, content_type="application/json", headers={DEPLOYMENT_HEADER: dep.id}
             )
         except UpstreamError as exc:
             lease.failure(exc)
+            obs.attempt_failed(exc)
             plan.failed(exc)
             if not exc.retryable:
                 raise
@@ -85,11 +91,13 @@ async def forward_stream(
     plan: Plan,
     body: Mapping[str, Any],
     ctx: CallContext,
+    obs: Observation,
 ) -> web.StreamResponse:
     images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
     while (lease := await plan.next()) is not None:
+        obs.attempt(lease.member.config, plan.group.name)
         try:
-            return await _stream_attempt(request, upstream, lease, body, ctx, images)
+            return await _stream_attempt(request, upstream, lease, body, ctx, images, obs)
         except UpstreamError as exc:
             plan.failed(exc)
             if not exc.retryable:
@@ -107,6 +115,7 @@ async def _stream_attempt(
     body: Mapping[str, Any],
     ctx: CallContext,
     images: RemoteImages,
+    obs: Observation,
 ) -> web.StreamResponse:
     """One deployment's try. Raises UpstreamError only while nothing was sent."""
     dep = lease.member.config
@@ -117,7 +126,7 @@ async def _stream_attempt(
     resp: UpstreamResponse | None = None
     chunks = None
     try:
-        resp = await upstream.open(dep, req)
+        resp = await upstream.open(dep, obs.traced(req))
         if resp.status != 200:
             _raise_for_status(adapter, resp, await resp.read())
         ctype = resp.headers.get("Content-Type", "")
@@ -141,6 +150,7 @@ async def _stream_attempt(
     except BaseException as exc:  # includes a client leaving while we wait
         if isinstance(exc, UpstreamError):
             lease.failure(exc)
+            obs.attempt_failed(exc)
         if chunks is not None:
             await chunks.aclose()
         if resp is not None:
@@ -160,6 +170,7 @@ async def _stream_attempt(
     try:
         await out.prepare(request)
         await out.write(first)
+        obs.first_byte_sent()
         if not ended:
             async for data in chunks:
                 piece = translator.feed(data)
@@ -178,6 +189,7 @@ async def _stream_attempt(
     except ProxyError as exc:
         failure = exc
     except ConnectionResetError:
+        obs.client_gone()
         return out  # the client left between our last read and this write
     finally:
         await chunks.aclose()
@@ -185,10 +197,16 @@ async def _stream_attempt(
     if failure is not None:
         if isinstance(failure, UpstreamError):
             lease.failure(failure)
+            obs.attempt_failed(failure)
+        obs.stream_failed(failure)
     else:
         lease.success(ttft, translator.usage)
+        obs.attempt_succeeded(translator.usage)
     try:
         if failure is not None:
+            redactor = request.app.get(REDACTOR)
+            if redactor is not None:
+                failure.message = redactor.redact(failure.message)
             await out.write(encode_data(orjson.dumps(failure.to_dict())))
         await out.write_eof()
     except ConnectionResetError:

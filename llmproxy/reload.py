@@ -21,7 +21,7 @@ import hashlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from aiohttp import web
 
 from .config import Config, ConfigError, parse_config
 from .config_views import summarize
+from .observe import reloaded
 from .runtime import PROXY, Proxy
 
 log = logging.getLogger("llmproxy.reload")
@@ -45,8 +46,10 @@ class ReloadStatus:
 
 
 class Reloader:
-    def __init__(self, proxy: Proxy, path: str) -> None:
+    def __init__(self, proxy: Proxy, path: str,
+                 on_result: Callable[[Config | None], None] | None = None) -> None:
         self.proxy = proxy
+        self.on_result = on_result  # called with the new config, or None when one was rejected
         self.path = Path(path)
         self.status = ReloadStatus()
         self._lock = asyncio.Lock()
@@ -87,6 +90,8 @@ class Reloader:
                 return False
             self._warn_restart_only(config)
             self.proxy.swap(config)
+            if self.on_result is not None:
+                self.on_result(config)
             self.status.reloads += 1
             self.status.last_error = None
             self.last_seen_sha = sha
@@ -101,6 +106,8 @@ class Reloader:
             return None
 
     def _rejected(self, problems: list[str], reason: str) -> bool:
+        if self.on_result is not None:
+            self.on_result(None)
         self.status.failures += 1
         self.status.last_error = problems
         self.status.last_error_at = time.time()
@@ -155,7 +162,7 @@ async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
     if proxy.config_path is None:
         yield
         return
-    reloader = Reloader(proxy, proxy.config_path)
+    reloader = Reloader(proxy, proxy.config_path, on_result=lambda config: reloaded(app, config))
     app[RELOADER] = reloader
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(reloader.poll(stop))]

@@ -15,12 +15,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from . import __version__
 from .config import Config
+from .config_validate import parse_listen
 from .config_views import summarize
 from .errors import AuthenticationFailed, ProxyError
 from .handlers import admin, chat, embeddings, health, models
+from .logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
+from .metrics import METRICS, Metrics, handle_metrics, metrics_app
+from .observe import OBSERVATION, configure_observability, observe_middleware
 from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
+from .tracing import TRACER, make_tracer
 
 log = logging.getLogger("llmproxy")
 
@@ -58,20 +64,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             _authenticate(request, keys)
         response = await handler(request)
     except ProxyError as exc:
-        response = _error_response(exc)
+        response = _failed(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _error_response(_http_error(exc))
+        response = _failed(request, _http_error(exc))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
-        response = _error_response(ProxyError("internal error in llmproxy; see its logs", status=500))
+        response = _failed(request, ProxyError("internal error in llmproxy; see its logs", status=500))
     # Streams set it themselves before their headers went out.
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
     return response
+
+
+def _failed(request: web.Request, exc: ProxyError) -> web.Response:
+    obs = request.get(OBSERVATION)
+    if obs is not None:
+        obs.failed(exc)
+    # Upstreams echo credentials back ("Incorrect API key provided: sk-..."):
+    # the client must never receive ours.
+    redactor = request.app.get(REDACTOR)
+    if redactor is not None:
+        exc.message = redactor.redact(exc.message)
+    return _error_response(exc)
 
 
 def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
@@ -85,11 +103,23 @@ def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
 def create_app(config: Config, config_path: str | None = None) -> web.Application:
     # The body limit is enforced per request from the live config
     # (handlers.common.read_json), so aiohttp's own cap is only a backstop.
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 40)
+    app = web.Application(middlewares=[observe_middleware, error_middleware], client_max_size=1 << 40)
     proxy = Proxy(config, config_path)
     app[PROXY] = proxy
+    lg = config.logging
+    app[REDACTOR] = Redactor(emails=lg.redact_emails, cards=lg.redact_cards)
+    app[ACCESS_LOG] = AccessLog(enabled=lg.access_log, log_bodies=lg.log_bodies)
+    metrics = app[METRICS] = Metrics(__version__)
+    metrics.watch_deployments(lambda: [
+        (s.id, s.breaker.state, s.in_flight, s.breaker.opened_count) for s in proxy.registry.all()
+    ])
+    configure_observability(app, config)
+    app[TRACER] = make_tracer(config.tracing, redactor=app[REDACTOR])
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(reload_ctx)
+    app.cleanup_ctx.append(_observability_ctx)
+    if config.metrics.enabled:
+        app.router.add_get("/metrics", handle_metrics)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
@@ -103,6 +133,22 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
     app.router.add_get("/admin/deployments", admin.get_deployments)
     app.router.add_get("/admin/models", admin.get_models)
     return app
+
+
+async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The optional second /metrics listener; the tracer's flush at the end."""
+    runner: web.AppRunner | None = None
+    listen = app[PROXY].runtime.config.metrics.listen
+    if listen is not None:
+        host, port = parse_listen(listen) or ("127.0.0.1", 9464)
+        runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        log.info("metrics on http://%s:%d/metrics", host, port)
+    yield
+    if runner is not None:
+        await runner.cleanup()
+    await asyncio.to_thread(app[TRACER].shutdown)
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -285,3 +285,15 @@ async def test_client_api_keys_are_enforced(start_proxy, fake_upstream, openai_c
     )
     assert r.choices[0].message.content == "hi"
     assert fake.seen[0].headers["Authorization"] == "Bearer sk-upstream-secret-key-123"
+
+
+async def test_upstream_error_echoing_our_key_never_reaches_the_client(start_proxy, fake_upstream):
+    fake = await fake_upstream()
+    leak = "Incorrect API key provided: sk-upstream-secret-key-123. You can find your API key at ..."
+    fake.script(Reply(status=401, json={"error": {"message": leak, "type": "invalid_request_error",
+                                                  "code": "invalid_api_key"}}))
+    proxy = await start_proxy(config(fake.url))
+    status, doc = await post(proxy.v1 + "/chat/completions", orjson.dumps(CHAT))
+    assert status == 401
+    err = assert_openai_error(doc)  # asserts the key is nowhere in the body
+    assert err["code"] == "invalid_api_key" and "Incorrect API key provided" in err["message"]

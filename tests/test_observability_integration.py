@@ -27,7 +27,7 @@ from llmproxy.metrics import METRICS
 
 from .fakes import Reply, openai_completion, openai_stream
 
-pytestmark = pytest.mark.skip(reason="wired by lead")
+
 
 UPSTREAM_KEY = "sk-upstream-0123456789abcdefXYZ"
 UNSHAPED_UPSTREAM_KEY = "c0here-unshaped-9f8e7d6c5b4a"

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..errors import InvalidRequest
 from ..forward import forward_stream, forward_unary
+from ..observe import OBSERVATION
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
 from .routing import make_plan
@@ -28,8 +29,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     opts = body.get("stream_options")
     if opts is not None and not isinstance(opts, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    obs = request[OBSERVATION]
+    obs.resolved(group.name, stream=stream)
     ctx = call_context(request, body)
     plan = make_plan(request, runtime.router, group, body)
     if stream:
-        return await forward_stream(request, proxy.upstream, plan, body, ctx)
-    return await forward_unary(proxy.upstream, plan, body, ctx, "chat")
+        return await forward_stream(request, proxy.upstream, plan, body, ctx, obs)
+    return await forward_unary(proxy.upstream, plan, body, ctx, "chat", obs)

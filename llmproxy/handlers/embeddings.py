@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..errors import InvalidRequest
 from ..forward import forward_unary
+from ..observe import OBSERVATION
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
 from .routing import make_plan
@@ -22,5 +23,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
                              param="input")
     if not isinstance(value, (str, list)):
         raise InvalidRequest("'input' must be a string or an array", param="input")
+    obs = request[OBSERVATION]
+    obs.resolved(group.name)
     plan = make_plan(request, runtime.router, group, body)
-    return await forward_unary(proxy.upstream, plan, body, call_context(request, body), "embeddings")
+    return await forward_unary(proxy.upstream, plan, body, call_context(request, body), "embeddings", obs)
