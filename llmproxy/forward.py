@@ -82,7 +82,7 @@ async def forward_unary(
             lease.release()
             if resp is not None:
                 resp.close()
-    raise plan.error()
+    raise _gave_up(plan, obs)
 
 
 async def forward_stream(
@@ -105,7 +105,7 @@ async def forward_stream(
             log.debug("stream attempt on %s failed: %s", lease.id, exc.message)
         finally:
             lease.release()
-    raise plan.error()
+    raise _gave_up(plan, obs)
 
 
 async def _stream_attempt(
@@ -212,6 +212,12 @@ async def _stream_attempt(
     except ConnectionResetError:
         pass  # the client left as the stream ended; nothing is owed to it
     return out
+
+
+def _gave_up(plan: Plan, obs: Observation) -> ProxyError:
+    for dep_id, kind in plan.limits_hit():
+        obs.rate_limited(dep_id, kind)
+    return plan.error()
 
 
 def _raise_for_status(adapter: Adapter, resp: UpstreamResponse, data: bytes) -> None:

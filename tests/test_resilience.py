@@ -212,6 +212,13 @@ models:
     assert [r[1] for r in results[:3]] == ["a/m", "a/m", "b/m"]
     assert results[3][0] == 429
     assert (len(a.seen), len(b.seen)) == (2, 1)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proxy.url + "/metrics") as r:
+            text = await r.text()
+    limited = [line for line in text.splitlines() if line.startswith("llmproxy_rate_limited_total{")]
+    assert any('deployment="a/m"' in line and 'kind="rpm"' in line and line.endswith(" 1.0")
+               for line in limited), limited
+    assert any('deployment="b/m"' in line and 'kind="rpm"' in line for line in limited), limited
 
 
 async def test_tpm_limit_counts_estimated_then_real_tokens(start_proxy, fake_upstream):

@@ -174,6 +174,23 @@ class Plan:
             f"no deployment of model {name!r} is available right now (circuit breakers open or cooling down)"
         )
 
+    def limits_hit(self) -> list[tuple[str, str]]:
+        """(deployment id, "concurrency" | "rpm" | "tpm") for each limit that was
+        binding when the walk gave up for lack of capacity (for metrics)."""
+        if not self._no_capacity or self.last_error is not None:
+            return []
+        hit: list[tuple[str, str]] = []
+        for group in self.groups:
+            for m in group.members:
+                st = m.state
+                if not st.gate.free():
+                    hit.append((m.id, "concurrency"))
+                if st.rpm is not None and not st.rpm.has_capacity(1):
+                    hit.append((m.id, "rpm"))
+                if st.tpm is not None and not st.tpm.has_capacity(min(self.tokens, st.tpm.max_rate)):
+                    hit.append((m.id, "tpm"))
+        return hit
+
     # -- leasing
 
     async def _lease_in(self, group: ModelGroup) -> Lease | None:
