@@ -222,6 +222,9 @@ class Upstream:
             # Our Deadline does first-byte/idle/total; aiohttp only bounds connect.
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
+            # A proxy must not carry one upstream answer's Set-Cookie into
+            # another client's request (and the jar costs a lookup per request).
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),
             headers={"User-Agent": "llmproxy"},
         )

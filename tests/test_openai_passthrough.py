@@ -244,3 +244,15 @@ async def test_request_id_is_honoured_and_returned(start_proxy, fake_upstream):
                           headers={"X-Request-ID": "stream-7"}) as r:
             assert r.headers["X-Request-ID"] == "stream-7"
             await r.read()
+
+
+async def test_upstream_cookies_never_travel_to_the_next_request(start_proxy, fake_upstream, openai_client):
+    fake = await fake_upstream()
+    fake.script(Reply(json=openai_completion(), headers={"Set-Cookie": "session=client-a-secret; Path=/"}),
+                Reply(json=openai_completion()))
+    proxy = await start_proxy(openai_config(fake.url))
+    client = openai_client(proxy)
+    for _ in range(2):
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert len(fake.seen) == 2
+    assert "Cookie" not in fake.seen[1].headers
