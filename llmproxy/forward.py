@@ -49,9 +49,9 @@ async def forward_unary(
     images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
     while (lease := await plan.next()) is not None:
         dep = lease.member.config
-        obs.attempt(dep, plan.group.name)
         resp: UpstreamResponse | None = None
         try:
+            obs.attempt(dep, plan.group.name)  # inside: the lease is released whatever happens
             adapter = adapter_for(dep.provider.type)
             req = (
                 adapter.chat_request(dep, await images.inline(adapter, dep, body), stream=False)
@@ -95,8 +95,8 @@ async def forward_stream(
 ) -> web.StreamResponse:
     images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
     while (lease := await plan.next()) is not None:
-        obs.attempt(lease.member.config, plan.group.name)
         try:
+            obs.attempt(lease.member.config, plan.group.name)
             return await _stream_attempt(request, upstream, lease, body, ctx, images, obs)
         except UpstreamError as exc:
             plan.failed(exc)
