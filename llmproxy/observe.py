@@ -31,7 +31,7 @@ from .errors import ProxyError, UpstreamError
 from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
 from .metrics import METRICS, Metrics, upstream_error_kind
 from .providers.base import UpstreamRequest
-from .runtime import REQUEST_ID
+from .runtime import PROXY, REQUEST_ID
 from .tracing import (
     NOOP_SPAN,
     NOOP_TRACER,
@@ -188,6 +188,51 @@ class Observation:
             )
 
 
+class Unobserved(Observation):
+    """Stands in for ``Observation`` when metrics, the access line and tracing
+    are all off: every report is a no-op, so turning observability off
+    really takes its cost off the request path."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass  # no state: nothing is ever recorded (class defaults answer reads)
+
+    def resolved(self, model: str, *, stream: bool = False) -> None:
+        pass
+
+    def failed(self, exc: ProxyError) -> None:
+        pass
+
+    def attempt(self, dep: DeploymentConfig, group: str) -> None:
+        pass
+
+    def rate_limited(self, deployment: str, kind: str) -> None:
+        pass
+
+    def traced(self, req: UpstreamRequest) -> UpstreamRequest:
+        return req
+
+    def attempt_failed(self, exc: UpstreamError) -> None:
+        pass
+
+    def attempt_succeeded(self, usage: Mapping[str, Any] | None) -> None:
+        pass
+
+    def usage(self, usage: Mapping[str, Any] | None) -> None:
+        pass
+
+    def first_byte_sent(self) -> None:
+        pass
+
+    def client_gone(self) -> None:
+        pass
+
+    def stream_failed(self, exc: ProxyError) -> None:
+        pass
+
+
+UNOBSERVED = Unobserved()
 OBSERVATION = web.RequestKey("llmproxy.observation", Observation)
 
 
@@ -225,6 +270,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     app = request.app
     tracer = app.get(TRACER, NOOP_TRACER)
+    proxy = app.get(PROXY)
+    if not tracer.enabled and proxy is not None and not proxy.runtime.config.metrics.enabled:
+        access = app.get(ACCESS_LOG)
+        if access is None or not access.active():
+            request[OBSERVATION] = UNOBSERVED
+            return await handler(request)
     # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds.
     obs = Observation(app[METRICS], tracer, OPERATIONS.get(path), time.perf_counter)
     request[OBSERVATION] = obs

@@ -297,3 +297,29 @@ async def test_spans_and_traceparent_through_the_proxy(fake_upstream):
     assert failed.attributes["error.type"] == "status_5xx"
     assert ok.attributes["gen_ai.usage.input_tokens"] == 5 and ok.attributes["gen_ai.usage.output_tokens"] == 2
     assert ok.attributes["gen_ai.provider.name"] == "openai" and ok.attributes["server.address"] == "127.0.0.1"
+
+
+async def test_observability_off_records_nothing_and_serves_the_same(start_proxy, fake_upstream):
+    fake = await fake_upstream()
+    fake.script(Reply(json=openai_completion()), Reply(stream=openai_stream(["a", "b"])))
+    proxy = await start_proxy(f"""
+    providers:
+      up: {{type: openai, base_url: "{fake.url}/v1", api_key: k}}
+    models:
+      gpt-4o: {{deployments: [{{provider: up, model: m}}]}}
+    metrics: {{enabled: false}}
+    logging: {{access_log: false}}
+    """)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.v1 + "/chat/completions", data=orjson.dumps(body)) as r:
+            assert r.status == 200 and r.headers["x-llmproxy-deployment"] == "up/m"
+        async with s.post(proxy.v1 + "/chat/completions", data=orjson.dumps({**body, "stream": True})) as r:
+            assert (await r.read()).endswith(b"data: [DONE]\n\n")
+        async with s.post(proxy.v1 + "/chat/completions", data=b"{") as r:
+            assert r.status == 400
+        async with s.get(proxy.url + "/metrics") as r:
+            assert r.status == 404
+    text = proxy.app[METRICS].render()[0].decode()
+    assert not [line for line in text.splitlines()
+                if line.startswith("llmproxy_requests_total{") and not line.endswith(" 0.0")]
