@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -73,8 +73,7 @@ class Validator:
             if not isinstance(key, str):
                 self.fail(path, f"keys must be strings, got {key!r}")
             elif key not in allowed:
-                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
-                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                suffix = _did_you_mean(key, allowed)
                 known = ", ".join(sorted(allowed))
                 self.fail(_join(path, key), f"unknown key{suffix}; known keys: {known}")
         return {k: v for k, v in node.items() if isinstance(k, str) and k in allowed}
@@ -344,8 +343,7 @@ class Validator:
                 continue
             ptype = body.get("type")
             if not isinstance(ptype, str) or ptype not in PROVIDER_TYPES:
-                hint = difflib.get_close_matches(str(ptype), sorted(PROVIDER_TYPES), n=1)
-                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                suffix = _did_you_mean(str(ptype), PROVIDER_TYPES)
                 self.fail(
                     f"{path}.type",
                     f"unknown provider type {ptype!r}{suffix}; known types: "
@@ -462,8 +460,7 @@ class Validator:
             m = self.mapping(body, path, {"deployments", "strategy", "fallbacks", "retry", "session_key"})
             strategy = m.get("strategy", "weighted")
             if strategy not in STRATEGIES:
-                hint = difflib.get_close_matches(str(strategy), sorted(STRATEGIES), n=1)
-                suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                suffix = _did_you_mean(str(strategy), STRATEGIES)
                 self.fail(f"{path}.strategy", f"unknown strategy {strategy!r}{suffix}; known: "
                           + ", ".join(sorted(STRATEGIES)))
             deps_node = m.get("deployments")
@@ -500,8 +497,7 @@ class Validator:
         for name, model in out.items():
             for i, fb in enumerate(model.fallbacks):
                 if fb not in out:
-                    hint = difflib.get_close_matches(fb, sorted(out), n=1)
-                    suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+                    suffix = _did_you_mean(fb, out)
                     self.fail(f"models.{name}.fallbacks[{i}]", f"unknown model {fb!r}{suffix}")
                 elif fb == name:
                     self.fail(f"models.{name}.fallbacks[{i}]", "a model cannot fall back to itself")
@@ -529,8 +525,7 @@ class Validator:
         model = self.string(d.get("model"), f"{path}.model", required=True)
         provider = providers.get(pname or "")
         if pname and provider is None:
-            hint = difflib.get_close_matches(pname, sorted(providers), n=1)
-            suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+            suffix = _did_you_mean(pname, providers)
             self.fail(f"{path}.provider", f"unknown provider {pname!r}{suffix}")
         if provider is None or not model:
             return None
@@ -581,6 +576,12 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, else ``""``."""
+    hint = difflib.get_close_matches(value, sorted(choices), n=1)
+    return f" (did you mean '{hint[0]}'?)" if hint else ""
 
 
 def _kind(node: Any) -> str:
