@@ -93,13 +93,22 @@ class JSONFormatter(logging.Formatter):
         super().__init__()
         self._second = -1
         self._prefix = ""
+        self._prefix_bytes = b""
 
     def _ts(self, created: float) -> str:
         sec = int(created)
         if sec != self._second:
             self._second = sec
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+            self._prefix_bytes = self._prefix.encode()
         return f"{self._prefix}{int((created - sec) * 1000):03d}Z"
+
+    def ts_bytes(self, created: float) -> bytes:
+        """``_ts`` as ASCII bytes (``AccessLog``'s direct path)."""
+        sec = int(created)
+        if sec != self._second:
+            self._ts(created)
+        return b"%b%03dZ" % (self._prefix_bytes, int((created - sec) * 1000))
 
     def format_bytes(self, record: logging.LogRecord) -> bytes:
         """The line as UTF-8 bytes, without the newline (``LineHandler`` writes these)."""
@@ -208,37 +217,16 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         finally:
             self.release()
 
-    def emit_fields(self, logger: str, msg: str, fields: dict[str, Any], redact_keys: tuple[str, ...]) -> None:
-        """An INFO line straight from structured fields, for ``AccessLog``'s
-        direct path: the same redactor (this handler's filter) masks every
-        string in ``redact_keys``; the same JSON shape as ``JSONFormatter``."""
-        fmt = self.formatter
-        assert isinstance(fmt, JSONFormatter)
-        redactor = _handler_redactor(self)
-        for key in redact_keys:
-            value = fields[key]
-            if value.__class__ is str:
-                fields[key] = redactor.redact(value)
-        doc = {"ts": fmt._ts(time.time()), "level": "info", "logger": logger, "msg": msg}
-        doc.update(fields)
-        line = orjson.dumps(doc, default=str)
-        self.acquire()
-        try:
+    def write_line_locked(self, line: bytes) -> None:
+        """``write_line`` for callers that format their own line (``AccessLog``'s direct path)."""
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             self.write_line(line)
-        finally:
-            self.release()
-
-
-def _handler_redactor(handler: logging.Handler) -> Redactor:
-    for f in handler.filters:
-        if isinstance(f, RedactingFilter):
-            return f.redactor
-    raise LookupError("handler has no RedactingFilter")
 
 
 def _direct_handler(logger: logging.Logger) -> LineHandler | None:
     """The handler when ``logger``'s records would reach exactly one handler,
-    ours (JSON, redacting, nothing else filtering on the way); else None."""
+    ours (JSON, redacting, nothing else filtering on the way); else None.
+    Its one filter is then a ``RedactingFilter``."""
     root = logging.root
     handlers = root.handlers
     if len(handlers) != 1 or root.filters or root.manager.disable >= logging.INFO:
@@ -338,19 +326,35 @@ def setup_logging(
 # --------------------------------------------------------------------------- access log
 
 
-_ACCESS_STRINGS = ("request_id", "method", "path", "model", "deployment", "error")
+_NULL = b"null"
+_FRAGMENTS_MAX = 1024  # (method, path, model, deployment) combinations kept pre-rendered
+
+
+def _json_int(value: object) -> bytes:
+    if value is None:
+        return _NULL
+    if value.__class__ is int:
+        return b"%d" % value
+    return orjson.dumps(value, default=str)
 
 
 class AccessLog:
-    """One INFO record per request on ``llmproxy.access``, fields in ``record.fields``.
+    """One INFO line per request on ``llmproxy.access``, fields in ``record.fields``.
 
-    Used from the event loop's thread only. ``LogRecord()`` spends about 3 µs
-    on caller, thread and process facts that are the same for every access
-    line, so a real record (from the current record factory) is made once per
-    process and each line is a copy of it with its own time and fields.
+    Used from the event loop's thread only. When the line would reach only
+    our own handler (the CLI's set-up: one redacting JSON handler on the
+    root logger), no ``LogRecord`` is built: the line's bytes are rendered
+    here, with the strings masked by that handler's redactor, and queued on
+    the handler. The parts that repeat (method, path, model, deployment)
+    are rendered once per combination. Otherwise (other handlers, text
+    format, pytest's capture) a record goes through ``logging`` as usual;
+    ``LogRecord()`` spends about 3 µs on caller, thread and process facts
+    that are the same for every access line, so one real record is made per
+    process and each line is a copy with its own time and fields.
     """
 
-    __slots__ = ("_body_logger", "_logger", "_pid", "_template", "enabled", "log_bodies")
+    __slots__ = ("_body_logger", "_fragments", "_fragments_for", "_fragments_gen", "_logger", "_pid", "_template",
+                 "enabled", "log_bodies")
 
     def __init__(self, *, enabled: bool = True, log_bodies: bool = False) -> None:
         self.enabled = enabled
@@ -359,6 +363,9 @@ class AccessLog:
         self._body_logger = logging.getLogger("llmproxy.body")
         self._template: tuple[type[logging.LogRecord], dict[str, Any], float] | None = None
         self._pid = -1
+        self._fragments: dict[tuple[str, str, str | None, str | None], bytes] = {}
+        self._fragments_for: Redactor | None = None  # the redactor that masked them,
+        self._fragments_gen = -1  # at this generation of its secrets
 
     def _record(self) -> logging.LogRecord:
         if self._template is None or self._pid != os.getpid():
@@ -400,21 +407,59 @@ class AccessLog:
         logger = self._logger
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
-        fields = {
+        direct = _direct_handler(logger)
+        if direct is not None:
+            redactor = direct.filters[0].redactor  # type: ignore[union-attr]
+            try:
+                line = self._line(redactor, direct.formatter, request_id, method, path, model, deployment, status,
+                                  duration_ms, ttft_ms, prompt_tokens, completion_tokens, retries, stream, error)
+            except (TypeError, ValueError):  # an argument of an unexpected type: the general path renders it
+                pass
+            else:
+                direct.write_line_locked(line)
+                return
+        record = self._record()
+        record.fields = {
             "request_id": request_id, "method": method, "path": path, "model": model,
             "deployment": deployment, "status": status, "duration_ms": round(duration_ms, 3),
             "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "retries": retries, "stream": stream, "error": error,
         }
-        direct = _direct_handler(logger)
-        if direct is not None:
-            # Only our handler would see the record: skip building it (same line, same masking).
-            direct.emit_fields(logger.name, "request", fields, _ACCESS_STRINGS)
-            return
-        record = self._record()
-        record.fields = fields
         logger.handle(record)
+
+    def _line(
+        self, redactor: Redactor, fmt: Any, request_id: str, method: str, path: str, model: str | None,
+        deployment: str | None, status: int, duration_ms: float, ttft_ms: float | None,
+        prompt_tokens: int | None, completion_tokens: int | None, retries: int, stream: bool, error: str | None,
+    ) -> bytes:
+        """The JSON line ``JSONFormatter`` would write for this request's record (same keys, same order)."""
+        redact = redactor.redact
+        key = (method, path, model, deployment)
+        middle = self._fragments.get(key)
+        if middle is None or redactor is not self._fragments_for or redactor.generation != self._fragments_gen:
+            middle = self._fragment(redactor, key)
+        return b'{"ts":"%b","level":"info","logger":"llmproxy.access","msg":"request","request_id":%b,%b' \
+               b'"status":%d,"duration_ms":%.3f,"ttft_ms":%b,"prompt_tokens":%b,"completion_tokens":%b,' \
+               b'"retries":%d,"stream":%b,"error":%b}' % (
+                   fmt.ts_bytes(time.time()), orjson.dumps(redact(request_id)), middle, status, duration_ms,
+                   _NULL if ttft_ms is None else b"%.3f" % ttft_ms,
+                   b"%d" % prompt_tokens if prompt_tokens.__class__ is int else _json_int(prompt_tokens),
+                   b"%d" % completion_tokens if completion_tokens.__class__ is int else _json_int(completion_tokens),
+                   retries, b"true" if stream else b"false",
+                   _NULL if error is None else orjson.dumps(redact(error)),
+               )
+
+    def _fragment(self, redactor: Redactor, key: tuple[str, str, str | None, str | None]) -> bytes:
+        if (redactor is not self._fragments_for or redactor.generation != self._fragments_gen
+                or len(self._fragments) >= _FRAGMENTS_MAX):
+            self._fragments.clear()  # new secrets to mask, or a client inventing paths: start over
+            self._fragments_for, self._fragments_gen = redactor, redactor.generation
+        method, path, model, deployment = (None if v is None else redactor.redact(v) for v in key)
+        frag = b'"method":%b,"path":%b,"model":%b,"deployment":%b,' % (
+            orjson.dumps(method), orjson.dumps(path), orjson.dumps(model), orjson.dumps(deployment))
+        self._fragments[key] = frag
+        return frag
 
     def log_body(self, request_id: str, kind: str, text: str) -> None:
         """A prompt or completion (``kind``): logged only with ``log_bodies`` on."""

@@ -97,7 +97,8 @@ class Observation:
         self._pending = None
         self.group = group
         self.deployment = dep
-        self.span.end()
+        if self.span is not NOOP_SPAN:
+            self.span.end()
         if self.tracer.enabled:
             op = self.operation or "chat"
             self.span = self.tracer.begin(span_name(op, dep.model), request_attributes(
@@ -127,12 +128,16 @@ class Observation:
         self.span.end()
 
     def attempt_succeeded(self, usage: Mapping[str, Any] | None) -> None:
-        self.usage(usage)
+        if usage:
+            self.usage(usage)
+        span = self.span
+        if span is NOOP_SPAN:
+            return
         if self.prompt_tokens is not None:
-            self.span.set_attribute("gen_ai.usage.input_tokens", self.prompt_tokens)
+            span.set_attribute("gen_ai.usage.input_tokens", self.prompt_tokens)
         if self.completion_tokens is not None:
-            self.span.set_attribute("gen_ai.usage.output_tokens", self.completion_tokens)
-        self.span.end()
+            span.set_attribute("gen_ai.usage.output_tokens", self.completion_tokens)
+        span.end()
 
     def usage(self, usage: Mapping[str, Any] | None) -> None:
         """OpenAI-shaped usage (``prompt_tokens``, ``completion_tokens``)."""
@@ -160,7 +165,8 @@ class Observation:
     # -- the end
 
     def finish(self, request: web.Request, status: int, access: AccessLog | None) -> None:
-        self.span.end()
+        if self.span is not NOOP_SPAN:
+            self.span.end()
         now = self.clock()
         status = self.error_status or status
         duration = now - self.started
@@ -178,7 +184,7 @@ class Observation:
                     ttft=ttft, stream=self.stream, prompt_tokens=self.prompt_tokens,
                     completion_tokens=self.completion_tokens, cost=cost, operation=self.operation,
                 )
-        if access is not None and access.active():
+        if access is not None and access.enabled:  # log() checks the level
             access.log(
                 request_id=request.get(REQUEST_ID, ""), method=request.method, path=request.path,
                 model=self.model, deployment=dep.id if dep is not None else None, status=status,
@@ -263,24 +269,58 @@ def reloaded(app: web.Application, config: Config | None) -> None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Observers:
+    """What ``observe_middleware`` needs from the app, gathered once at start-up
+    (``bind``) instead of four app lookups per request. An app without one
+    (a test's) or not yet bound is looked up per request."""
+
+    __slots__ = ("access", "bound", "metrics", "proxy", "tracer")
+
+    def __init__(self) -> None:
+        self.bound = False
+        self.metrics: Metrics | None = None
+        self.tracer: Tracer = NOOP_TRACER
+        self.access: AccessLog | None = None
+        self.proxy: Any = None  # runtime.Proxy: its live config says whether metrics are on
+
+    def bind(self, app: web.Application) -> Observers:
+        self.metrics = app[METRICS]
+        self.tracer = app.get(TRACER, NOOP_TRACER)
+        self.access = app.get(ACCESS_LOG)
+        self.proxy = app.get(PROXY)
+        self.bound = True
+        return self
+
+    def off(self) -> bool:
+        """Nothing would be recorded: no tracer, metrics off, no access line."""
+        if self.tracer.enabled or self.proxy is None or self.proxy.runtime.config.metrics.enabled:
+            return False
+        return self.access is None or not self.access.active()
+
+
+OBSERVERS = web.AppKey("llmproxy.observers", Observers)
+
+
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
     if path in QUIET:
         return await handler(request)
     app = request.app
-    tracer = app.get(TRACER, NOOP_TRACER)
-    proxy = app.get(PROXY)
-    if not tracer.enabled and proxy is not None and not proxy.runtime.config.metrics.enabled:
-        access = app.get(ACCESS_LOG)
-        if access is None or not access.active():
-            request[OBSERVATION] = UNOBSERVED
-            return await handler(request)
+    observers = app.get(OBSERVERS)
+    if observers is None or not observers.bound:
+        observers = Observers().bind(app)
+    if observers.off():
+        request[OBSERVATION] = UNOBSERVED
+        return await handler(request)
+    tracer = observers.tracer
     # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds.
-    obs = Observation(app[METRICS], tracer, OPERATIONS.get(path), time.perf_counter)
+    metrics = observers.metrics
+    assert metrics is not None  # bound
+    obs = Observation(metrics, tracer, OPERATIONS.get(path), time.perf_counter)
     request[OBSERVATION] = obs
     if tracer.enabled:
-        return await _traced(request, handler, obs, tracer)
+        return await _traced(request, handler, obs, tracer, observers.access)
     status = 500
     try:
         response = await handler(request)
@@ -293,10 +333,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = 499  # the client left before the answer was complete
         raise
     finally:
-        obs.finish(request, status, app.get(ACCESS_LOG))
+        obs.finish(request, status, observers.access)
 
 
-async def _traced(request: web.Request, handler: Handler, obs: Observation, tracer: Tracer) -> web.StreamResponse:
+async def _traced(
+    request: web.Request, handler: Handler, obs: Observation, tracer: Tracer, access: AccessLog | None
+) -> web.StreamResponse:
     """The same, inside a server span continuing the caller's W3C trace."""
     route = request.match_info.route.resource
     name = f"{request.method} {route.canonical if route is not None else 'unmatched'}"
@@ -313,7 +355,7 @@ async def _traced(request: web.Request, handler: Handler, obs: Observation, trac
             status = 499
             raise
         finally:
-            obs.finish(request, status, request.app.get(ACCESS_LOG))
+            obs.finish(request, status, access)
             status = obs.error_status or status
             span.set_attribute("http.response.status_code", status)
             if obs.model is not None:

@@ -107,6 +107,7 @@ class Redactor:
         self.cards = cards
         self._secrets: tuple[str, ...] = ()
         self._cache: dict[str, str] = {}
+        self.generation = 0  # bumped whenever what is masked changes (callers' own memos)
         self.set_secrets(secrets)
 
     def set_secrets(self, values: Iterable[str]) -> None:
@@ -120,6 +121,7 @@ class Redactor:
             out.add(json.dumps(v)[1:-1])
         self._secrets = tuple(sorted(out, key=len, reverse=True))
         self._cache = {}
+        self.generation += 1
 
     def redact(self, text: str) -> str:
         if len(text) > _CACHE_LEN:

@@ -23,7 +23,7 @@ from .errors import AuthenticationFailed, ProxyError
 from .handlers import admin, chat, embeddings, health, models
 from .logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from .metrics import METRICS, Metrics, handle_metrics, metrics_app
-from .observe import OBSERVATION, configure_observability, observe_middleware
+from .observe import OBSERVATION, OBSERVERS, Observers, configure_observability, observe_middleware
 from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
 from .tracing import TRACER, make_tracer
@@ -115,6 +115,7 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
     ])
     configure_observability(app, config)
     app[TRACER] = make_tracer(config.tracing, redactor=app[REDACTOR])
+    app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(reload_ctx)
     app.cleanup_ctx.append(_observability_ctx)
@@ -137,6 +138,7 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
 
 async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:
     """The optional second /metrics listener; the tracer's flush at the end."""
+    app[OBSERVERS].bind(app)
     runner: web.AppRunner | None = None
     listen = app[PROXY].runtime.config.metrics.listen
     if listen is not None:

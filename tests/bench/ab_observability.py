@@ -1,0 +1,213 @@
+"""What metrics and access logs cost end to end: the same load through two
+llmproxy processes, one with observability off and one with it on.
+
+    bash tests/bench/run.sh --observability-ab [--ab-rounds 8] [--ab-seconds 4]
+
+- **off**: ``metrics: {enabled: false}``, ``logging: {access_log: false}``,
+  ``--log-level WARNING`` (tracing is off by default), so no per-request
+  observation runs at all;
+- **on**: the defaults at ``--log-level INFO``: every request counted in the
+  Prometheus metrics and one JSON access line per request, written to a file
+  (the proxy's stderr), as a container runtime would collect it.
+
+Both proxies are started once, pinned to the same core, and measured in
+turns: each round runs every mode against both, in ABBA order (off first in
+even rounds, on first in odd ones), so slow drift of a shared VM's speed hits
+both alike. The figure that answers "within 10 %?" is the median over rounds
+of on/off requests/s, each ratio taken from two back-to-back runs. After the
+runs the script checks that "on" really observed: its /metrics counted every
+request it answered and its log holds one access line per request, and that
+"off" serves no /metrics at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import bodies
+from bench import (
+    MODE_LABEL,
+    MODEL,
+    MODES,
+    PROXY_PATH,
+    Bench,
+    BenchError,
+    free_port,
+    http_request,
+    log,
+    proc_mem_mb,
+    proxy_log_errors,
+    write_wrk_script,
+)
+
+OFF_CONFIG = """\
+metrics: {enabled: false}
+logging: {access_log: false}
+"""
+LIMIT = 0.10  # the issue: with metrics and access logs on, within 10 % of off
+VARIANTS = ("off", "on")
+_REQUESTS_SAMPLE = re.compile(r'^llmproxy_requests_total\{[^}]*\} (\S+)$', re.MULTILINE)
+
+
+class ObservabilityAB(Bench):
+    def __init__(self, args: Any) -> None:
+        super().__init__(args)
+        self.ports = {v: free_port() for v in VARIANTS}
+        self.procs_by_variant: dict[str, Any] = {}
+        self.answered = {v: 0 for v in VARIANTS}  # requests each variant was sent (wrk's count + checks)
+        self.results["ab"] = {"rounds": [], "settings": {"rounds": args.ab_rounds, "seconds": args.ab_seconds}}
+
+    def use(self, variant: str) -> None:
+        """Point ``wrk`` (and the log/pid bookkeeping) at one variant's proxy."""
+        self.proxy = self.procs_by_variant[variant]
+        self.proxy_port = self.ports[variant]
+        self.proxy_log = f"proxy-{variant}.log"
+
+    def start_variants(self) -> None:
+        self.procs_by_variant["off"] = self.launch_proxy("proxy-off", self.ports["off"], "WARNING", OFF_CONFIG)
+        self.procs_by_variant["on"] = self.launch_proxy("proxy-on", self.ports["on"], "INFO")
+
+    def sanity_both(self) -> None:
+        for variant in VARIANTS:
+            self.use(variant)
+            for mode in MODES:
+                req = bodies.request_body(MODEL[mode], stream=mode == "stream")
+                status, _, body = http_request(self.proxy_port, "POST", PROXY_PATH, req,
+                                               {"Content-Type": "application/json"})
+                self.answered[variant] += 1
+                if status != 200:
+                    raise BenchError(f"sanity check ({variant}) {mode}: HTTP {status}: {body[:300]!r}")
+                self.check_answer(mode, body, f"sanity check ({variant}) {mode}")
+        log("sanity check passed through both proxies")
+
+    def measure(self) -> None:
+        secs = self.args.ab_seconds
+        for variant in VARIANTS:  # warm both up the same way
+            self.use(variant)
+            for mode in MODES:
+                r = self.wrk("llmproxy", mode, 50, 1, label=f"warm-up  {variant:3s} {MODE_LABEL[mode]:10s}")
+                self.answered[variant] += r.requests
+        for rnd in range(self.args.ab_rounds):
+            order = VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]
+            row: dict[str, Any] = {"round": rnd + 1}
+            for mode in MODES:
+                for variant in order:
+                    self.use(variant)
+                    r = self.wrk("llmproxy", mode, 50, secs,
+                                 label=f"round {rnd + 1:2d} {variant:3s} {MODE_LABEL[mode]:10s} 50 conn")
+                    self.answered[variant] += r.requests
+                    row[f"{mode}_{variant}"] = {"rps": r.rps, "cpu_ms": r.cpu_ms_per_req, "requests": r.requests,
+                                                "foreign_cpu": r.foreign_cpu, "failed": r.failed}
+            self.results["ab"]["rounds"].append(row)
+
+    def verify_observed(self) -> None:
+        """'on' counted and logged what it answered; 'off' exposes no metrics."""
+        time.sleep(1.0)  # the last cut-off requests finish and their lines are written
+        status, _, body = http_request(self.ports["on"], "GET", "/metrics")
+        if status != 200:
+            raise BenchError(f"GET /metrics on the 'on' proxy: HTTP {status}")
+        counted = sum(float(v) for v in _REQUESTS_SAMPLE.findall(body.decode()))
+        text = (self.tmp / "proxy-on.log").read_bytes()
+        lines = text.count(b'"logger":"llmproxy.access"')
+        status_off, _, _ = http_request(self.ports["off"], "GET", "/metrics")
+        off_lines = (self.tmp / "proxy-off.log").read_bytes().count(b'"logger":"llmproxy.access"')
+        # wrk counts only answers it read whole; requests it cut off at the end
+        # of a run were still answered (and counted, as 499 or 200) by the proxy.
+        floor = self.answered["on"]
+        check = {
+            "on_requests_sent_at_least": floor, "on_metrics_llmproxy_requests_total": counted,
+            "on_access_lines": lines, "off_metrics_status": status_off, "off_access_lines": off_lines,
+        }
+        self.results["ab"]["observed"] = check
+        log(f"'on' counted {counted:,.0f} requests in /metrics and wrote {lines:,} access lines "
+            f"(wrk completed {floor:,}); 'off' /metrics: HTTP {status_off}, {off_lines} access lines")
+        if counted < floor or lines < floor or counted != lines:
+            self.problems.append(f"'on' did not observe every request: {check}")
+        if status_off != 404 or off_lines:
+            self.problems.append(f"'off' was not off: {check}")
+
+    def run(self) -> int:
+        if self.pinned:
+            os.sched_setaffinity(0, {self.other_core})
+        log(f"work dir {self.tmp}")
+        write_wrk_script(self.tmp, "plain", bodies.request_body(MODEL["plain"], stream=False))
+        write_wrk_script(self.tmp, "stream", bodies.request_body(MODEL["stream"], stream=True))
+        self.start_nginx()
+        self.start_variants()
+        self.sanity_both()
+        self.measure()
+        self.verify_observed()
+        for variant in VARIANTS:
+            self.results["ab"][f"rss_{variant}_mb"] = proc_mem_mb(self.procs_by_variant[variant].pid)["VmRSS"]
+            errors = proxy_log_errors(self.tmp / f"proxy-{variant}.log")
+            if errors:
+                self.results["ab"][f"log_errors_{variant}"] = errors
+        table = ab_table(self.results["ab"])
+        self.results["problems"] = self.problems
+        self.results["noisy_runs"] = self.noisy
+        print()
+        print(table, flush=True)
+        self.write_ab(table)
+        if self.noisy:
+            print("\nWARNING: other processes were busy during some runs (ABBA order spreads the effect "
+                  "over both variants):", file=sys.stderr)
+            for n in self.noisy:
+                print(f"  - {n}", file=sys.stderr)
+        if self.problems:
+            print("\nFAILED:", *self.problems, sep="\n  - ", file=sys.stderr)
+            return 1
+        if self.args.check_targets and any(s["verdict"] == "FAIL" for s in self.results["ab"]["summary"].values()):
+            return 2
+        return 0
+
+    def write_ab(self, table: str) -> None:
+        out = Path(self.args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (out / f"ab-observability-{stamp}.json").write_text(json.dumps(self.results, indent=2, default=str))
+        (out / f"ab-observability-{stamp}.txt").write_text(table + "\n")
+        log(f"wrote {out / f'ab-observability-{stamp}.json'}")
+
+
+def ab_table(ab: dict[str, Any]) -> str:
+    """Per mode: medians of off and on, and the median of the per-round on/off ratios."""
+    rounds = ab["rounds"]
+    summary: dict[str, Any] = {}
+    lines = [
+        (f"observability A/B: {len(rounds)} rounds x {ab['settings']['seconds']:g} s per run, "
+         "50 connections, ABBA order"),
+        (f"{'mode':<12}{'off req/s':>11}{'on req/s':>10}{'on/off':>9}{'off CPU':>10}{'on CPU':>9}{'on/off':>9}"
+         f"   verdict (on/off req/s >= {1 - LIMIT:.2f})"),
+    ]
+    for mode in MODES:
+        off = [r[f"{mode}_off"] for r in rounds]
+        on = [r[f"{mode}_on"] for r in rounds]
+        rps_ratio = statistics.median(b["rps"] / a["rps"] for a, b in zip(off, on, strict=True) if a["rps"])
+        cpu_ratio = statistics.median(b["cpu_ms"] / a["cpu_ms"] for a, b in zip(off, on, strict=True)
+                                      if a["cpu_ms"] and b["cpu_ms"])
+        s = {
+            "off_rps_median": statistics.median(x["rps"] for x in off),
+            "on_rps_median": statistics.median(x["rps"] for x in on),
+            "off_rps_best": max(x["rps"] for x in off), "on_rps_best": max(x["rps"] for x in on),
+            "paired_rps_ratio_median": rps_ratio,
+            "off_cpu_ms_median": statistics.median(x["cpu_ms"] for x in off if x["cpu_ms"]),
+            "on_cpu_ms_median": statistics.median(x["cpu_ms"] for x in on if x["cpu_ms"]),
+            "paired_cpu_ratio_median": cpu_ratio,
+            "verdict": "pass" if rps_ratio >= 1 - LIMIT else "FAIL",
+        }
+        summary[mode] = s
+        lines.append(
+            f"{MODE_LABEL[mode]:<12}{s['off_rps_median']:>11,.0f}{s['on_rps_median']:>10,.0f}{rps_ratio:>9.3f}"
+            f"{s['off_cpu_ms_median']:>10.3f}{s['on_cpu_ms_median']:>9.3f}{cpu_ratio:>9.3f}   {s['verdict']}"
+        )
+    lines.append("req/s and CPU (ms per request, proxy process) are medians over rounds; on/off is the median "
+                 "of each round's back-to-back ratio")
+    ab["summary"] = summary
+    return "\n".join(lines)
