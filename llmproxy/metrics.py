@@ -366,10 +366,13 @@ class Metrics:
             s = self._finished_series(key)
         s.in_flight.v -= 1
         s.requests.v += 1
-        s.duration.observe(duration)
+        h = s.duration
+        h.counts[bisect_left(h.bounds, duration)] += 1  # _Hist.observe, inlined: once per request
+        h.sum += duration
         if ttft is not None:
             h = s.ttft or self._lazy(s, "ttft")
-            h.observe(ttft)
+            h.counts[bisect_left(h.bounds, ttft)] += 1
+            h.sum += ttft
         if prompt_tokens is not None and prompt_tokens >= 0:
             h = s.usage_in or self._lazy(s, "usage_in")
             h.observe(prompt_tokens)

@@ -241,7 +241,8 @@ def root_logging() -> Iterator[None]:
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
     for h in logging.getLogger().handlers:
         h.flush()
-    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    # split("\n"), not splitlines(): a line may hold U+2028, which JSON leaves unescaped
+    return [orjson.loads(line) for line in stream.getvalue().split("\n") if line]
 
 
 def test_json_formatter_writes_one_object_per_line() -> None:
@@ -409,27 +410,65 @@ def test_config_secrets_collects_every_credential() -> None:
     assert "visible" not in found
 
 
-def test_access_line_direct_path_writes_the_same_line(root_logging: None) -> None:
+@pytest.mark.parametrize("over", [
+    {"request_id": f"id-{OPENAI_LEGACY}", "path": f"/v1/x/api_key={UNSHAPED}", "error": "boom"},
+    {"model": None, "deployment": None, "ttft_ms": None, "prompt_tokens": None, "completion_tokens": None,
+     "stream": False, "status": 499, "error": 'said "no"\n\u00e9\u2028'},
+    {"request_id": 'q"\\x', "method": "GET", "path": "/v1/models/gpt-4o", "duration_ms": 300000.0004,
+     "retries": 3},
+    {"prompt_tokens": True, "completion_tokens": 7.5, "error": ""},  # odd values a caller might pass
+])
+def test_access_line_direct_path_writes_the_same_line(root_logging: None, over: dict[str, object]) -> None:
     """With only our handler in the chain AccessLog skips the LogRecord; the line must not change."""
-    kwargs = access_kwargs(request_id=f"id-{OPENAI_LEGACY}", path=f"/v1/x/api_key={UNSHAPED}", error="boom")
+    kwargs = access_kwargs(**over)
     direct = io.StringIO()
     handler = setup_logging("info", "json", Redactor(), stream=direct, exclusive=True)
     assert logging.getLogger().handlers == [handler]
-    AccessLog().log(**kwargs)  # type: ignore[arg-type]
-    via_record = io.StringIO()
-    setup_logging("info", "json", Redactor(), stream=via_record, exclusive=True)
-    logging.getLogger().addHandler(logging.NullHandler())  # a second handler: the record path
     made: list[str] = []
     factory = logging.getLogRecordFactory()
     logging.setLogRecordFactory(lambda *a, **k: made.append("x") or factory(*a, **k))
     try:
+        access = AccessLog()
+        access.log(**kwargs)  # type: ignore[arg-type]
+        access.log(**kwargs)  # type: ignore[arg-type]  # the second from the pre-rendered parts
+        direct_records = len(made)
+        via_record = io.StringIO()
+        setup_logging("info", "json", Redactor(), stream=via_record, exclusive=True)
+        logging.getLogger().addHandler(logging.NullHandler())  # a second handler: the record path
         AccessLog().log(**kwargs)  # type: ignore[arg-type]
     finally:
         logging.setLogRecordFactory(factory)
-    (a,), (b,) = lines(direct), lines(via_record)
-    a.pop("ts"), b.pop("ts")
-    assert a == b and made == ["x"]
-    assert a["request_id"] == f"id-{MASK}" and a["path"] == f"/v1/x/api_key={MASK}"
+    (a, a2), (b,) = lines(direct), lines(via_record)
+    for d in (a, a2, b):
+        d.pop("ts")
+    assert a == a2 == b and list(a) == list(b)
+    assert direct_records == 0 and len(made) == 1
+    if "error" in over and over["error"] == "boom":
+        assert a["request_id"] == f"id-{MASK}" and a["path"] == f"/v1/x/api_key={MASK}"
+
+
+def test_access_line_direct_path_masks_secrets_added_later(root_logging: None) -> None:
+    """A reload that adds a secret (set_secrets) reaches the pre-rendered parts too."""
+    stream = io.StringIO()
+    redactor = Redactor()
+    setup_logging("info", "json", redactor, stream=stream, exclusive=True)
+    access = AccessLog()
+    access.log(**access_kwargs(deployment="dep-Zq81vX0pLm"))  # type: ignore[arg-type]
+    redactor.set_secrets(["dep-Zq81vX0pLm"])
+    access.log(**access_kwargs(deployment="dep-Zq81vX0pLm"))  # type: ignore[arg-type]
+    first, second = lines(stream)
+    assert first["deployment"] == "dep-Zq81vX0pLm" and second["deployment"] == MASK
+
+
+def test_access_line_direct_path_bounds_its_pre_rendered_parts(root_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("info", "json", Redactor(), stream=stream, exclusive=True)
+    access = AccessLog()
+    for i in range(3000):  # a client inventing paths (404s are logged too)
+        access.log(**access_kwargs(path=f"/v1/nope/{i}", status=404))  # type: ignore[arg-type]
+    assert len(access._fragments) <= 1024
+    got = lines(stream)
+    assert len(got) == 3000 and got[-1]["path"] == "/v1/nope/2999"
 
 
 def test_info_lines_are_written_once_per_loop_iteration_warnings_at_once(root_logging: None) -> None:
@@ -456,3 +495,12 @@ def test_info_lines_are_written_once_per_loop_iteration_warnings_at_once(root_lo
     assert [d["msg"] for d in lines(stream)] == ["one", "request", "three", "four", "five"]
     log.info("no loop: written at once")
     assert len(stream.getvalue().splitlines()) == 6
+
+
+def test_json_line_with_values_orjson_cannot_write_keeps_the_rest_typed(root_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("info", "json", Redactor(), stream=stream, exclusive=True)
+    logging.getLogger("llmproxy.t").info("odd", extra={"fields": {"big": 2**70, "n": 3, 7: "seven", "ok": True}})
+    (line,) = lines(stream)
+    assert line["big"] == str(2**70) and line["n"] == 3 and line["7"] == "seven" and line["ok"] is True
+    assert line["msg"] == "odd"

@@ -10,10 +10,12 @@ llmproxy processes, one with observability off and one with it on.
   Prometheus metrics and one JSON access line per request, written to a file
   (the proxy's stderr), as a container runtime would collect it.
 
-Both proxies are started once, pinned to the same core, and measured in
-turns: each round runs every mode against both, in ABBA order (off first in
-even rounds, on first in odd ones), so slow drift of a shared VM's speed hits
-both alike. The figure that answers "within 10 %?" is the median over rounds
+Both proxies are pinned to the same core and measured in turns: each round
+runs every mode against both, in ABBA order (off first in even rounds, on
+first in odd ones), so slow drift of a shared VM's speed hits both alike.
+The rounds are split over ``--ab-sessions`` (default 2) fresh pairs of
+processes launched in alternating order, so no variant always gets the
+first-started process. The figure that answers "within 10 %?" is the median over rounds
 of on/off requests/s, each ratio taken from two back-to-back runs. After the
 runs the script checks that "on" really observed: its /metrics counted every
 request it answered and its log holds one access line per request, and that
@@ -25,7 +27,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,20 +63,43 @@ _REQUESTS_SAMPLE = re.compile(r'^llmproxy_requests_total\{[^}]*\} (\S+)$', re.MU
 class ObservabilityAB(Bench):
     def __init__(self, args: Any) -> None:
         super().__init__(args)
-        self.ports = {v: free_port() for v in VARIANTS}
+        self.session = 0
+        self.ports: dict[str, int] = {}
         self.procs_by_variant: dict[str, Any] = {}
         self.answered = {v: 0 for v in VARIANTS}  # requests each variant was sent (wrk's count + checks)
-        self.results["ab"] = {"rounds": [], "settings": {"rounds": args.ab_rounds, "seconds": args.ab_seconds}}
+        self.results["ab"] = {"rounds": [], "observed": [], "settings": {
+            "rounds": args.ab_rounds, "seconds": args.ab_seconds, "sessions": args.ab_sessions}}
+
+    def log_name(self, variant: str) -> str:
+        return f"proxy-{variant}-s{self.session}.log"
 
     def use(self, variant: str) -> None:
         """Point ``wrk`` (and the log/pid bookkeeping) at one variant's proxy."""
         self.proxy = self.procs_by_variant[variant]
         self.proxy_port = self.ports[variant]
-        self.proxy_log = f"proxy-{variant}.log"
+        self.proxy_log = self.log_name(variant)
 
-    def start_variants(self) -> None:
-        self.procs_by_variant["off"] = self.launch_proxy("proxy-off", self.ports["off"], "WARNING", OFF_CONFIG)
-        self.procs_by_variant["on"] = self.launch_proxy("proxy-on", self.ports["on"], "INFO")
+    def start_variants(self, order: tuple[str, ...]) -> None:
+        """Both proxies, launched in ``order`` (alternating between sessions)."""
+        self.ports = {v: free_port() for v in VARIANTS}
+        self.answered = {v: 0 for v in VARIANTS}
+        for variant in order:
+            name = self.log_name(variant).removesuffix(".log")
+            self.procs_by_variant[variant] = (
+                self.launch_proxy(name, self.ports["off"], "WARNING", OFF_CONFIG) if variant == "off"
+                else self.launch_proxy(name, self.ports["on"], "INFO"))
+
+    def stop_variants(self) -> None:
+        for proc in self.procs_by_variant.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs_by_variant.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            self.procs.remove(proc)
+        self.procs_by_variant.clear()
 
     def sanity_both(self) -> None:
         for variant in VARIANTS:
@@ -87,16 +114,16 @@ class ObservabilityAB(Bench):
                 self.check_answer(mode, body, f"sanity check ({variant}) {mode}")
         log("sanity check passed through both proxies")
 
-    def measure(self) -> None:
+    def measure(self, first_round: int, rounds: int) -> None:
         secs = self.args.ab_seconds
         for variant in VARIANTS:  # warm both up the same way
             self.use(variant)
             for mode in MODES:
                 r = self.wrk("llmproxy", mode, 50, 1, label=f"warm-up  {variant:3s} {MODE_LABEL[mode]:10s}")
                 self.answered[variant] += r.requests
-        for rnd in range(self.args.ab_rounds):
+        for rnd in range(first_round, first_round + rounds):
             order = VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]
-            row: dict[str, Any] = {"round": rnd + 1}
+            row: dict[str, Any] = {"round": rnd + 1, "session": self.session}
             for mode in MODES:
                 for variant in order:
                     self.use(variant)
@@ -114,24 +141,28 @@ class ObservabilityAB(Bench):
         if status != 200:
             raise BenchError(f"GET /metrics on the 'on' proxy: HTTP {status}")
         counted = sum(float(v) for v in _REQUESTS_SAMPLE.findall(body.decode()))
-        text = (self.tmp / "proxy-on.log").read_bytes()
-        lines = text.count(b'"logger":"llmproxy.access"')
+        lines = (self.tmp / self.log_name("on")).read_bytes().count(b'"logger":"llmproxy.access"')
         status_off, _, _ = http_request(self.ports["off"], "GET", "/metrics")
-        off_lines = (self.tmp / "proxy-off.log").read_bytes().count(b'"logger":"llmproxy.access"')
+        off_lines = (self.tmp / self.log_name("off")).read_bytes().count(b'"logger":"llmproxy.access"')
         # wrk counts only answers it read whole; requests it cut off at the end
         # of a run were still answered (and counted, as 499 or 200) by the proxy.
         floor = self.answered["on"]
         check = {
-            "on_requests_sent_at_least": floor, "on_metrics_llmproxy_requests_total": counted,
-            "on_access_lines": lines, "off_metrics_status": status_off, "off_access_lines": off_lines,
+            "session": self.session, "on_requests_sent_at_least": floor,
+            "on_metrics_llmproxy_requests_total": counted, "on_access_lines": lines,
+            "off_metrics_status": status_off, "off_access_lines": off_lines,
         }
-        self.results["ab"]["observed"] = check
+        self.results["ab"]["observed"].append(check)
         log(f"'on' counted {counted:,.0f} requests in /metrics and wrote {lines:,} access lines "
             f"(wrk completed {floor:,}); 'off' /metrics: HTTP {status_off}, {off_lines} access lines")
         if counted < floor or lines < floor or counted != lines:
             self.problems.append(f"'on' did not observe every request: {check}")
         if status_off != 404 or off_lines:
             self.problems.append(f"'off' was not off: {check}")
+        for variant in VARIANTS:
+            errors = proxy_log_errors(self.tmp / self.log_name(variant))
+            if errors:
+                self.results["ab"].setdefault("log_errors", []).append({"session": self.session, variant: errors})
 
     def run(self) -> int:
         if self.pinned:
@@ -140,15 +171,23 @@ class ObservabilityAB(Bench):
         write_wrk_script(self.tmp, "plain", bodies.request_body(MODEL["plain"], stream=False))
         write_wrk_script(self.tmp, "stream", bodies.request_body(MODEL["stream"], stream=True))
         self.start_nginx()
-        self.start_variants()
-        self.sanity_both()
-        self.measure()
-        self.verify_observed()
-        for variant in VARIANTS:
-            self.results["ab"][f"rss_{variant}_mb"] = proc_mem_mb(self.procs_by_variant[variant].pid)["VmRSS"]
-            errors = proxy_log_errors(self.tmp / f"proxy-{variant}.log")
-            if errors:
-                self.results["ab"][f"log_errors_{variant}"] = errors
+        sessions = max(1, min(self.args.ab_sessions, self.args.ab_rounds))
+        done = 0
+        for self.session in range(1, sessions + 1):
+            # A fresh pair of processes per session, launched in alternating
+            # order, so neither variant always gets the same process slot.
+            order = VARIANTS if self.session % 2 else VARIANTS[::-1]
+            log(f"session {self.session} of {sessions}: starting {' then '.join(order)}")
+            self.start_variants(order)
+            self.sanity_both()
+            rounds = (self.args.ab_rounds - done) // (sessions - self.session + 1)
+            self.measure(done, rounds)
+            done += rounds
+            self.verify_observed()
+            for variant in VARIANTS:
+                self.results["ab"][f"rss_{variant}_mb_s{self.session}"] = proc_mem_mb(
+                    self.procs_by_variant[variant].pid)["VmRSS"]
+            self.stop_variants()
         table = ab_table(self.results["ab"])
         self.results["problems"] = self.problems
         self.results["noisy_runs"] = self.noisy
@@ -182,7 +221,7 @@ def ab_table(ab: dict[str, Any]) -> str:
     summary: dict[str, Any] = {}
     lines = [
         (f"observability A/B: {len(rounds)} rounds x {ab['settings']['seconds']:g} s per run, "
-         "50 connections, ABBA order"),
+         f"{ab['settings']['sessions']} sessions, 50 connections, ABBA order"),
         (f"{'mode':<12}{'off req/s':>11}{'on req/s':>10}{'on/off':>9}{'off CPU':>10}{'on CPU':>9}{'on/off':>9}"
          f"   verdict (on/off req/s >= {1 - LIMIT:.2f})"),
     ]
