@@ -8,6 +8,7 @@ under ``AppKey``s and open/close in ``cleanup_ctx``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import signal
@@ -177,6 +178,11 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # What start-up built (modules, config, app) lives as long as the process:
+    # moved out of the collector's generations, full collections stop
+    # re-scanning it under load.
+    gc.collect()
+    gc.freeze()
     if ready is not None:
         ready.set()
     try:
@@ -188,3 +194,4 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        gc.unfreeze()
