@@ -11,15 +11,15 @@ llmproxy processes, one with observability off and one with it on.
   (the proxy's stderr), as a container runtime would collect it.
 
 Both proxies are pinned to the same core and measured in turns: each round
-runs every mode against both, in ABBA order (off first in even rounds, on
-first in odd ones), so slow drift of a shared VM's speed hits both alike.
-The rounds are split over ``--ab-sessions`` (default 2) fresh pairs of
-processes launched in alternating order, so no variant always gets the
-first-started process. The figure that answers "within 10 %?" is the median over rounds
-of on/off requests/s, each ratio taken from two back-to-back runs. After the
-runs the script checks that "on" really observed: its /metrics counted every
-request it answered and its log holds one access line per request, and that
-"off" serves no /metrics at all.
+runs every mode against both, in ABBA order (off first in odd rounds, on
+first in even ones, counting from 1), so slow drift of a shared VM's speed
+hits both alike. The rounds are split over ``--ab-sessions`` (default 2)
+fresh pairs of processes launched in alternating order, so no variant always
+gets the first-started process. The figure that answers "within 10 %?" is
+the median over rounds of on/off requests/s, each ratio taken from two
+back-to-back runs. After each session the script checks that "on" really
+observed (its /metrics counted every request it answered and its log holds
+one access line per request) and that "off" serves no /metrics at all.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@
 
 Prints microseconds per call, best of a few rounds. The end-to-end figure
 (requests/s with metrics and access logs on vs off) comes from
-tests/bench/run.sh; this isolates what the observability code adds to each
-request so a regression shows up here first.
+``bash tests/bench/run.sh --observability-ab``; this isolates what the
+observability code adds to each request so a regression shows up here first.
+In a loaded server the same code costs two to three times these figures
+(cold caches between requests).
 """
 
 from __future__ import annotations
