@@ -147,9 +147,12 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     stream's binary buffer when it has one (no decode/encode round trip).
 
     On the event loop's thread, DEBUG and INFO lines are coalesced and written
-    once per loop iteration (a write syscall per access line costs more than
-    the rest of the line under load); WARNING and above, lines from other
-    threads and ``flush()`` / ``close()`` write everything out at once, in order.
+    ``BATCH_DELAY`` after the first of them, or as soon as ``BATCH_LINES`` are
+    waiting (a write syscall per access line costs more than the rest of the
+    line under load); WARNING and above, lines from other threads and
+    ``flush()`` / ``close()`` (``logging.shutdown`` at exit) write everything
+    out at once, in order. A process killed outright loses at most
+    ``BATCH_DELAY`` of INFO lines.
 
     A caller may also queue a line as a renderer and its arguments
     (``write_deferred``): it is rendered when the batch is written, with the
@@ -157,6 +160,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     keeps that code and its data hot; under load the same work spread over a
     dozen requests costs about three times as much.
     """
+
+    BATCH_DELAY = 0.02  # seconds
+    BATCH_LINES = 256
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__(stream)
@@ -178,8 +184,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def write_line(self, line: bytes, *, urgent: bool = False) -> None:
         """Queue one line (without its newline); called with the handler's lock held."""
-        self._pending.append(line)
-        if not urgent:
+        pending = self._pending
+        pending.append(line)
+        if not urgent and len(pending) < self.BATCH_LINES:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -187,7 +194,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if loop is not None:
                 if self._drain_loop is not loop:
                     self._drain_loop = loop
-                    loop.call_soon(self._drain)
+                    loop.call_later(self.BATCH_DELAY, self._drain)
                 return
         self._write_pending()
 
@@ -195,15 +202,19 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Queue the INFO line ``render(*args)`` (bytes, no newline, must not
         raise) to be rendered when the batch is written."""
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            self._pending.append((render, args))
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._write_pending()
-                return
-            if self._drain_loop is not loop:
-                self._drain_loop = loop
-                loop.call_soon(self._drain)
+            pending = self._pending
+            pending.append((render, args))
+            if len(pending) < self.BATCH_LINES:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                if loop is not None:
+                    if self._drain_loop is not loop:
+                        self._drain_loop = loop
+                        loop.call_later(self.BATCH_DELAY, self._drain)
+                    return
+            self._write_pending()
 
     def _drain(self) -> None:
         self.acquire()
@@ -444,6 +455,15 @@ class AccessLog:
         stream: bool,
         error: str | None = None,
     ) -> None:
+        self.write(request_id, method, path, model, deployment, status, duration_ms, ttft_ms, prompt_tokens,
+                   completion_tokens, retries, stream, error)
+
+    def write(
+        self, request_id: str, method: str, path: str, model: str | None, deployment: str | None, status: int,
+        duration_ms: float, ttft_ms: float | None, prompt_tokens: int | None, completion_tokens: int | None,
+        retries: int, stream: bool, error: str | None,
+    ) -> None:
+        """``log`` with positional arguments (the per-request call)."""
         logger = self._logger
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return

@@ -335,6 +335,10 @@ class Metrics:
         ``deployment`` is accepted for symmetry and not used: in-flight is
         counted per model because a retry can move the request elsewhere.
         """
+        self.started(operation, model)
+
+    def started(self, operation: str, model: str) -> None:
+        """``request_started`` with positional arguments (the per-request call)."""
         v = self._started.get((operation, model))
         if v is None:
             v = self._started_value(operation, model)
@@ -359,6 +363,14 @@ class Metrics:
         ``deployment`` answered it (or was tried last); "" when none was
         reached (no capacity, every breaker open).
         """
+        self.finished(operation, model, deployment, status, duration, ttft, stream, prompt_tokens,
+                      completion_tokens, cost)
+
+    def finished(
+        self, operation: str, model: str, deployment: str, status: int, duration: float, ttft: float | None,
+        stream: bool, prompt_tokens: int | None, completion_tokens: int | None, cost: float | None,
+    ) -> None:
+        """``request_finished`` with positional arguments (the per-request call)."""
         key = (operation, model, deployment, _STATUS_CLASSES[status // 100] if 0 < status < 600 else OTHER,
                stream)
         s = self._finished.get(key)

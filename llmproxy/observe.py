@@ -77,7 +77,7 @@ class Observation:
         """The request's model is known (a config name): it counts as started."""
         self.model = model
         self.stream = stream
-        self.metrics.request_started(model, operation=self.operation or "chat")
+        self.metrics.started(self.operation or "chat", model)
 
     def failed(self, exc: ProxyError) -> None:
         """The error the client gets (error_middleware): its code goes to the access line."""
@@ -128,8 +128,12 @@ class Observation:
         self.span.end()
 
     def attempt_succeeded(self, usage: Mapping[str, Any] | None) -> None:
-        if usage:
-            self.usage(usage)
+        if usage:  # as usage(), inlined: once per request
+            p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if p.__class__ is int:
+                self.prompt_tokens = p
+            if c.__class__ is int:
+                self.completion_tokens = c
         span = self.span
         if span is NOOP_SPAN:
             return
@@ -170,28 +174,28 @@ class Observation:
         now = self.clock()
         status = self.error_status or status
         duration = now - self.started
-        ttft = None if self.first_byte is None else self.first_byte - self.started
+        first_byte = self.first_byte
+        ttft = None if first_byte is None else first_byte - self.started
         dep = self.deployment
+        dep_id = None if dep is None else dep.id
+        model, prompt, completion = self.model, self.prompt_tokens, self.completion_tokens
         if self.operation is not None:
-            if self.model is None:
+            if model is None:
                 self.metrics.request_rejected("", status, operation=self.operation)
             else:
                 cost = None
-                if dep is not None and dep.price is not None and (self.prompt_tokens or self.completion_tokens):
-                    cost = dep.price.cost(self.prompt_tokens or 0, self.completion_tokens or 0)
-                self.metrics.request_finished(
-                    self.model, dep.id if dep is not None else "", status=status, duration=duration,
-                    ttft=ttft, stream=self.stream, prompt_tokens=self.prompt_tokens,
-                    completion_tokens=self.completion_tokens, cost=cost, operation=self.operation,
-                )
-        if access is not None and access.enabled:  # log() checks the level
-            access.log(
-                request_id=request.get(REQUEST_ID, ""), method=request.method, path=request.path,
-                model=self.model, deployment=dep.id if dep is not None else None, status=status,
-                duration_ms=duration * 1000.0, ttft_ms=None if ttft is None else ttft * 1000.0,
-                prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                retries=self.retries, stream=self.stream, error=self.error_code,
-            )
+                if dep is not None and dep.price is not None and (prompt or completion):
+                    cost = dep.price.cost(prompt or 0, completion or 0)
+                self.metrics.finished(self.operation, model, dep_id or "", status, duration, ttft, self.stream,
+                                      prompt, completion, cost)
+        if access is not None and access.enabled:  # write() checks the level
+            try:
+                rid = request[REQUEST_ID]
+            except KeyError:  # answered before error_middleware named it
+                rid = ""
+            access.write(rid, request.method, request.path, model, dep_id, status, duration * 1000.0,
+                         None if ttft is None else ttft * 1000.0, prompt, completion, self.retries, self.stream,
+                         self.error_code)
 
 
 class Unobserved(Observation):
