@@ -963,6 +963,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "in alternating rounds (tests/bench/ab_observability.py)")
     ap.add_argument("--ab-rounds", type=int, default=8, help="rounds for --observability-ab (default 8)")
     ap.add_argument("--ab-seconds", type=float, default=4.0, help="seconds per run for --observability-ab")
+    ap.add_argument("--ab-turns", action="store_true",
+                    help="--observability-ab: load one variant at a time (default: both at once on one core)")
     ap.add_argument("--ab-sessions", type=int, default=2,
                     help="fresh pairs of proxies the --observability-ab rounds are split over (default 2)")
     ap.add_argument("--out", default=str(HERE / "out"), help="where the JSON/text results go")
