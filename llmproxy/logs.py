@@ -184,8 +184,17 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def write_line(self, line: bytes, *, urgent: bool = False) -> None:
         """Queue one line (without its newline); called with the handler's lock held."""
+        self._queue(line, urgent)
+
+    def write_deferred(self, render: Render, args: tuple[Any, ...]) -> None:
+        """Queue the INFO line ``render(*args)`` (bytes, no newline, must not
+        raise) to be rendered when the batch is written."""
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self._queue((render, args), False)
+
+    def _queue(self, item: bytes | tuple[Render, tuple[Any, ...]], urgent: bool) -> None:
         pending = self._pending
-        pending.append(line)
+        pending.append(item)
         if not urgent and len(pending) < self.BATCH_LINES:
             try:
                 loop = asyncio.get_running_loop()
@@ -197,24 +206,6 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     loop.call_later(self.BATCH_DELAY, self._drain)
                 return
         self._write_pending()
-
-    def write_deferred(self, render: Render, args: tuple[Any, ...]) -> None:
-        """Queue the INFO line ``render(*args)`` (bytes, no newline, must not
-        raise) to be rendered when the batch is written."""
-        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            pending = self._pending
-            pending.append((render, args))
-            if len(pending) < self.BATCH_LINES:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    loop = None
-                if loop is not None:
-                    if self._drain_loop is not loop:
-                        self._drain_loop = loop
-                        loop.call_later(self.BATCH_DELAY, self._drain)
-                    return
-            self._write_pending()
 
     def _drain(self) -> None:
         self.acquire()

@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import bodies
@@ -251,7 +250,7 @@ class ObservabilityAB(Bench):
         self.results["noisy_runs"] = self.noisy
         print()
         print(table, flush=True)
-        self.write_ab(table)
+        self.write_out(table, name="ab-observability", latest=False)
         if self.noisy:
             print("\nWARNING: other processes were busy during some runs (alternating and pairing spread the effect "
                   "over both variants):", file=sys.stderr)
@@ -263,15 +262,6 @@ class ObservabilityAB(Bench):
         if self.args.check_targets and any(s["verdict"] == "FAIL" for s in self.results["ab"]["summary"].values()):
             return 2
         return 0
-
-    def write_ab(self, table: str) -> None:
-        out = Path(self.args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        (out / f"ab-observability-{stamp}.json").write_text(json.dumps(self.results, indent=2, default=str))
-        (out / f"ab-observability-{stamp}.txt").write_text(table + "\n")
-        log(f"wrote {out / f'ab-observability-{stamp}.json'}")
-
 
 def ab_table(ab: dict[str, Any]) -> str:
     """Per mode: medians of off and on, and the medians of the per-round ratios.

@@ -695,17 +695,18 @@ class Bench:
             return 2
         return 0
 
-    def write_out(self, table: str) -> None:
+    def write_out(self, table: str, name: str = "bench", latest: bool = True) -> None:
+        """``<name>-<time>.json`` (and ``.txt`` with the table) in --out; ``latest.*`` too."""
         out = Path(self.args.out)
         out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         data = json.dumps(self.results, indent=2, default=str)
-        (out / f"bench-{stamp}.json").write_text(data)
-        (out / "latest.json").write_text(data)
-        if table:
-            (out / f"bench-{stamp}.txt").write_text(table + "\n")
-            (out / "latest.txt").write_text(table + "\n")
-        log(f"wrote {out / f'bench-{stamp}.json'}")
+        names = [f"{name}-{stamp}"] + (["latest"] if latest else [])
+        for n in names:
+            (out / f"{n}.json").write_text(data)
+            if table:
+                (out / f"{n}.txt").write_text(table + "\n")
+        log(f"wrote {out / f'{names[0]}.json'}")
 
 
 _JSON_ERROR = re.compile(rb'^\{"ts":"[^"]*","level":"(?:error|critical)"')
