@@ -225,7 +225,10 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         for i, item in enumerate(pending):
             if item.__class__ is tuple:
                 render, args = item  # type: ignore[misc]
-                pending[i] = render(*args)
+                try:
+                    pending[i] = render(*args)
+                except Exception:  # noqa: BLE001 - one bad line must not take the batch with it
+                    pending[i] = b'{"level":"error","logger":"llmproxy.logs","msg":"a log line could not be rendered"}'
         pending.append(b"")
         data = b"\n".join(pending)  # type: ignore[arg-type]  # every item is bytes now
         stream = self.stream
@@ -486,7 +489,7 @@ class AccessLog:
             record = self._record(now)
             record.fields = _access_fields(request_id, method, path, model, deployment, status, duration_ms,
                                            ttft_ms, prompt_tokens, completion_tokens, retries, stream, error)
-            handler.filters[0].filter(record)  # the RedactingFilter (_direct_handler checked)
+            handler.filters[0].filter(record)  # type: ignore[union-attr]  # the RedactingFilter (_direct_handler checked)
             return fmt.format_bytes(record)
 
     def _line(

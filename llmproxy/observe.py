@@ -128,7 +128,7 @@ class Observation:
         self.span.end()
 
     def attempt_succeeded(self, usage: Mapping[str, Any] | None) -> None:
-        if usage:  # as usage(), inlined: once per request
+        if usage:  # OpenAI-shaped: prompt_tokens, completion_tokens (ints; bools are not counts)
             p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
             if p.__class__ is int:
                 self.prompt_tokens = p
@@ -142,16 +142,6 @@ class Observation:
         if self.completion_tokens is not None:
             span.set_attribute("gen_ai.usage.output_tokens", self.completion_tokens)
         span.end()
-
-    def usage(self, usage: Mapping[str, Any] | None) -> None:
-        """OpenAI-shaped usage (``prompt_tokens``, ``completion_tokens``)."""
-        if not usage:
-            return
-        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(p, int) and not isinstance(p, bool):
-            self.prompt_tokens = p
-        if isinstance(c, int) and not isinstance(c, bool):
-            self.completion_tokens = c
 
     def first_byte_sent(self) -> None:
         if self.first_byte is None:
@@ -227,9 +217,6 @@ class Unobserved(Observation):
         pass
 
     def attempt_succeeded(self, usage: Mapping[str, Any] | None) -> None:
-        pass
-
-    def usage(self, usage: Mapping[str, Any] | None) -> None:
         pass
 
     def first_byte_sent(self) -> None:

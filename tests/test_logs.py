@@ -522,3 +522,22 @@ def test_json_line_with_values_orjson_cannot_write_keeps_the_rest_typed(root_log
     (line,) = lines(stream)
     assert line["big"] == str(2**70) and line["n"] == 3 and line["7"] == "seven" and line["ok"] is True
     assert line["msg"] == "odd"
+
+
+def test_a_deferred_line_that_fails_to_render_does_not_take_the_batch_with_it(root_logging: None) -> None:
+    stream = io.StringIO()
+    handler = setup_logging("info", "json", Redactor(), stream=stream, exclusive=True)
+
+    def broken() -> bytes:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        logging.getLogger("llmproxy.t").info("before")
+        handler.write_deferred(broken, ())
+        AccessLog().log(**access_kwargs())  # type: ignore[arg-type]
+        handler.flush()
+
+    asyncio.run(main())
+    assert [(d["logger"], d["msg"]) for d in lines(stream)] == [
+        ("llmproxy.t", "before"), ("llmproxy.logs", "a log line could not be rendered"),
+        ("llmproxy.access", "request")]
