@@ -120,8 +120,8 @@ async def test_sigterm_drains_an_in_flight_stream_then_exits_0(tmp_path: Path, f
         _, err = await proc.communicate()
         assert code == 0, err.decode()
         assert b"draining" in err
-        # INFO lines are batched: the last ones (the stream's access line,
-        # "stopped") are still written when the process exits.
+        # INFO lines are written in batches: the last ones (the stream's
+        # access line, "stopped") are still written when the process exits.
         records = [orjson.loads(line) for line in err.splitlines() if line.startswith(b"{")]
         access = [r for r in records if r.get("logger") == "llmproxy.access"]
         assert [(r["status"], r["stream"], r["model"]) for r in access] == [(200, True, "gpt-4o")]

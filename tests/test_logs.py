@@ -474,7 +474,7 @@ def test_access_line_direct_path_bounds_its_pre_rendered_parts(root_logging: Non
     assert len(got) == 3000 and got[-1]["path"] == "/v1/nope/2999"
 
 
-def test_info_lines_are_batched_warnings_and_full_batches_at_once(root_logging: None) -> None:
+def test_info_lines_are_written_once_per_loop_iteration_warnings_at_once(root_logging: None) -> None:
     stream = io.StringIO()
     handler = setup_logging("info", "json", Redactor(), stream=stream, exclusive=True)
     log = logging.getLogger("llmproxy.t")
@@ -482,37 +482,25 @@ def test_info_lines_are_batched_warnings_and_full_batches_at_once(root_logging: 
     def count() -> int:
         return len(stream.getvalue().splitlines())
 
-    async def until(n: int) -> None:
-        # The batch goes out BATCH_DELAY after its first line: wait for it, not a fixed sleep.
-        for _ in range(5000):
-            if count() >= n:
-                return
-            await asyncio.sleep(0.001)
-        raise AssertionError(f"{count()} lines written, waited for {n}")
-
     async def main() -> list[int]:
         seen = []
         log.info("one")
         AccessLog().log(**access_kwargs())  # type: ignore[arg-type]
+        seen.append(count())  # nothing written yet
         await asyncio.sleep(0)
-        seen.append(count())  # nothing written yet: a loop iteration is not enough
-        await until(2)
-        seen.append(count())  # the batch: both
+        seen.append(count())  # the loop wrote both (the access line rendered then)
         log.info("three")
         log.warning("four")  # urgent: everything pending goes now, in order
         seen.append(count())
         log.info("five")
         handler.flush()
         seen.append(count())
-        for i in range(handler.BATCH_LINES):  # a full batch is written without waiting
-            log.info("many %d", i)
-        seen.append(count())
         return seen
 
-    assert asyncio.run(main()) == [0, 2, 4, 5, 5 + handler.BATCH_LINES]
-    assert [d["msg"] for d in lines(stream)][:5] == ["one", "request", "three", "four", "five"]
+    assert asyncio.run(main()) == [0, 2, 4, 5]
+    assert [d["msg"] for d in lines(stream)] == ["one", "request", "three", "four", "five"]
     log.info("no loop: written at once")
-    assert count() == 6 + handler.BATCH_LINES
+    assert count() == 6
 
 
 def test_json_line_with_values_orjson_cannot_write_keeps_the_rest_typed(root_logging: None) -> None:
