@@ -24,7 +24,6 @@ line per request) and that "off" serves no /metrics at all.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -45,7 +44,7 @@ from bench import (
     free_port,
     http_request,
     log,
-    pin_cmd,
+    parse_wrk,
     proc_cpu_seconds,
     proc_mem_mb,
     proxy_log_errors,
@@ -157,22 +156,15 @@ class ObservabilityAB(Bench):
                 t0 = time.monotonic()
                 for variant in VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]:
                     url = f"http://127.0.0.1:{self.ports[variant]}{PROXY_PATH}"
-                    cmd = pin_cmd(self.other_core, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(secs))}s",
-                                                    "--timeout", "10s", "-s", str(self.tmp / f"{mode}.lua"), url])
+                    cmd = self.wrk_cmd(mode, conns, secs, url)
                     procs[variant] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 outs = {v: p.communicate(timeout=secs + 60) for v, p in procs.items()}
                 wall = time.monotonic() - t0
                 cpu1 = {v: proc_cpu_seconds(self.procs_by_variant[v].pid) for v in VARIANTS}
                 parts = []
                 for variant in VARIANTS:
-                    out, err = outs[variant]
-                    m = re.search(r"^BENCHJSON (\{.*\})$", out, re.MULTILINE)
-                    if procs[variant].returncode != 0 or not m:
-                        raise BenchError(f"wrk ({variant}) failed: {err or out}")
-                    d = json.loads(m.group(1))
-                    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
-                    failed = (int(non2xx.group(1)) if non2xx else 0) + sum(
-                        d[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+                    d, non2xx, errors = parse_wrk(procs[variant].returncode, *outs[variant])
+                    failed = non2xx + sum(errors.values())
                     requests, cpu = d["requests"], cpu1[variant] - cpu0[variant]
                     self.answered[variant] += requests
                     if failed:

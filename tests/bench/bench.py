@@ -454,12 +454,15 @@ class Bench:
 
     # -- wrk
 
+    def wrk_cmd(self, mode: str, conns: int, duration: float, url: str) -> list[str]:
+        """wrk (one thread, pinned off the proxy's core) POSTing ``mode``'s request to ``url``."""
+        return pin_cmd(self.other_core, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
+                                         "--timeout", "10s", "-s", str(self.tmp / f"{mode}.lua"), url])
+
     def wrk(self, target: str, mode: str, conns: int, duration: float, label: str = "") -> WrkResult:
         url = (f"http://127.0.0.1:{self.upstream_port}{UPSTREAM_PATH[mode]}" if target == "direct"
                else f"http://127.0.0.1:{self.proxy_port}{PROXY_PATH}")
-        script = self.tmp / f"{mode}.lua"
-        cmd = pin_cmd(self.other_core, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
-                                        "--timeout", "10s", "-s", str(script), url])
+        cmd = self.wrk_cmd(mode, conns, duration, url)
         pid = self.proxy_pid if target == "llmproxy" else None
         ours0 = self.our_cpu_seconds()
         busy0 = core_busy_seconds()["all"]
@@ -470,14 +473,7 @@ class Bench:
         cpu1 = proc_cpu_seconds(pid) if pid else 0.0
         busy1 = core_busy_seconds()["all"]
         ours1 = self.our_cpu_seconds()
-        if proc.returncode != 0:
-            raise BenchError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-        m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
-        if not m:
-            raise BenchError(f"wrk printed no BENCHJSON line:\n{proc.stdout}\n{proc.stderr}")
-        d = json.loads(m.group(1))
-        non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", proc.stdout)
-        errors = {k[4:]: d[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")}
+        d, non2xx, errors = parse_wrk(proc.returncode, proc.stdout, proc.stderr)
         requests = d["requests"]
         dur = d["duration_us"] / 1e6
         r = WrkResult(
@@ -486,7 +482,7 @@ class Bench:
             p50_ms=d["p50_us"] / 1000, p90_ms=d["p90_us"] / 1000, p99_ms=d["p99_us"] / 1000,
             p999_ms=d["p999_us"] / 1000, mean_ms=d["lat_mean_us"] / 1000, max_ms=d["lat_max_us"] / 1000,
             bytes_per_response=d["bytes"] / requests if requests else 0.0,
-            errors=errors, non_2xx_3xx=int(non2xx.group(1)) if non2xx else 0, raw=proc.stdout,
+            errors=errors, non_2xx_3xx=non2xx, raw=proc.stdout,
         )
         # Anything else busy on the machine (other people's tests...) skews the figures.
         r.foreign_cpu = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / wall) if wall else None
@@ -707,6 +703,19 @@ class Bench:
             if table:
                 (out / f"{n}.txt").write_text(table + "\n")
         log(f"wrote {out / f'{names[0]}.json'}")
+
+
+def parse_wrk(returncode: int, stdout: str, stderr: str) -> tuple[dict[str, Any], int, dict[str, int]]:
+    """wrk's BENCHJSON figures, its non-2xx/3xx count and its socket errors by kind."""
+    if returncode != 0:
+        raise BenchError(f"wrk failed ({returncode}): {stderr or stdout}")
+    m = re.search(r"^BENCHJSON (\{.*\})$", stdout, re.MULTILINE)
+    if not m:
+        raise BenchError(f"wrk printed no BENCHJSON line:\n{stdout}\n{stderr}")
+    d = json.loads(m.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", stdout)
+    errors = {k[4:]: d[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")}
+    return d, int(non2xx.group(1)) if non2xx else 0, errors
 
 
 _JSON_ERROR = re.compile(rb'^\{"ts":"[^"]*","level":"(?:error|critical)"')
