@@ -265,11 +265,10 @@ class Observers:
     (``bind``) instead of four app lookups per request. An app without one
     (a test's) or not yet bound is looked up per request."""
 
-    __slots__ = ("access", "bound", "metrics", "proxy", "tracer")
+    __slots__ = ("access", "metrics", "proxy", "tracer")
 
     def __init__(self) -> None:
-        self.bound = False
-        self.metrics: Metrics | None = None
+        self.metrics: Metrics | None = None  # set by bind()
         self.tracer: Tracer = NOOP_TRACER
         self.access: AccessLog | None = None
         self.proxy: Any = None  # runtime.Proxy: its live config says whether metrics are on
@@ -279,7 +278,6 @@ class Observers:
         self.tracer = app.get(TRACER, NOOP_TRACER)
         self.access = app.get(ACCESS_LOG)
         self.proxy = app.get(PROXY)
-        self.bound = True
         return self
 
     def off(self) -> bool:
@@ -299,16 +297,14 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     app = request.app
     observers = app.get(OBSERVERS)
-    if observers is None or not observers.bound:
+    if observers is None or observers.metrics is None:  # not bound (yet)
         observers = Observers().bind(app)
     if observers.off():
         request[OBSERVATION] = UNOBSERVED
         return await handler(request)
     tracer = observers.tracer
     # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds.
-    metrics = observers.metrics
-    assert metrics is not None  # bound
-    obs = Observation(metrics, tracer, OPERATIONS.get(path), time.perf_counter)
+    obs = Observation(observers.metrics, tracer, OPERATIONS.get(path), time.perf_counter)  # type: ignore[arg-type]
     request[OBSERVATION] = obs
     if tracer.enabled:
         return await _traced(request, handler, obs, tracer, observers.access)
