@@ -21,15 +21,18 @@ from typing import Any
 
 import yaml
 
+from .sse import DEFAULT_MAX_EVENT
+
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
+DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024
 
 # Keys that every provider accepts, and the extra keys each provider type
 # understands with the kind of value each takes ("str", "number" (> 0),
 # "number0" (>= 0), "int" (> 0), "bool", "list" of strings). A provider module
 # that needs a setting adds it here, so a misspelling is still an error.
 COMMON_PROVIDER_KEYS = frozenset(
-    {"type", "base_url", "api_key", "api_key_file", "headers", "timeouts"}
+    {"type", "base_url", "api_key", "api_key_file", "headers", "timeouts", "limits"}
 )
 PROVIDER_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
@@ -86,6 +89,14 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """Bounds on what an upstream may send back (sizes after decompression)."""
+
+    max_response_size: int = DEFAULT_MAX_RESPONSE  # a whole non-stream answer (or error body)
+    max_event_size: int = DEFAULT_MAX_EVENT  # one stream event: SSE event, NDJSON line, eventstream frame
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
     type: str
@@ -93,6 +104,7 @@ class ProviderConfig:
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     timeouts: Timeouts = Timeouts()
+    limits: BodyLimits = BodyLimits()
     # Type-specific settings (validated against PROVIDER_TYPES).
     # repr=False: options may hold credentials (aws_secret_access_key).
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
@@ -225,6 +237,7 @@ class Config:
     models: Mapping[str, ModelConfig]
     timeouts: Timeouts
     pool: UpstreamPoolConfig
+    limits: BodyLimits = BodyLimits()
     admin: AdminConfig = AdminConfig()
     reload: ReloadConfig = ReloadConfig()
     retry: RetryConfig = RetryConfig()

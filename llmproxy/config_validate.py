@@ -24,6 +24,7 @@ from .config import (
     PROVIDER_TYPES,
     STRATEGIES,
     AdminConfig,
+    BodyLimits,
     BreakerConfig,
     Config,
     DeploymentConfig,
@@ -155,9 +156,11 @@ class Validator:
         if not isinstance(doc, dict):
             return None
         defaults = self.mapping(
-            top.get("defaults"), "defaults", {"timeouts", "upstream", "retry", "breaker", "queue_timeout"}
+            top.get("defaults"), "defaults", {"timeouts", "upstream", "retry", "breaker", "queue_timeout",
+                                          "limits"}
         )
         timeouts = self.timeouts(defaults.get("timeouts"), "defaults.timeouts", Timeouts())
+        limits = self.body_limits(defaults.get("limits"), "defaults.limits", BodyLimits())
         pool = self.pool(defaults.get("upstream"), "defaults.upstream")
         self.retry_defaults = self.retry(defaults.get("retry"), "defaults.retry", RetryConfig())
         self.breaker_defaults = self.breaker(defaults.get("breaker"), "defaults.breaker", BreakerConfig())
@@ -165,7 +168,7 @@ class Validator:
             defaults.get("queue_timeout"), "defaults.queue_timeout", 5.0, positive=False
         )
         server = self.server(top.get("listen"), top.get("server"))
-        providers = self.providers(top.get("providers"), timeouts)
+        providers = self.providers(top.get("providers"), timeouts, limits)
         models = self.models(top.get("models"), providers)
         admin = self.mapping(top.get("admin"), "admin", {"token"})
         rl = self.mapping(top.get("reload"), "reload", {"enabled", "debounce", "poll_interval"})
@@ -187,6 +190,7 @@ class Validator:
             models=MappingProxyType(models),
             timeouts=timeouts,
             pool=pool,
+            limits=limits,
             source=source,
             sha256=sha,
         )
@@ -251,6 +255,14 @@ class Validator:
             first_byte=self.number(t.get("first_byte"), f"{path}.first_byte", base.first_byte),
             idle=self.number(t.get("idle"), f"{path}.idle", base.idle),
             total=self.number(t.get("total"), f"{path}.total", base.total),
+        )
+
+    def body_limits(self, node: Any, path: str, base: BodyLimits) -> BodyLimits:
+        b = self.mapping(node, path, {"max_response_size", "max_event_size"})
+        return BodyLimits(
+            max_response_size=self.size(b.get("max_response_size"), f"{path}.max_response_size",
+                                        base.max_response_size),
+            max_event_size=self.size(b.get("max_event_size"), f"{path}.max_event_size", base.max_event_size),
         )
 
     def retry(self, node: Any, path: str, base: RetryConfig) -> RetryConfig:
@@ -328,7 +340,7 @@ class Validator:
             api_keys=frozenset(keys),
         )
 
-    def providers(self, node: Any, timeouts: Timeouts) -> dict[str, ProviderConfig]:
+    def providers(self, node: Any, timeouts: Timeouts, limits: BodyLimits) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
         if node is None:
             self.fail("providers", "is required: name at least one provider")
@@ -381,6 +393,7 @@ class Validator:
                 api_key=api_key,
                 headers=MappingProxyType(headers),
                 timeouts=self.timeouts(p.get("timeouts"), f"{path}.timeouts", timeouts),
+                limits=self.body_limits(p.get("limits"), f"{path}.limits", limits),
                 options=MappingProxyType(options),
             )
         return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .config import Config, Timeouts
+from .config import BodyLimits, Config, Timeouts
 
 
 def describe_routes(config: Config) -> str:
@@ -53,6 +53,9 @@ def redacted_view(config: Config) -> dict[str, Any]:
     def timeouts(t: Timeouts) -> dict[str, float]:
         return {"connect": t.connect, "first_byte": t.first_byte, "idle": t.idle, "total": t.total}
 
+    def limits(b: BodyLimits) -> dict[str, int]:
+        return {"max_response_size": b.max_response_size, "max_event_size": b.max_event_size}
+
     providers = {}
     for name, p in config.providers.items():
         providers[name] = {
@@ -61,6 +64,7 @@ def redacted_view(config: Config) -> dict[str, Any]:
             "api_key": REDACTED if p.api_key else None,
             "headers": {k: REDACTED for k in p.headers},
             "timeouts": timeouts(p.timeouts),
+            "limits": limits(p.limits),
             **{
                 k: (REDACTED if _SECRET_OPTION.search(k) and v else v)
                 for k, v in p.options.items()
@@ -89,6 +93,7 @@ def redacted_view(config: Config) -> dict[str, Any]:
                    "poll_interval": config.reload.poll_interval},
         "defaults": {
             "timeouts": timeouts(config.timeouts),
+            "limits": limits(config.limits),
             "upstream": {"limit": config.pool.limit, "limit_per_host": config.pool.limit_per_host,
                          "keepalive_timeout": config.pool.keepalive_timeout},
         },

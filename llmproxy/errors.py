@@ -11,6 +11,7 @@
         ├── UpstreamStatusError     the provider answered with an error status
         ├── UpstreamUnreachable     502: connect refused, reset, DNS, TLS
         ├── UpstreamProtocolError   502: garbage body, stream cut short
+        │   └── UpstreamTooLarge    502: an answer or one stream event past its size limit
         └── UpstreamTimeout         504: connect / first byte / idle / total
 
 Upstream errors carry ``retryable`` so the router can decide to try another
@@ -139,6 +140,14 @@ class UpstreamUnreachable(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_bad_response"
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """An upstream answer (``upstream_response_too_large``) or one stream
+    event (``upstream_event_too_large``) exceeded its configured limit.
+    Raised by the pure decoders too: this module imports no I/O."""
+
+    code = "upstream_response_too_large"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .errors import UpstreamTooLarge
+
 DONE = b"data: [DONE]\n\n"
+DEFAULT_MAX_EVENT = 1024 * 1024  # limits.max_event_size's default (config.BodyLimits)
 
 
 class SSEEvent(NamedTuple):
@@ -22,59 +25,81 @@ class SSEEvent(NamedTuple):
 
 
 class SSEDecoder:
-    __slots__ = ("_buf",)
+    """Invariants: ``_buf`` holds only ``\\n`` line ends (a CR is turned into
+    LF as it arrives; ``_cr`` remembers that one just was, so the LF of its
+    CRLF is dropped), and ``_buf[:_scanned]`` holds no ``\\n\\n``: each byte is
+    normalised and searched once, so a stream that never ends an event costs
+    linear time, and ``max_event_size`` bounds the buffer."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_buf", "_scanned", "_cr", "_max")
+
+    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
         self._buf = bytearray()
+        self._scanned = 0
+        self._cr = False
+        self._max = max_event_size
 
     def feed(self, data: bytes) -> list[SSEEvent]:
+        if not data:
+            return []
         buf = self._buf
-        held_cr = bool(buf) and buf[-1] == 13
+        if self._cr and data[:1] == b"\n":
+            data = data[1:]  # the LF of a CRLF whose CR ended the last read
+        self._cr = data[-1:] == b"\r"
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf += data
-        if held_cr or b"\r" in data:
-            _normalize_newlines(buf)
-        end = buf.rfind(b"\n\n")
+        # Back one byte: the "\n\n" may straddle the previous read.
+        end = buf.rfind(b"\n\n", max(self._scanned - 1, 0))
         if end < 0:
+            self._scanned = len(buf)
+            if len(buf) > self._max:
+                raise self._too_large()
             return []
         block = bytes(buf[: end + 2])
         del buf[: end + 2]
-        return _parse_block(block)
+        self._scanned = len(buf)  # rfind found the last "\n\n": none is left
+        if len(buf) > self._max:
+            raise self._too_large()
+        return _parse_block(block, self._max)
+
+    def _too_large(self) -> UpstreamTooLarge:
+        return too_large_event("server-sent event", self._max)
 
     def finish(self) -> list[SSEEvent]:
         """Flush an event the stream ended without terminating (lenient, like browsers are not)."""
         if not self._buf.strip():
             self._buf.clear()
+            self._scanned = 0
             return []
         block = bytes(self._buf) + b"\n\n"
         self._buf.clear()
-        return _parse_block(block)
+        self._scanned = 0
+        return _parse_block(block, self._max)
 
     @property
     def empty(self) -> bool:
         """Nothing buffered: the next feed starts at an event boundary."""
-        return not self._buf
+        return not self._buf and not self._cr
 
     @property
     def pending(self) -> bool:
         return bool(self._buf.strip())
 
 
-def _normalize_newlines(buf: bytearray) -> None:
-    # A trailing "\r" may be the first half of a "\r\n" split across reads:
-    # leave it for the next feed.
-    tail = buf.endswith(b"\r")
-    if tail:
-        del buf[-1]
-    buf[:] = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if tail:
-        buf += b"\r"
+def too_large_event(what: str, limit: int) -> UpstreamTooLarge:
+    return UpstreamTooLarge(
+        f"upstream sent a {what} larger than {limit} bytes (limits.max_event_size)", code="upstream_event_too_large"
+    )
 
 
-def _parse_block(block: bytes) -> list[SSEEvent]:
+def _parse_block(block: bytes, limit: int) -> list[SSEEvent]:
     events: list[SSEEvent] = []
     for raw in block.split(b"\n\n"):
         if not raw:
             continue
+        if len(raw) >= limit:  # the event with its last line end is past the limit
+            raise too_large_event("server-sent event", limit)
         # Fast path: the usual single-line "data: {...}" event.
         if raw.startswith(b"data: ") and b"\n" not in raw:
             events.append(SSEEvent(None, raw[6:]))

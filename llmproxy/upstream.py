@@ -6,6 +6,7 @@
 
     refused / reset / DNS / TLS   → UpstreamUnreachable (502)
     malformed HTTP, cut body      → UpstreamProtocolError (502)
+    body past limits.max_response_size (inflated) → UpstreamTooLarge (502)
     connect / first byte / idle / total exceeded → UpstreamTimeout (504)
 
 Timeouts are enforced by one ``Deadline`` per request: a single timer that
@@ -32,6 +33,7 @@ from .errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnreachable,
 )
 from .providers import mock
@@ -146,18 +148,37 @@ class UpstreamResponse(Protocol):
 class HTTPResponse:
     """An aiohttp response behind our deadline and error mapping."""
 
-    __slots__ = ("_resp", "_deadline", "status", "headers")
+    __slots__ = ("_resp", "_deadline", "_max", "status", "headers")
 
-    def __init__(self, resp: aiohttp.ClientResponse, deadline: Deadline) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, deadline: Deadline, max_size: int) -> None:
         self._resp = resp
         self._deadline = deadline
+        self._max = max_size
         self.status = resp.status
         self.headers = resp.headers
 
     async def read(self) -> bytes:
+        """The whole body, at most ``max_size`` bytes after decompression.
+
+        Read piece by piece rather than with ``ClientResponse.read()`` so
+        the count stops a body (or a gzip bomb: aiohttp inflates in
+        ``content`` under back-pressure) at the limit, never in memory whole.
+        """
         deadline = self._deadline
+        limit = self._max
         try:
-            data = await self._resp.read()
+            declared = self._resp.content_length
+            if declared is not None and declared > limit:
+                raise _too_large(f"declares Content-Length {declared}, above", limit)
+            content = self._resp.content
+            pieces: list[bytes] = []
+            size = 0
+            while piece := await content.readany():
+                size += len(piece)
+                if size > limit:
+                    raise _too_large("is larger than", limit)
+                pieces.append(piece)
+            data = b"".join(pieces)
         except asyncio.CancelledError:
             if (err := deadline.timed_out()) is not None:
                 raise err from None
@@ -271,7 +292,7 @@ class Upstream:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             deadline.cancel()
             raise _map_client_error(exc) from None
-        return HTTPResponse(resp, deadline)
+        return HTTPResponse(resp, deadline, dep.provider.limits.max_response_size)
 
     def _connect_timeout(self, connect: float) -> aiohttp.ClientTimeout:
         t = self._client_timeouts.get(connect)
@@ -294,6 +315,10 @@ def _map_client_error(exc: BaseException) -> UpstreamError:
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamProtocolError(f"upstream sent a malformed HTTP response: {_describe(exc)}")
     return UpstreamUnreachable(f"upstream connection failed: {_describe(exc)}")
+
+
+def _too_large(what: str, limit: int) -> UpstreamTooLarge:
+    return UpstreamTooLarge(f"upstream answer {what} the limit of {limit} bytes (limits.max_response_size)")
 
 
 def _describe(exc: BaseException) -> str:

@@ -40,7 +40,7 @@ import orjson
 
 from ..config import DeploymentConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from ..sse import DONE, SSEDecoder, SSEEvent
+from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder, SSEEvent
 from . import answers as a
 from . import translate as t
 from .base import (
@@ -318,8 +318,8 @@ class AnthropicStream:
     __slots__ = ("_decoder", "_ctx", "_chunks", "_tools", "_args_seen", "_start_input", "_usage",
                  "usage", "done")
 
-    def __init__(self, ctx: CallContext) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, ctx: CallContext, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
+        self._decoder = SSEDecoder(max_event_size)
         self._ctx = ctx
         self._chunks: a.Chunks | None = None
         self._tools: dict[Any, int] = {}  # Anthropic block index → OpenAI tool_calls index
@@ -458,7 +458,7 @@ class AnthropicAdapter:
         return orjson.dumps(out), out.get("usage")
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> AnthropicStream:
-        return AnthropicStream(ctx)
+        return AnthropicStream(ctx, dep.provider.limits.max_event_size)
 
     def embeddings_request(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> UpstreamRequest:
         raise InvalidRequest(

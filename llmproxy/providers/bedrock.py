@@ -283,7 +283,7 @@ class ConverseStreamTranslator(a.EventStream):
 
     def __init__(self, dep: DeploymentConfig, ctx: CallContext) -> None:
         super().__init__(a.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage))
-        self._decoder = EventStreamDecoder()
+        self._decoder = EventStreamDecoder(dep.provider.limits.max_event_size)
         self._tools: dict[int, int] = {}  # contentBlockIndex → OpenAI tool_calls index
         self._stopped = False
 

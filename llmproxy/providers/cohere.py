@@ -155,7 +155,7 @@ class CohereStreamTranslator(a.EventStream):
 
     def __init__(self, dep: DeploymentConfig, ctx: CallContext) -> None:
         super().__init__(a.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage))
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(dep.provider.limits.max_event_size)
         self._tools: dict[Any, int] = {}  # Cohere tool-call index → OpenAI tool_calls index
 
     def _decode(self, data: bytes) -> Iterator[dict[str, Any]]:

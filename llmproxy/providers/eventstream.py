@@ -12,7 +12,9 @@ complete. The wire layout, big-endian (botocore ``eventstream.py``, and the
 Invariants: a corrupted prelude is rejected as soon as its 12 bytes have
 arrived, before its length is trusted, so a damaged frame is an error at
 once, never a wait for bytes that will not come; a message is only returned
-once its CRC checked out; lengths are bounded like botocore bounds them.
+once its CRC checked out; lengths are bounded like botocore bounds them,
+and a declared total length above ``max_message_size`` (the provider's
+``limits.max_event_size``) is refused from the prelude, before buffering it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import struct
 import zlib
 from typing import NamedTuple, Union
 
-from ..errors import UpstreamProtocolError
+from ..errors import UpstreamProtocolError, UpstreamTooLarge
+from ..sse import DEFAULT_MAX_EVENT
 
 # Types 0/1 → bool, 2-5 → int, 8 (timestamp) → int milliseconds, 6 and 9
 # (uuid) → bytes, 7 → str: the same values botocore's decoder returns.
@@ -49,11 +52,12 @@ class EventStreamError(UpstreamProtocolError):
 
 
 class EventStreamDecoder:
-    __slots__ = ("_buf", "_checked")
+    __slots__ = ("_buf", "_checked", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_message_size: int = DEFAULT_MAX_EVENT) -> None:
         self._buf = bytearray()
         self._checked = False  # the prelude at the head of _buf passed its CRC
+        self._max = max_message_size
 
     def feed(self, data: bytes) -> list[EventStreamMessage]:
         buf = self._buf
@@ -63,6 +67,12 @@ class EventStreamDecoder:
             total, headers_len, prelude_crc = _PRELUDE.unpack_from(buf)
             if not self._checked:
                 _check_prelude(buf, total, headers_len, prelude_crc)
+                if total > self._max:
+                    raise UpstreamTooLarge(
+                        f"upstream sent an event-stream message of {total} bytes; the limit is {self._max}"
+                        " (limits.max_event_size)",
+                        code="upstream_event_too_large",
+                    )
                 self._checked = True
             if len(buf) < total:
                 break

@@ -62,7 +62,7 @@ class GeminiAdapter:
         return orjson.dumps(out), out.get("usage")
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> GeminiStream:
-        return GeminiStream(ctx, dep.model)
+        return GeminiStream(ctx, dep.model, dep.provider.limits.max_event_size)
 
     def embeddings_request(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> UpstreamRequest:
         return UpstreamRequest(

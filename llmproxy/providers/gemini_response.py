@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..errors import UpstreamProtocolError, UpstreamStatusError
-from ..sse import DONE, SSEDecoder, SSEEvent
+from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder, SSEEvent
 from . import answers as a
 from . import translate as t
 from .base import CallContext, encode_chunks, error_body, parse_retry_after
@@ -157,8 +157,8 @@ class GeminiStream:
 
     __slots__ = ("_decoder", "_ctx", "_model", "_chunks", "_base", "_candidates", "_blocked", "_usage", "usage")
 
-    def __init__(self, ctx: CallContext, model: str) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, ctx: CallContext, model: str, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
+        self._decoder = SSEDecoder(max_event_size)
         self._ctx = ctx
         self._model = model
         self._chunks: a.Chunks | None = None

@@ -23,6 +23,7 @@ import orjson
 
 from ..config import DeploymentConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from ..sse import too_large_event
 from . import answers as a
 from . import translate as t
 from .base import CallContext, UpstreamRequest, bearer_headers
@@ -158,11 +159,15 @@ def _load_line(line: bytes) -> dict[str, Any]:
 class NDJSONChatTranslator(a.EventStream):
     """Ollama's NDJSON chat stream → OpenAI SSE chunks, one line at a time."""
 
-    __slots__ = ("_buf", "_request_id", "_started", "_tools")
+    # Invariant: ``_buf[:_scanned]`` holds no newline, so each byte is searched
+    # once however long a line grows, and a line is refused past max_event_size.
+    __slots__ = ("_buf", "_scanned", "_max", "_request_id", "_started", "_tools")
 
     def __init__(self, dep: DeploymentConfig, ctx: CallContext) -> None:
         super().__init__(a.Chunks(f"chatcmpl-{ctx.request_id}", ctx.created, dep.model, ctx.include_usage))
         self._buf = bytearray()
+        self._scanned = 0
+        self._max = dep.provider.limits.max_event_size
         self._request_id = ctx.request_id
         self._tools = 0
         self._started = False
@@ -170,14 +175,22 @@ class NDJSONChatTranslator(a.EventStream):
     def _decode(self, data: bytes) -> Iterator[dict[str, Any]]:
         buf = self._buf
         buf += data
-        end = buf.rfind(b"\n")
+        end = buf.rfind(b"\n", self._scanned)
         if end < 0:
+            self._scanned = len(buf)
+            if len(buf) > self._max:
+                raise too_large_event("NDJSON line", self._max)
             return
         lines = bytes(buf[: end + 1]).split(b"\n")
         del buf[: end + 1]
+        self._scanned = len(buf)
+        if len(buf) > self._max:
+            raise too_large_event("NDJSON line", self._max)
         for line in lines:
             if self.done:
                 return  # nothing after "done": true is part of the answer
+            if len(line) >= self._max:  # the line with its newline is past the limit
+                raise too_large_event("NDJSON line", self._max)
             if line.strip():
                 yield _load_line(line)
 

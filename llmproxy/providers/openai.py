@@ -19,7 +19,7 @@ import orjson
 
 from ..config import DeploymentConfig
 from ..errors import UpstreamProtocolError, UpstreamStatusError
-from ..sse import DONE, SSEDecoder
+from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder
 from .base import (
     CallContext,
     UpstreamRequest,
@@ -96,7 +96,9 @@ class OpenAIAdapter:
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> OpenAIStreamRelay:
         # Azure opens streams with a content-filter chunk whose "choices" is
         # empty; clients that index choices[0] crash on it, so drop it.
-        return OpenAIStreamRelay(drop_empty_choices=dep.provider.type == "azure")
+        return OpenAIStreamRelay(
+            drop_empty_choices=dep.provider.type == "azure", max_event_size=dep.provider.limits.max_event_size
+        )
 
     def embeddings_request(
         self, dep: DeploymentConfig, body: Mapping[str, Any]
@@ -158,17 +160,20 @@ class OpenAIStreamRelay:
     ``[DONE]``.
     """
 
-    __slots__ = ("_decoder", "_drop_empty", "usage", "done", "error")
+    __slots__ = ("_decoder", "_drop_empty", "_max", "usage", "done", "error")
 
-    def __init__(self, drop_empty_choices: bool = False) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, drop_empty_choices: bool = False, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
+        self._decoder = SSEDecoder(max_event_size)
+        self._max = max_event_size
         self._drop_empty = drop_empty_choices
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> bytes:
-        if not self.done and self._decoder.empty and self._canonical(data):
+        # A read no longer than one event's limit cannot hold an event past
+        # it; a longer one goes through the decoder, which enforces it.
+        if not self.done and self._decoder.empty and len(data) < self._max and self._canonical(data):
             # Already framed exactly as we would frame it: relay the bytes.
             if data.endswith(b"data: [DONE]\n\n"):
                 self.done = True
