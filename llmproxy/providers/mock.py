@@ -5,6 +5,13 @@ provider's fixed ``reply:``), usage counts whitespace-separated words, and
 embeddings are derived from a hash of the input. These functions only build
 the answer; ``upstream.MockTransport`` plays it out with the configured
 ``latency`` (seconds before the first token) and ``tokens_per_second``.
+
+Invariant: nothing the mock builds grows with a number the client picks.
+``dimensions`` (1..8192) and the number of embedding inputs (at most 2048,
+OpenAI's own limit) are checked when the request is made, with a 400; a
+reply is at most ``MAX_REPLY_TOKENS`` words (finish_reason ``length``, as a
+real model stops at its output limit), so a 20 MiB prompt of one-letter
+words streams 4096 chunks, not ten million.
 """
 
 from __future__ import annotations
@@ -16,19 +23,36 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import DeploymentConfig
+from ..errors import InvalidRequest
 from .base import UpstreamRequest
 from .openai import OpenAIAdapter, request_headers, with_model
 
 MOCK_SCHEME = "mock://"
+MAX_DIMENSIONS = 8192
+MAX_INPUTS = 2048
+MAX_REPLY_TOKENS = 4096
 
 
 def reply_text(body: Mapping[str, Any], fixed: str | None = None) -> str:
+    """The reply: ``fixed``, else the last user message, cut at ``MAX_REPLY_TOKENS`` words."""
     if fixed is not None:
         return fixed
     for message in reversed(body.get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
-            return content_text(message.get("content"))
+            return _capped(content_text(message.get("content")))
     return ""
+
+
+def _capped(text: str) -> str:
+    words = text.split(maxsplit=MAX_REPLY_TOKENS)
+    if len(words) <= MAX_REPLY_TOKENS:
+        return text
+    # The tail after the cap is words[-1]: cut the text where it starts.
+    return text[: len(text) - len(words[-1])].rstrip()
+
+
+def finish_reason(reply: str) -> str:
+    return "length" if count_tokens(reply) >= MAX_REPLY_TOKENS else "stop"
 
 
 def content_text(content: Any) -> str:
@@ -90,7 +114,7 @@ def completion(body: Mapping[str, Any], model: str, reply: str, *, id: str, crea
                 "index": 0,
                 "message": {"role": "assistant", "content": reply, "refusal": None},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason(reply),
             }
         ],
         "usage": usage(body, reply),
@@ -118,7 +142,7 @@ def stream_chunks(
 
     chunks = [chunk({"role": "assistant", "content": ""}, None)]
     chunks.extend(chunk({"content": piece}, None) for piece in split_tokens(reply))
-    chunks.append(chunk({}, "stop"))
+    chunks.append(chunk({}, finish_reason(reply)))
     if include_usage:
         chunks.append(
             {
@@ -144,11 +168,35 @@ def embedding_vector(text: str, dimensions: int = 16) -> list[float]:
     return out[:dimensions]
 
 
+def check_embeddings(body: Mapping[str, Any]) -> None:
+    """400 for what would make the mock's work unbounded (see the module invariant)."""
+    dims = body.get("dimensions")
+    if dims is not None and (
+        isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSIONS
+    ):
+        shown = repr(dims) if len(repr(dims)) <= 40 else repr(dims)[:40] + "..."
+        raise InvalidRequest(
+            f"'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}, got {shown}", param="dimensions"
+        )
+    inputs = _inputs(body.get("input"))
+    if len(inputs) > MAX_INPUTS:
+        raise InvalidRequest(
+            f"'input' may hold at most {MAX_INPUTS} items, got {len(inputs)}", param="input"
+        )
+
+
+def _inputs(raw: Any) -> list[Any]:
+    """The inputs to embed: a string, a token array (a flat list of ints, as
+    OpenAI reads it: one input), or a list of either."""
+    if isinstance(raw, list) and not (raw and all(isinstance(x, int) for x in raw)):
+        return raw
+    return [raw]
+
+
 def embeddings(body: Mapping[str, Any], model: str) -> dict[str, Any]:
-    raw = body.get("input")
-    inputs = raw if isinstance(raw, list) else [raw]
+    inputs = _inputs(body.get("input"))
     raw_dims = body.get("dimensions")
-    dims = raw_dims if isinstance(raw_dims, int) and raw_dims > 0 else 16
+    dims = raw_dims if isinstance(raw_dims, int) and 0 < raw_dims <= MAX_DIMENSIONS else 16
     data = []
     total = 0
     for i, item in enumerate(inputs):
@@ -183,6 +231,7 @@ class MockAdapter(OpenAIAdapter):
     def embeddings_request(
         self, dep: DeploymentConfig, body: Mapping[str, Any]
     ) -> UpstreamRequest:
+        check_embeddings(body)
         return UpstreamRequest(
             url=f"{MOCK_SCHEME}{dep.provider.name}/embeddings",
             headers=request_headers(dep),
