@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.eventstream import EventStreamBuffer, ParserError
 
+from llmproxy.errors import UpstreamTooLarge
 from llmproxy.providers.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
 
 
@@ -162,3 +163,17 @@ def test_pending_reports_a_partial_message() -> None:
     decoder.feed(frame[:-1])
     assert decoder.pending == len(frame) - 1
     assert len(decoder.feed(frame[-1:])) == 1 and decoder.pending == 0
+
+
+def test_a_declared_length_above_max_event_size_is_refused_from_the_prelude() -> None:
+    frame = encode_message({":event-type": "contentBlockDelta"}, b"x" * 500)
+    # The frame fits a limit of its own size, split anywhere.
+    for cut in range(len(frame) + 1):
+        decoder = EventStreamDecoder(max_message_size=len(frame))
+        assert len(decoder.feed(frame[:cut]) + decoder.feed(frame[cut:])) == 1, cut
+    # One byte less: refused as soon as the 12-byte prelude is in, body unread.
+    for cut in range(12, len(frame) + 1):
+        with pytest.raises(UpstreamTooLarge) as err:
+            EventStreamDecoder(max_message_size=len(frame) - 1).feed(frame[:cut])
+        assert err.value.code == "upstream_event_too_large"
+    assert EventStreamDecoder(max_message_size=len(frame) - 1).feed(frame[:11]) == []

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import openai
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
-from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from llmproxy.config import BodyLimits, parse_config
+from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError, UpstreamTooLarge
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.ollama import OllamaAdapter, chat_body
 
@@ -325,3 +326,20 @@ async def test_embeddings_through_the_proxy(start_proxy, fake_upstream, openai_c
 def test_native_options_must_be_an_object() -> None:
     with pytest.raises(InvalidRequest, match="'options' must be an object"):
         chat_body({"messages": [{"role": "user", "content": "x"}], "options": [1]}, "m", stream=False)
+
+
+def test_line_limit_split_at_every_byte_boundary() -> None:
+    data = b"".join(TEXT_LINES)
+    longest = max(len(line) for line in TEXT_LINES)  # each ends with its newline
+    fits = replace(DEP, provider=replace(DEP.provider, limits=BodyLimits(max_event_size=longest)))
+    tight = replace(DEP, provider=replace(DEP.provider, limits=BodyLimits(max_event_size=longest - 1)))
+    whole = run_stream([data])
+
+    def run(dep: Any, pieces: list[bytes]) -> list[Any]:
+        tr = ADAPTER.chat_stream(dep, CTX)
+        return sse_events(b"".join(tr.feed(p) for p in pieces) + tr.finish())
+
+    for cut in range(len(data) + 1):
+        assert run(fits, [data[:cut], data[cut:]]) == whole, cut
+        with pytest.raises(UpstreamTooLarge):
+            run(tight, [data[:cut], data[cut:]])
