@@ -178,3 +178,39 @@ def test_example_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs"
     for path in sorted(root.glob("*.yaml")):
         load_config(path, env={})
+
+
+def test_body_limits_defaults_overrides_and_errors():
+    from llmproxy.config_views import redacted_view
+
+    config = parse_config(textwrap.dedent("""
+    providers:
+      a: {type: mock}
+      b: {type: mock, limits: {max_event_size: 64KiB}}
+    models: {x: {deployments: [{provider: a, model: m}, {provider: b, model: m}]}}
+    defaults:
+      limits: {max_response_size: 8MiB}
+    """), env={})
+    a, b = config.providers["a"].limits, config.providers["b"].limits
+    assert (a.max_response_size, a.max_event_size) == (8 * 1024**2, 1024**2)
+    assert (b.max_response_size, b.max_event_size) == (8 * 1024**2, 64 * 1024)
+    view = redacted_view(config)
+    assert view["defaults"]["limits"] == {"max_response_size": 8 * 1024**2, "max_event_size": 1024**2}
+    assert view["providers"]["b"]["limits"]["max_event_size"] == 64 * 1024
+    default = parse_config("providers: {a: {type: mock}}\nmodels: {x: {deployments: [{provider: a, model: m}]}}")
+    assert default.providers["a"].limits.max_response_size == 32 * 1024**2
+
+    found = problems("""
+    providers:
+      a: {type: mock, limits: {max_event_size: [1], max_events: 3}}
+    models: {x: {deployments: [{provider: a, model: m}]}}
+    defaults:
+      limits: {max_response_size: lots}
+    """)
+    assert any(p.startswith("defaults.limits.max_response_size: must be a positive size") for p in found), found
+    assert any(p.startswith("providers.a.limits.max_event_size: must be a positive size") for p in found), found
+    assert any(p.startswith("providers.a.limits.max_events: unknown key") for p in found), found
+    assert problems("""
+    providers: {a: {type: mock, limits: 5}}
+    models: {x: {deployments: [{provider: a, model: m}]}}
+    """) == ["providers.a.limits: must be a mapping, got int"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import struct
+from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 
@@ -79,3 +81,64 @@ async def test_models_list_and_get(start_proxy, openai_client):
 def test_split_tokens_round_trips():
     for text in ["", "a", "a b", " lead", "trail ", "a  b   c"]:
         assert "".join(mock.split_tokens(text)) == text
+
+
+# --------------------------------------------------------------------------- bounded by the mock, not by the client
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "llmproxy.yaml"
+
+
+async def post_json(url: str, path: str, body: dict) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + path, json=body) as r:
+            return r.status, await r.json()
+
+
+@pytest.mark.parametrize("dims", [4611686018427387904, 8193, 0, -1, 2.5, "16", True])
+async def test_example_config_refuses_embedding_dimensions_out_of_range(start_proxy, dims):
+    proxy = await start_proxy.from_file(str(EXAMPLE))
+    status, doc = await post_json(proxy.url, "/v1/embeddings",
+                                  {"model": "text-embedding-3-small", "input": "hi", "dimensions": dims})
+    assert status == 400, doc
+    assert doc["error"]["param"] == "dimensions" and doc["error"]["type"] == "invalid_request_error"
+    assert "8192" in doc["error"]["message"] and len(doc["error"]["message"]) < 200
+    # The proxy is still answering, and the largest allowed size works.
+    status, doc = await post_json(proxy.url, "/v1/embeddings",
+                                  {"model": "text-embedding-3-small", "input": "hi", "dimensions": 8192})
+    assert status == 200 and len(doc["data"][0]["embedding"]) == 8192
+
+
+async def test_example_config_bounds_embedding_inputs_and_reads_a_token_array_as_one(start_proxy):
+    proxy = await start_proxy.from_file(str(EXAMPLE))
+    status, doc = await post_json(proxy.url, "/v1/embeddings",
+                                  {"model": "text-embedding-3-small", "input": ["x"] * 2049})
+    assert status == 400 and doc["error"]["param"] == "input", doc
+    status, doc = await post_json(proxy.url, "/v1/embeddings",
+                                  {"model": "text-embedding-3-small", "input": ["x"] * 2048})
+    assert status == 200 and len(doc["data"]) == 2048
+    # A flat list of token ids is one input (as OpenAI reads it), not 100,000.
+    status, doc = await post_json(proxy.url, "/v1/embeddings",
+                                  {"model": "text-embedding-3-small", "input": [1] * 100_000})
+    assert status == 200 and len(doc["data"]) == 1, len(doc.get("data", []))
+
+
+async def test_example_config_caps_the_echoed_reply_like_an_output_limit(start_proxy):
+    proxy = await start_proxy.from_file(str(EXAMPLE))
+    words = "a " * 200_000
+    chat = {"model": "echo", "messages": [{"role": "user", "content": words}]}
+    status, doc = await post_json(proxy.url, "/v1/chat/completions", chat)
+    assert status == 200
+    assert doc["choices"][0]["finish_reason"] == "length"
+    assert doc["usage"]["completion_tokens"] == mock.MAX_REPLY_TOKENS == 4096
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/v1/chat/completions", json={**chat, "stream": True}) as r:
+            raw = await r.read()
+    events = [block[6:] for block in raw.split(b"\n\n") if block.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    assert len(events) == 4096 + 3  # role, one chunk per word, finish, [DONE]
+    assert b'"finish_reason":"length"' in events[-2]
+    # Short replies are untouched.
+    status, doc = await post_json(proxy.url, "/v1/chat/completions",
+                                  {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]})
+    assert doc["choices"][0]["message"]["content"] == "hello there"
+    assert doc["choices"][0]["finish_reason"] == "stop"
