@@ -329,3 +329,19 @@ async def test_configured_event_limit_applies_to_the_canonical_fast_path(start_p
     ok = await start_proxy(yaml_for(url))
     status, raw = await post(ok.url, {**CHAT, "stream": True})
     assert status == 200 and sse_payloads(raw)[-1] == "[DONE]"
+
+
+async def test_an_answer_read_piece_by_piece_still_returns_its_connection_to_the_pool(start_proxy, upstream):
+    peers: list[Any] = []
+    answer = orjson.dumps(openai_completion("pooled"))
+
+    async def json_answer(request: web.Request, sent: Sent) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(body=answer, content_type="application/json")
+
+    url, _ = await upstream(json_answer)
+    proxy = await start_proxy(yaml_for(url))
+    for _ in range(3):
+        status, raw = await post(proxy.url, CHAT)
+        assert status == 200, raw
+    assert len(peers) == 3 and len(set(peers)) == 1, peers
