@@ -68,7 +68,8 @@ class ProxyProtocol(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         pending = self._body_pending
-        if self._head_handle is None and (pending is None or pending.is_eof()):
+        # aiohttp calls this with b"" to reparse when it resumes reading.
+        if data and self._head_handle is None and (pending is None or pending.is_eof()):
             self._arm_head_timer()  # these bytes start a new head
         heads = self._request_count
         super().data_received(data)
