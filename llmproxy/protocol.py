@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ from .runtime import PROXY
 
 log = logging.getLogger("llmproxy")
 
+_QUOTED = re.compile(r"(^|\s)b['\"].*")
 _REASONS = {
     400: "malformed HTTP request",
     413: "request line or header too large",
@@ -115,14 +117,17 @@ class ProxyProtocol(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """aiohttp's parser errors (and its last-resort 500/504) as OpenAI errors."""
+        # aiohttp's message quotes the offending bytes (a header's value, a
+        # token): only the words before the quote are kept.
+        lines = (message or str(exc or "")).splitlines()
+        detail = _QUOTED.sub("", lines[0] if lines else "")[:200].rstrip(" :.")
         if status >= 500:
             log.error("error handling a request from %s", request.remote, exc_info=exc)
         else:
-            log.debug("malformed request from %s: %s", request.remote, message or exc)
+            log.debug("malformed request from %s: %s", request.remote, detail)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the error")
         if status < 500:
-            detail = (message or str(exc or "")).splitlines()[0][:200] if (message or exc) else ""
             text = _REASONS.get(status, "malformed HTTP request")
             err = ProxyError(f"{text}: {detail}" if detail else text, status=status,
                              type="invalid_request_error", code="bad_http_request")

@@ -353,6 +353,7 @@ async def test_framing_errors_are_openai_json(start_proxy, fake_upstream, name, 
     assert headers["content-type"].startswith("application/json")
     err = assert_openai_error(orjson.loads(body))
     assert err["type"] == "invalid_request_error"
+    assert b"aaaa" not in body  # the offending bytes are not echoed
     assert fake.seen == []
 
 
