@@ -382,3 +382,45 @@ def test_serve_on_a_port_in_use_is_one_error_and_exit_1(tmp_path: Path):
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Unclosed" not in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# -- the new server keys
+
+BASE = """
+providers:
+  local: {type: mock}
+models:
+  m:
+    deployments: [{provider: local, model: x}]
+"""
+
+
+def test_the_new_server_keys_have_defaults_and_are_validated():
+    from llmproxy.config import ConfigError, parse_config
+    from llmproxy.config_views import redacted_view
+
+    s = parse_config(BASE, env={}).server
+    assert (s.header_timeout, s.body_timeout, s.keepalive_timeout) == (10.0, 15.0, 75.0)
+    assert s.cors_origins == () and s.allowed_hosts == ()
+    good = parse_config(BASE + 'server: {cors_origins: ["https://App.example/", "*"], allowed_hosts: [x.internal]}',
+                        env={})
+    assert good.server.cors_origins == ("https://app.example", "*")
+    assert redacted_view(good)["server"]["allowed_hosts"] == ["x.internal"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE + textwrap.dedent("""
+        server:
+          header_timeout: -1
+          body_timeout: [15]
+          keepalive_timeout: soon
+          cors_origins: app.example
+          allowed_hosts: ["proxy.internal:8080", 7]
+        """), env={})
+    text = "\n".join(info.value.problems)
+    assert "server.header_timeout: must be a positive number" in text
+    assert "server.body_timeout: must be a number" in text
+    assert "server.keepalive_timeout: must be a number" in text
+    assert "server.cors_origins: must be a list of strings" in text
+    assert "server.allowed_hosts[0]: must be a host name" in text
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE + 'server: {cors_origins: ["app.example"]}', env={})
+    assert "server.cors_origins[0]: must be an origin such as https://app.example.com" in info.value.problems[0]
