@@ -183,6 +183,17 @@ class ServerConfig:
     drain_timeout: float = 30.0
     # Client keys accepted as ``Authorization: Bearer``; empty means no auth.
     api_keys: frozenset[str] = field(default=frozenset(), repr=False)
+    # Client-side time bounds (seconds): the whole request head, the longest
+    # silence while a body is read, an idle keep-alive connection (nginx's 75).
+    header_timeout: float = 10.0
+    body_timeout: float = 15.0
+    keepalive_timeout: float = 75.0
+    # Browser origins allowed to call the proxy ("*" = any); requests with an
+    # Origin not listed are refused. Empty: no browser page may call it.
+    cors_origins: tuple[str, ...] = ()
+    # Host names accepted besides the loopback ones while listening on loopback
+    # (DNS-rebinding guard); "*" accepts any.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

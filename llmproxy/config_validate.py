@@ -42,6 +42,10 @@ from .config import (
 )
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+# scheme://host[:port], as a browser sends it in Origin (RFC 6454 §6.1); "null" too.
+_ORIGIN = re.compile(r"null|https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?")
+# A host name or IP literal without port; "*.example.com" for any subdomain.
+_HOST_NAME = re.compile(r"\[[0-9a-f:.]+\]|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
 _SIZE_UNITS = {
     None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
@@ -313,7 +317,11 @@ class Validator:
         )
 
     def server(self, listen: Any, node: Any) -> ServerConfig:
-        s = self.mapping(node, "server", {"max_body_size", "drain_timeout", "api_keys"})
+        s = self.mapping(node, "server", {
+            "max_body_size", "drain_timeout", "api_keys", "header_timeout", "body_timeout",
+            "keepalive_timeout", "cors_origins", "allowed_hosts",
+        })
+        d = ServerConfig()
         host, port = "127.0.0.1", 8080
         listen_s = self.string(listen, "listen")
         if listen_s is not None:
@@ -338,7 +346,35 @@ class Validator:
             max_body_size=self.size(s.get("max_body_size"), "server.max_body_size", DEFAULT_MAX_BODY),
             drain_timeout=self.number(s.get("drain_timeout"), "server.drain_timeout", 30.0, positive=False),
             api_keys=frozenset(keys),
+            header_timeout=self.number(s.get("header_timeout"), "server.header_timeout", d.header_timeout),
+            body_timeout=self.number(s.get("body_timeout"), "server.body_timeout", d.body_timeout),
+            keepalive_timeout=self.number(
+                s.get("keepalive_timeout"), "server.keepalive_timeout", d.keepalive_timeout
+            ),
+            cors_origins=self.names(s.get("cors_origins"), "server.cors_origins", _ORIGIN,
+                                    "an origin such as https://app.example.com or \"*\""),
+            allowed_hosts=self.names(s.get("allowed_hosts"), "server.allowed_hosts", _HOST_NAME,
+                                     "a host name such as proxy.internal (no port) or \"*\""),
         )
+
+    def names(self, node: Any, path: str, shape: re.Pattern[str], what: str) -> tuple[str, ...]:
+        """A list of origins or host names, lower-cased; ``"*"`` is always accepted."""
+        if node is None:
+            return ()
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list of strings, got {_kind(node)}")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(node):
+            value = self.string(item, f"{path}[{i}]", required=True)
+            if not value:
+                continue
+            value = value.strip().lower().rstrip("/")
+            if value != "*" and not shape.fullmatch(value):
+                self.fail(f"{path}[{i}]", f"must be {what}, got {value[:100]!r}")
+                continue
+            out.append(value)
+        return tuple(out)
 
     def providers(self, node: Any, timeouts: Timeouts, limits: BodyLimits) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}

@@ -3,7 +3,9 @@
     ProxyError                      status, type, code, param → {"error": {...}}
     ├── InvalidRequest              400 invalid_request_error
     ├── AuthenticationFailed        401
+    ├── Forbidden                   403 (Origin / Host refused at the door)
     ├── ModelNotFound               404
+    ├── RequestTimeout              408 (the client's body stalled)
     ├── PayloadTooLarge             413
     ├── NoCapacity                  429 (every deployment busy / limited)
     ├── ServiceUnavailable          503 (draining, no usable deployment)
@@ -76,6 +78,19 @@ class AuthenticationFailed(ProxyError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    type = "permission_error"
+
+
+class RequestTimeout(ProxyError):
+    """The client stopped sending its body; the connection closes after the answer."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class ModelNotFound(ProxyError):

@@ -1,8 +1,14 @@
 """The aiohttp application: routes, the one error middleware, lifecycle.
 
 Every error leaves through ``error_middleware`` as an OpenAI error body
-(rule 4); nothing else in the package renders errors. Shared objects live
-under ``AppKey``s and open/close in ``cleanup_ctx``.
+(rule 4); nothing else in the package renders errors (aiohttp's own parser
+errors, raised below the app, are rendered in the same shape by
+``protocol``). Shared objects live under ``AppKey``s and open/close in
+``cleanup_ctx``.
+
+Invariant: with ``server.api_keys`` set, every route asks for a key except
+those ``create_app`` lists as open (probes, /metrics, /admin with its own
+token): a route added later is closed unless it is listed there.
 """
 
 from __future__ import annotations
@@ -16,15 +22,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, door
 from .config import Config
 from .config_validate import parse_listen
 from .config_views import summarize
-from .errors import AuthenticationFailed, ProxyError
+from .errors import AuthenticationFailed, ProxyError, RequestTimeout
 from .handlers import admin, chat, embeddings, health, models
 from .logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from .metrics import METRICS, Metrics, handle_metrics, metrics_app
 from .observe import OBSERVATION, OBSERVERS, Observers, configure_observability, observe_middleware
+from .protocol import ProxyRunner
 from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
 from .tracing import TRACER, make_tracer
@@ -35,11 +42,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _MAX_REQUEST_ID = 128
 
+# Resources answered without a client key (see the module's invariant).
+_OPEN_RESOURCES = web.AppKey("llmproxy.open_resources", frozenset)
+
 
 def _error_response(exc: ProxyError) -> web.Response:
-    return web.Response(
+    response = web.Response(
         body=exc.to_json(), status=exc.status, content_type="application/json", headers=exc.headers
     )
+    if isinstance(exc, RequestTimeout):
+        response.force_close()  # the rest of the body may still come: never parse it as a request
+    return response
 
 
 def _http_error(exc: web.HTTPException) -> ProxyError:
@@ -60,10 +73,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         rid = proxy.new_request_id()
     request[REQUEST_ID] = rid
     try:
-        keys = proxy.runtime.config.server.api_keys
-        if keys and request.path.startswith("/v1/"):
-            _authenticate(request, keys)
-        response = await handler(request)
+        server = proxy.runtime.config.server
+        preflight = door.admit(request, server, request.app[door.LOOPBACK])
+        if preflight is not None:
+            response: web.StreamResponse = preflight
+        else:
+            if server.api_keys and request.match_info.route.resource not in request.app[_OPEN_RESOURCES]:
+                _authenticate(request, server.api_keys)
+            response = await handler(request)
     except ProxyError as exc:
         response = _failed(request, exc)
     except web.HTTPException as exc:
@@ -120,20 +137,27 @@ def create_app(config: Config, config_path: str | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(reload_ctx)
     app.cleanup_ctx.append(_observability_ctx)
-    if config.metrics.enabled:
-        app.router.add_get("/metrics", handle_metrics)
+    app[door.LOOPBACK] = door.is_loopback(config.server.host)
+    app.on_response_prepare.append(door.cors_headers)
+    # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_post("/embeddings", embeddings.embeddings)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/admin/config", admin.get_config)
-    app.router.add_post("/admin/reload", admin.post_reload)
-    app.router.add_get("/admin/deployments", admin.get_deployments)
-    app.router.add_get("/admin/models", admin.get_models)
+    # Open to clients without a key: probes, metrics, and admin (admin.token guards it).
+    open_routes = [
+        app.router.add_get("/healthz", health.healthz),
+        app.router.add_get("/readyz", health.readyz),
+        app.router.add_get("/admin/config", admin.get_config),
+        app.router.add_post("/admin/reload", admin.post_reload),
+        app.router.add_get("/admin/deployments", admin.get_deployments),
+        app.router.add_get("/admin/models", admin.get_models),
+    ]
+    if config.metrics.enabled:
+        open_routes.append(app.router.add_get("/metrics", handle_metrics))
+    app[_OPEN_RESOURCES] = frozenset(r.resource for r in open_routes)
     return app
 
 
@@ -166,12 +190,18 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     closes, in-flight requests (streams too) get ``server.drain_timeout``."""
     proxy = app[PROXY]
     drain = proxy.runtime.config.server.drain_timeout
-    runner = web.AppRunner(
+    app[door.LOOPBACK] = door.is_loopback(host)  # the address bound, --host included
+    runner = ProxyRunner(
         app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=drain
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
-    await site.start()
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024).start()
+    except BaseException:
+        # Start-up opened the upstream session, watchers and maybe the metrics
+        # listener: close them, so a port in use is one error, not a leak.
+        await runner.cleanup()
+        raise
     log.info("llmproxy listening on http://%s:%d", host, port)
     log.info("routes: %s", summarize(proxy.runtime.config))
     stop = asyncio.Event()

@@ -5,16 +5,26 @@ from __future__ import annotations
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from llmproxy.config import load_config, parse_config
+from llmproxy.protocol import ProxyRunner
 from llmproxy.runtime import PROXY, Proxy
 from llmproxy.server import create_app
 
 from .fakes import FakeUpstream
+
+
+class ProxyTestServer(TestServer):
+    """``TestServer`` with the runner ``serve()`` uses: the connection's own
+    time bounds and error rendering (llmproxy.protocol) apply in tests too."""
+
+    async def _make_runner(self, **kwargs: Any) -> ProxyRunner:
+        return ProxyRunner(self.app, **kwargs)
 
 
 @dataclass
@@ -45,14 +55,14 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
     async def start(yaml_text: str, env: dict[str, str] | None = None) -> RunningProxy:
         config = parse_config(textwrap.dedent(yaml_text), env=env or {})
         app = create_app(config)
-        server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
+        server = ProxyTestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()
         servers.append(server)
         return RunningProxy(server, app)
 
     async def start_file(path: str) -> RunningProxy:
         app = create_app(load_config(path), config_path=str(path))
-        server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
+        server = ProxyTestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()
         servers.append(server)
         return RunningProxy(server, app)
