@@ -172,6 +172,7 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
     await site.start()
+    proxy.listening = (host, port)
     log.info("llmproxy listening on http://%s:%d", host, port)
     log.info("routes: %s", summarize(proxy.runtime.config))
     stop = asyncio.Event()
