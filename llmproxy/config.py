@@ -26,6 +26,16 @@ from .sse import DEFAULT_MAX_EVENT
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
 DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024
+# A config is a few KiB; past this a file is refused before it is parsed (a
+# reload parses off the event loop, but a 100 MB file still costs seconds of
+# CPU and hundreds of MiB).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# Nodes that YAML aliases may stand for, counted as expanded (``<<: *base``
+# merges and ``*ref`` reuse in a real config come to a few hundred); a
+# billion-laughs document passes this within its first few aliases.
+MAX_ALIAS_NODES = 10_000
+# A rejected file can be wrong in every line: the first problems say what to fix.
+MAX_PROBLEMS = 100
 
 # Keys that every provider accepts, and the extra keys each provider type
 # understands with the kind of value each takes ("str", "number" (> 0),
@@ -275,10 +285,82 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read, expand and validate the YAML file at ``path``."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_config_bytes(p)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
     return parse_config(raw, env=env, source=str(path), base_dir=p.parent)
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The file's bytes, at most one past ``MAX_CONFIG_BYTES`` (so /dev/zero
+    or a runaway generator is refused by ``parse_config``, not read whole)."""
+    with path.open("rb") as f:
+        return f.read(MAX_CONFIG_BYTES + 1)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses alias bombs.
+
+    PyYAML shares an aliased node rather than copying it, but everything that
+    walks the result (merge keys, a repr, a validator) pays for the expanded
+    tree: each alias is charged the expanded size of what it names.
+    """
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__(stream)
+        self._alias_nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)  # type: ignore[attr-defined]
+            if target is not None:
+                self._alias_nodes += _expanded_size(target, self._sizes, set())
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None,
+                        f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)",
+                        event.start_mark,
+                    )
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    """Nodes in ``node`` with every shared child counted each time it appears.
+
+    A node still being composed (a recursive alias) counts what it holds so
+    far; the budget then bounds the recursion's use.
+    """
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_ or not isinstance(node, yaml.CollectionNode):
+        return 1
+    open_.add(key)
+    total = 1
+    for item in node.value:
+        for child in item if isinstance(item, tuple) else (item,):
+            total += _expanded_size(child, memo, open_)
+            if total > MAX_ALIAS_NODES:
+                break
+    open_.discard(key)
+    memo[key] = total
+    return total
+
+
+def _yaml_problem(source: str, exc: BaseException) -> str:
+    # Only PyYAML's own short phrases and the position: str(exc) quotes the
+    # offending line, which may hold a credential.
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+    elif isinstance(exc, RecursionError):
+        where, problem = "", "nested too deeply"
+    else:  # ValueError from int(): an integer of thousands of digits
+        where, problem = "", "a number is too large"
+    return f"{source}: invalid YAML: {where}{problem[:200]}"
 
 
 def parse_config(
@@ -287,19 +369,28 @@ def parse_config(
     source: str = "<memory>",
     base_dir: Path | None = None,
 ) -> Config:
+    """Parse and validate; CPU-bound, so a running proxy calls it off the loop."""
     raw = text.encode() if isinstance(text, str) else text
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: the config file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; "
+                           "refused without parsing it"])
+    loader = _ConfigLoader(raw)
     try:
-        doc = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{source}: invalid YAML: {where}{problem}"]) from None
-    from .config_validate import Validator  # here: it imports this module's dataclasses
+        doc = loader.get_single_data()
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        raise ConfigError([_yaml_problem(source, exc)]) from None
+    finally:
+        loader.dispose()
+    from .config_secrets import redact_problems  # here: both import this module's dataclasses
+    from .config_validate import Validator
 
-    v = Validator(os.environ if env is None else env, base_dir or Path.cwd())
+    environ = os.environ if env is None else env
+    v = Validator(environ, base_dir or Path.cwd())
     config = v.config(doc, source, hashlib.sha256(raw).hexdigest())
     if v.problems:
-        raise ConfigError(v.problems)
+        problems = redact_problems(v.problems, doc, environ)
+        if v.dropped:
+            problems.append(f"... and {v.dropped} more problems")
+        raise ConfigError(problems)
     assert config is not None
     return config

@@ -1,7 +1,11 @@
 """Validation of a parsed YAML document into the config tree.
 
 Every check appends a path-qualified problem and carries on with a default,
-so one pass reports everything that is wrong. Unknown keys are errors with a
+so one pass reports everything that is wrong. Any YAML value can turn up
+anywhere (a list where a name belongs, null, a bool, a number of 4,000
+digits): each is checked for its type before it is hashed, compared or
+converted, and a value is only ever quoted through ``show`` (bounded, and
+masked under a secret-named key). Unknown keys are errors with a
 did-you-mean; ``${VAR}`` and ``${VAR:-default}`` expand from the environment
 given (never read here); ``api_key_file`` paths are read relative to the
 config's directory.
@@ -10,6 +14,7 @@ config's directory.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +26,7 @@ from .config import (
     COMMON_PROVIDER_KEYS,
     DEFAULT_BASE_URLS,
     DEFAULT_MAX_BODY,
+    MAX_PROBLEMS,
     PROVIDER_TYPES,
     STRATEGIES,
     AdminConfig,
@@ -40,17 +46,23 @@ from .config import (
     TracingConfig,
     UpstreamPoolConfig,
 )
+from .config_secrets import is_secret_key
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 # scheme://host[:port], as a browser sends it in Origin (RFC 6454 §6.1); "null" too.
 _ORIGIN = re.compile(r"null|https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?")
 # A host name or IP literal without port; "*.example.com" for any subdomain.
 _HOST_NAME = re.compile(r"\[[0-9a-f:.]+\]|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
+_SIZE = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,15})?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
 _SIZE_UNITS = {
     None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
     "gb": 1000**3, "gib": 1024**3,
 }
+# Beyond any timeout, rate or price a config means (and float() of a larger
+# int can overflow); sizes have their own, larger bound.
+MAX_NUMBER = 1e12
+MAX_SIZE = 1 << 50
+MAX_SECRET_FILE = 64 * 1024  # api_key_file: a key, not /dev/zero
 
 
 
@@ -59,12 +71,24 @@ class Validator:
         self.env = env
         self.base_dir = base_dir
         self.problems: list[str] = []
+        self.dropped = 0  # problems past MAX_PROBLEMS, counted only
         self.retry_defaults = RetryConfig()
         self.breaker_defaults = BreakerConfig()
         self.queue_timeout = 5.0
 
     def fail(self, path: str, message: str) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.dropped += 1
+            return
         self.problems.append(f"{path}: {message}" if path else message)
+
+    @staticmethod
+    def shown(node: Any, path: str) -> str:
+        """``node`` for a message: bounded, and never the value of a secret."""
+        last = re.sub(r"\[\d+\]$", "", path).rpartition(".")[2]
+        if is_secret_key(last) or ".headers." in path:
+            return f"{_kind(node)} (not shown: a credential)"
+        return show(node)
 
     # -- generic helpers
 
@@ -76,7 +100,7 @@ class Validator:
             return {}
         for key in node:
             if not isinstance(key, str):
-                self.fail(path, f"keys must be strings, got {key!r}")
+                self.fail(path, f"keys must be strings, got {show(key)}")
             elif key not in allowed:
                 suffix = _did_you_mean(key, allowed)
                 known = ", ".join(sorted(allowed))
@@ -104,7 +128,9 @@ class Validator:
             if required:
                 self.fail(path, "is required")
             return None
-        if isinstance(node, bool) or not isinstance(node, (str, int, float)):
+        if isinstance(node, bool) or not isinstance(node, (str, int, float)) or (
+            isinstance(node, int) and node.bit_length() > 256  # str() refuses past 4,300 digits
+        ):
             self.fail(path, f"must be a string, got {_kind(node)}")
             return None
         value = self.expand(str(node), path)
@@ -124,29 +150,34 @@ class Validator:
             except ValueError:
                 pass
         if isinstance(node, bool) or not isinstance(node, (int, float)):
-            self.fail(path, f"must be a {'whole ' if integer else ''}number, got {node!r}")
+            self.fail(path, f"must be a {'whole ' if integer else ''}number, got {self.shown(node, path)}")
+            return default
+        if isinstance(node, float) and not math.isfinite(node) or abs(node) > MAX_NUMBER:
+            self.fail(path, f"must be a finite number of at most {MAX_NUMBER:g}, got {self.shown(node, path)}")
             return default
         if integer and node != int(node):
-            self.fail(path, f"must be a whole number, got {node!r}")
+            self.fail(path, f"must be a whole number, got {self.shown(node, path)}")
             return default
         if positive and node <= 0:
-            self.fail(path, f"must be a positive number, got {node!r}")
+            self.fail(path, f"must be a positive number, got {self.shown(node, path)}")
             return default
         if not positive and node < 0:
-            self.fail(path, f"must not be negative, got {node!r}")
+            self.fail(path, f"must not be negative, got {self.shown(node, path)}")
             return default
         return int(node) if integer else float(node)
 
     def size(self, node: Any, path: str, default: int) -> int:
         if node is None:
             return default
-        if isinstance(node, int) and not isinstance(node, bool) and node > 0:
+        if isinstance(node, int) and not isinstance(node, bool) and 0 < node <= MAX_SIZE:
             return node
-        m = _SIZE.match(str(node)) if isinstance(node, str) else None
-        if not m or float(m.group(1)) <= 0:
-            self.fail(path, f"must be a positive size such as 20MiB or 1048576, got {node!r}")
+        m = _SIZE.match(node) if isinstance(node, str) else None
+        value = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None]) if m else 0
+        if not 0 < value <= MAX_SIZE:
+            self.fail(path, f"must be a positive size such as 20MiB or 1048576 (at most 1 PiB), "
+                            f"got {self.shown(node, path)}")
             return default
-        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None])
+        return value
 
     # -- sections
 
@@ -205,11 +236,11 @@ class Validator:
         d = LoggingConfig()
         level = (self.string(lg.get("level"), "logging.level") or d.level).lower()
         if level not in ("debug", "info", "warning", "error"):
-            self.fail("logging.level", f"must be debug, info, warning or error, got {level!r}")
+            self.fail("logging.level", f"must be debug, info, warning or error, got {show(level)}")
             level = d.level
         fmt = self.string(lg.get("format"), "logging.format") or d.format
         if fmt not in ("json", "text"):
-            self.fail("logging.format", f"must be json or text, got {fmt!r}")
+            self.fail("logging.format", f"must be json or text, got {show(fmt)}")
             fmt = d.format
 
         def flag(key: str, default: bool) -> bool:
@@ -225,7 +256,7 @@ class Validator:
         m = self.mapping(node, "metrics", {"enabled", "listen"})
         listen = self.string(m.get("listen"), "metrics.listen")
         if listen is not None and parse_listen(listen) is None:
-            self.fail("metrics.listen", f"must be HOST:PORT such as 0.0.0.0:9464, got {listen!r}")
+            self.fail("metrics.listen", f"must be HOST:PORT such as 0.0.0.0:9464, got {show(listen)}")
             listen = None
         enabled = bool(self.option(m["enabled"], "metrics.enabled", "bool")) if "enabled" in m else True
         return MetricsConfig(enabled=enabled, listen=listen)
@@ -237,14 +268,7 @@ class Validator:
         if ratio > 1:
             self.fail("tracing.sample_ratio", f"must be between 0 and 1, got {ratio!r}")
             ratio = d.sample_ratio
-        headers = {}
-        hnode = t.get("headers")
-        if hnode is not None and not isinstance(hnode, dict):
-            self.fail("tracing.headers", "must be a mapping")
-        for hk, hv in (hnode or {}).items():
-            value = self.string(hv, f"tracing.headers.{hk}", required=True)
-            if value is not None:
-                headers[str(hk)] = value
+        headers = self.headers(t.get("headers"), "tracing.headers")
         return TracingConfig(
             enabled=bool(self.option(t["enabled"], "tracing.enabled", "bool")) if "enabled" in t else False,
             endpoint=self.string(t.get("endpoint"), "tracing.endpoint"),
@@ -291,6 +315,7 @@ class Validator:
         ratio = self.number(b.get("failure_ratio"), f"{path}.failure_ratio", base.failure_ratio)
         if ratio > 1:
             self.fail(f"{path}.failure_ratio", f"must be between 0 and 1, got {ratio!r}")
+            ratio = base.failure_ratio
         return BreakerConfig(
             failures=int(self.number(b.get("failures"), f"{path}.failures", base.failures, integer=True)),
             failure_ratio=ratio,
@@ -327,7 +352,7 @@ class Validator:
         if listen_s is not None:
             parsed = parse_listen(listen_s)
             if parsed is None:
-                self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {listen_s!r}")
+                self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {show(listen_s)}")
             else:
                 host, port = parsed
         keys: set[str] = set()
@@ -384,17 +409,20 @@ class Validator:
         if not isinstance(node, dict):
             self.fail("providers", f"must be a mapping of names to providers, got {_kind(node)}")
             return out
-        for name, body in node.items():
-            path = f"providers.{name}"
+        for key, body in node.items():
+            path = _join("providers", key)
+            name = self.name(key, path)
+            if name is None:
+                continue
             if not isinstance(body, dict):
                 self.fail(path, f"must be a mapping, got {_kind(body)}")
                 continue
             ptype = body.get("type")
             if not isinstance(ptype, str) or ptype not in PROVIDER_TYPES:
-                suffix = _did_you_mean(str(ptype), PROVIDER_TYPES)
+                suffix = _did_you_mean(ptype, PROVIDER_TYPES) if isinstance(ptype, str) else ""
                 self.fail(
                     f"{path}.type",
-                    f"unknown provider type {ptype!r}{suffix}; known types: "
+                    f"unknown provider type {show(ptype)}{suffix}; known types: "
                     + ", ".join(sorted(PROVIDER_TYPES)),
                 )
                 continue
@@ -407,16 +435,9 @@ class Validator:
                     self.fail(f"{path}.base_url", f"is required for type {ptype}")
                     base_url = ""
             elif not re.match(r"^https?://[^/\s]+", base_url):
-                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {base_url!r}")
+                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {show(base_url)}")
             api_key = self.api_key(p, path)
-            headers: dict[str, str] = {}
-            hnode = p.get("headers")
-            if hnode is not None and not isinstance(hnode, dict):
-                self.fail(f"{path}.headers", f"must be a mapping, got {_kind(hnode)}")
-            for hk, hv in (hnode or {}).items():
-                value = self.string(hv, f"{path}.headers.{hk}", required=True)
-                if value is not None:
-                    headers[str(hk)] = value
+            headers = self.headers(p.get("headers"), f"{path}.headers")
             options = {
                 k: self.option(p[k], f"{path}.{k}", kind) for k, kind in extra.items() if k in p
             }
@@ -432,6 +453,30 @@ class Validator:
                 limits=self.body_limits(p.get("limits"), f"{path}.limits", limits),
                 options=MappingProxyType(options),
             )
+        return out
+
+    def name(self, key: Any, path: str) -> str | None:
+        """A provider or model name: YAML may make it a number, never a list or null."""
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            self.fail(path, f"names must be strings, got {show(key)}")
+            return None
+        return str(key)
+
+    def headers(self, node: Any, path: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if node is None:
+            return out
+        if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping, got {_kind(node)}")
+            return out
+        for hk, hv in node.items():
+            hpath = _join(path, hk)
+            if not isinstance(hk, str):
+                self.fail(hpath, f"header names must be strings, got {show(hk)}")
+                continue
+            value = self.string(hv, hpath, required=True)
+            if value is not None:
+                out[hk] = value
         return out
 
     def aws_defaults(self, options: dict[str, Any], base_url: str, path: str) -> tuple[dict[str, Any], str]:
@@ -467,9 +512,18 @@ class Validator:
                 return None
             resolved = Path(fpath) if os.path.isabs(fpath) else self.base_dir / fpath
             try:
-                return resolved.read_text().strip()
+                with resolved.open("rb") as f:
+                    data = f.read(MAX_SECRET_FILE + 1)
             except OSError as exc:
-                self.fail(f"{path}.api_key_file", f"cannot read {fpath}: {exc.strerror or exc}")
+                self.fail(f"{path}.api_key_file", f"cannot read {fpath[:200]}: {exc.strerror or exc}")
+                return None
+            if len(data) > MAX_SECRET_FILE:
+                self.fail(f"{path}.api_key_file", f"{fpath[:200]} is larger than {MAX_SECRET_FILE} bytes")
+                return None
+            try:
+                return data.decode().strip()
+            except UnicodeDecodeError:
+                self.fail(f"{path}.api_key_file", f"{fpath[:200]} is not UTF-8 text")
                 return None
         return self.string(p.get("api_key"), f"{path}.api_key")
 
@@ -485,7 +539,7 @@ class Validator:
             if isinstance(node, str) and node.lower() in ("true", "false"):
                 return node.lower() == "true"
             if not isinstance(node, bool):
-                self.fail(path, f"must be true or false, got {node!r}")
+                self.fail(path, f"must be true or false, got {self.shown(node, path)}")
                 return False
             return node
         if kind == "list":
@@ -504,14 +558,20 @@ class Validator:
             self.fail("models", f"must be a mapping of model names, got {_kind(node)}")
             return out
         ids: dict[str, str] = {}
-        for name, body in node.items():
-            path = f"models.{name}"
+        for key, body in node.items():
+            path = _join("models", key)
+            name = self.name(key, path)
+            if name is None:
+                continue
             m = self.mapping(body, path, {"deployments", "strategy", "fallbacks", "retry", "session_key"})
-            strategy = m.get("strategy", "weighted")
-            if strategy not in STRATEGIES:
-                suffix = _did_you_mean(str(strategy), STRATEGIES)
-                self.fail(f"{path}.strategy", f"unknown strategy {strategy!r}{suffix}; known: "
+            strategy = self.string(m.get("strategy"), f"{path}.strategy")
+            if strategy is None:  # absent, or not a string (reported)
+                strategy = "weighted"
+            elif strategy not in STRATEGIES:
+                suffix = _did_you_mean(strategy, STRATEGIES)
+                self.fail(f"{path}.strategy", f"unknown strategy {show(strategy)}{suffix}; known: "
                           + ", ".join(sorted(STRATEGIES)))
+                strategy = "weighted"
             deps_node = m.get("deployments")
             if not isinstance(deps_node, list) or not deps_node:
                 self.fail(f"{path}.deployments", "must be a non-empty list of deployments")
@@ -523,22 +583,26 @@ class Validator:
                     continue
                 if dep.id in ids and ids[dep.id] == name:
                     self.fail(f"{path}.deployments[{i}]",
-                              f"duplicate deployment id {dep.id!r}; give one of them an 'id:'")
+                              f"duplicate deployment id {show(dep.id)}; give one of them an 'id:'")
                     continue
                 ids[dep.id] = name
                 deps.append(dep)
-            fallbacks = m.get("fallbacks") or []
-            if not isinstance(fallbacks, list):
-                self.fail(f"{path}.fallbacks", f"must be a list of model names, got {_kind(fallbacks)}")
-                fallbacks = []
+            fallbacks_node = m.get("fallbacks")
+            fallbacks: list[str] = []
+            if fallbacks_node is not None and not isinstance(fallbacks_node, list):
+                self.fail(f"{path}.fallbacks", f"must be a list of model names, got {_kind(fallbacks_node)}")
+            for i, fnode in enumerate(fallbacks_node if isinstance(fallbacks_node, list) else ()):
+                fb = self.string(fnode, f"{path}.fallbacks[{i}]", required=True)
+                if fb:
+                    fallbacks.append(fb)
             sk = self.mapping(m.get("session_key"), f"{path}.session_key", {"header", "field"})
             header = self.string(sk.get("header"), f"{path}.session_key.header") or "x-session-id"
             field_name = self.string(sk.get("field"), f"{path}.session_key.field") if "field" in sk else "user"
-            out[str(name)] = ModelConfig(
-                name=str(name),
+            out[name] = ModelConfig(
+                name=name,
                 deployments=tuple(deps),
-                strategy=str(strategy),
-                fallbacks=tuple(str(f) for f in fallbacks),
+                strategy=strategy,
+                fallbacks=tuple(fallbacks),
                 retry=self.retry(m.get("retry"), f"{path}.retry", self.retry_defaults),
                 session_header=header.lower(),
                 session_field=field_name or None,
@@ -547,17 +611,17 @@ class Validator:
             for i, fb in enumerate(model.fallbacks):
                 if fb not in out:
                     suffix = _did_you_mean(fb, out)
-                    self.fail(f"models.{name}.fallbacks[{i}]", f"unknown model {fb!r}{suffix}")
+                    self.fail(f"{_join('models', name)}.fallbacks[{i}]", f"unknown model {show(fb)}{suffix}")
                 elif fb == name:
-                    self.fail(f"models.{name}.fallbacks[{i}]", "a model cannot fall back to itself")
+                    self.fail(f"{_join('models', name)}.fallbacks[{i}]", "a model cannot fall back to itself")
         first: dict[str, tuple[str, DeploymentConfig]] = {}
         for name, model in out.items():
             for dep in model.deployments:
                 seen = first.setdefault(dep.id, (name, dep))
                 if seen[1].limits() != dep.limits():
                     self.fail(
-                        f"models.{name}.deployments",
-                        f"deployment id {dep.id!r} is also used by model {seen[0]!r} with different "
+                        f"{_join('models', name)}.deployments",
+                        f"deployment id {show(dep.id)} is also used by model {show(seen[0])} with different "
                         "provider, model, limits, breaker or timeouts; give one of them its own 'id:'",
                     )
         return out
@@ -575,7 +639,7 @@ class Validator:
         provider = providers.get(pname or "")
         if pname and provider is None:
             suffix = _did_you_mean(pname, providers)
-            self.fail(f"{path}.provider", f"unknown provider {pname!r}{suffix}")
+            self.fail(f"{path}.provider", f"unknown provider {show(pname)}{suffix}")
         if provider is None or not model:
             return None
         dep_id = self.string(d.get("id"), f"{path}.id") or f"{pname}/{model}"
@@ -614,7 +678,7 @@ class Validator:
 
 def parse_listen(value: str) -> tuple[str, int] | None:
     """``host:port``, ``[v6]:port`` or ``:port`` → (host, port)."""
-    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]]*):(\d+)$", value)
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$", value) or re.match(r"^([^:\[\]]*):(\d{1,5})$", value)
     if not m:
         return None
     port = int(m.group(2))
@@ -623,12 +687,22 @@ def parse_listen(value: str) -> tuple[str, int] | None:
     return (m.group(1) or "0.0.0.0", port)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _join(path: str, key: object) -> str:
+    # A key is part of every message under it: bounded like a value.
+    text = key if isinstance(key, str) else show(key)
+    if len(text) > _MAX_KEY:
+        text = text[:_MAX_KEY - 3] + "..."
+    return f"{path}.{text}" if path else text
+
+
+_MAX_KEY = 64
+_SHOW = 80
 
 
 def _did_you_mean(value: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, else ``""``."""
+    if len(value) > _MAX_KEY:  # difflib is quadratic; no real key is this long
+        return ""
     hint = difflib.get_close_matches(value, sorted(choices), n=1)
     return f" (did you mean '{hint[0]}'?)" if hint else ""
 
@@ -637,3 +711,52 @@ def _kind(node: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
         type(node), type(node).__name__
     )
+
+
+class _Lit(str):
+    """A piece of punctuation in ``show``'s walk, not a value to quote."""
+
+
+def show(value: Any, limit: int = _SHOW) -> str:
+    """A repr of ``value`` cut at ``limit`` characters, built without ever
+    materialising the whole repr: an alias-shared YAML structure can stand
+    for billions of nodes, and a string can be megabytes."""
+    out: list[str] = []
+    size = 0
+    stack: list[Any] = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, _Lit):
+            piece = str(item)
+        elif isinstance(item, str):
+            piece = repr(item[: limit + 1])
+        elif isinstance(item, (dict, list, tuple, set, frozenset)):
+            opener, closer = ("{", "}") if isinstance(item, (dict, set, frozenset)) else ("[", "]")
+            parts: list[Any] = []
+            for i, element in enumerate(item.items() if isinstance(item, dict) else item):
+                if i * 2 > limit:
+                    parts.append(_Lit("..."))
+                    break
+                if i:
+                    parts.append(_Lit(", "))
+                if isinstance(item, dict):
+                    parts.extend((element[0], _Lit(": "), element[1]))
+                else:
+                    parts.append(element)
+            stack.append(_Lit(closer))
+            stack.extend(reversed(parts))
+            piece = opener
+        elif isinstance(item, bool) or item is None or isinstance(item, float):
+            piece = repr(item)
+        elif isinstance(item, int):
+            piece = repr(item) if item.bit_length() < 4 * limit else f"<an integer of {item.bit_length()} bits>"
+        elif isinstance(item, (bytes, bytearray)):
+            piece = repr(bytes(item[: limit + 1]))
+        else:
+            piece = f"<{type(item).__name__}>"
+        out.append(piece)
+        size += len(piece)
+    text = "".join(out)
+    if stack or len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

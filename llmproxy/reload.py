@@ -10,6 +10,11 @@ Invariants:
   the path as it resolves now; a periodic hash check catches what the
   watcher misses, so a lost event delays a reload by seconds, never forever;
 - in-flight requests keep the ``Runtime`` they started with;
+- the file is parsed and validated in a worker thread: a large file costs
+  CPU, never the event loop's responsiveness;
+- nothing ends the watching: an unexpected exception in one attempt is a
+  rejected reload (logged, kept in ``last_error``), and a watcher or poller
+  task that dies anyway is logged and restarted after a short backoff;
 - settings that only apply at start (``listen``, ``defaults.upstream``) are
   reported as needing a restart, not half-applied.
 """
@@ -21,14 +26,14 @@ import hashlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
 from aiohttp import web
 
-from .config import Config, ConfigError, parse_config
+from .config import Config, ConfigError, parse_config, read_config_bytes
 from .config_views import summarize
 from .observe import reloaded
 from .runtime import PROXY, Proxy
@@ -71,10 +76,17 @@ class Reloader:
             self.status.last_attempt_at = time.time()
             for _ in range(3):
                 try:
-                    config = parse_config(raw, source=str(self.path), base_dir=self.path.parent)
+                    config = await asyncio.to_thread(
+                        parse_config, raw, source=str(self.path), base_dir=self.path.parent
+                    )
                     break
                 except ConfigError as exc:
                     problems = exc.problems
+                except Exception as exc:  # a bug of ours, never a reason to stop watching
+                    log.error("config reload (%s): unexpected error while validating", reason, exc_info=True)
+                    self._rejected([_unexpected(exc)], reason)
+                    self.last_seen_sha = sha
+                    return False
                 # An in-place write (not a rename) can be caught half done:
                 # only report content that is still there a moment later.
                 await asyncio.sleep(max(self.proxy.runtime.config.reload.debounce, 0.05))
@@ -88,10 +100,19 @@ class Reloader:
                 self._rejected(problems, reason)
                 self.last_seen_sha = sha
                 return False
-            self._warn_restart_only(config)
-            self.proxy.swap(config)
+            try:
+                self._warn_restart_only(config)
+                self.proxy.swap(config)
+            except Exception as exc:  # building the new routing failed: the old one still serves
+                log.error("config reload (%s): unexpected error while applying", reason, exc_info=True)
+                self._rejected([_unexpected(exc)], reason)
+                self.last_seen_sha = sha
+                return False
             if self.on_result is not None:
-                self.on_result(config)
+                try:
+                    self.on_result(config)
+                except Exception:  # observability follows on; the new config already serves
+                    log.exception("config reload (%s): updating metrics and logs failed", reason)
             self.status.reloads += 1
             self.status.last_error = None
             self.last_seen_sha = sha
@@ -100,14 +121,17 @@ class Reloader:
 
     async def _read(self) -> bytes | None:
         try:
-            return await asyncio.to_thread(self.path.read_bytes)
+            return await asyncio.to_thread(read_config_bytes, self.path)
         except OSError as exc:
             self._rejected([f"{self.path}: cannot read config: {exc.strerror or exc}"], "read")
             return None
 
     def _rejected(self, problems: list[str], reason: str) -> bool:
         if self.on_result is not None:
-            self.on_result(None)
+            try:
+                self.on_result(None)
+            except Exception:
+                log.exception("config reload (%s): recording the rejection failed", reason)
         self.status.failures += 1
         self.status.last_error = problems
         self.status.last_error_at = time.time()
@@ -120,9 +144,12 @@ class Reloader:
     def _warn_restart_only(self, new: Config) -> None:
         old = self.proxy.runtime.config
         if (old.server.host, old.server.port) != (new.server.host, new.server.port):
+            # The address really listened on: --host/--port may override the config's.
+            host, port = self.proxy.listening or (old.server.host, old.server.port)
             log.warning(
-                "listen changed from %s:%d to %s:%d: this needs a restart; still listening on the old address",
-                old.server.host, old.server.port, new.server.host, new.server.port,
+                "listen changed from %s:%d to %s:%d in the config: this needs a restart; "
+                "still listening on %s:%d",
+                old.server.host, old.server.port, new.server.host, new.server.port, host, port,
             )
         if old.pool != new.pool:
             log.warning("defaults.upstream changed: the connection pool settings apply after a restart")
@@ -153,6 +180,33 @@ class Reloader:
             interval = self.proxy.runtime.config.reload.poll_interval
 
 
+def _unexpected(exc: BaseException) -> str:
+    return f"{type(exc).__name__} while loading the config (a bug in llmproxy; see its log)"
+
+
+async def supervise(name: str, run: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event,
+                    backoff: float = 0.5, max_backoff: float = 10.0) -> None:
+    """Run ``run(stop)``; when it dies, log it at ERROR and start it again.
+
+    A ``run`` that returns ends supervision (the watcher does when it cannot
+    watch at all); only ``stop`` or cancellation ends a crashing one.
+    """
+    delay = backoff
+    while not stop.is_set():
+        try:
+            await run(stop)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("config %s task died; restarting it in %gs", name, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, max_backoff)
+
+
 RELOADER = web.AppKey("llmproxy.reloader", Reloader)
 
 
@@ -165,9 +219,9 @@ async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
     reloader = Reloader(proxy, proxy.config_path, on_result=lambda config: reloaded(app, config))
     app[RELOADER] = reloader
     stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = [asyncio.create_task(reloader.poll(stop))]
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(supervise("poller", reloader.poll, stop))]
     if proxy.runtime.config.reload.enabled:
-        tasks.append(asyncio.create_task(reloader.watch(stop)))
+        tasks.append(asyncio.create_task(supervise("watcher", reloader.watch, stop)))
     loop = asyncio.get_running_loop()
     background: set[asyncio.Task[bool]] = set()
 

@@ -35,6 +35,9 @@ class Proxy:
         self.runtime = Runtime(config, self.registry)
         self.upstream = Upstream(config.pool)
         self.draining = False
+        # The address ``serve`` listens on (the CLI's --host/--port win over
+        # the config's ``listen``); None until then, e.g. under a test server.
+        self.listening: tuple[str, int] | None = None
         self.started_at = time.time()
         # Request ids: a random per-process prefix and a counter, unique across
         # pods for log correlation and far cheaper than uuid4 per request.

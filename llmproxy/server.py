@@ -202,6 +202,7 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
         # listener: close them, so a port in use is one error, not a leak.
         await runner.cleanup()
         raise
+    proxy.listening = (host, port)
     log.info("llmproxy listening on http://%s:%d", host, port)
     log.info("routes: %s", summarize(proxy.runtime.config))
     stop = asyncio.Event()
