@@ -39,6 +39,7 @@ from .config import (
     TracingConfig,
     UpstreamPoolConfig,
 )
+from .redact import url_without_userinfo
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
@@ -359,7 +360,7 @@ class Validator:
                     self.fail(f"{path}.base_url", f"is required for type {ptype}")
                     base_url = ""
             elif not re.match(r"^https?://[^/\s]+", base_url):
-                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {base_url!r}")
+                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {url_without_userinfo(base_url)!r}")
             api_key = self.api_key(p, path)
             headers: dict[str, str] = {}
             hnode = p.get("headers")

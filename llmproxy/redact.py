@@ -12,12 +12,15 @@ even a key of no known shape never leaves. Used by every log record
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+
+import orjson
 
 MASK = "[REDACTED]"
 MIN_SECRET_LEN = 8  # shorter exact values would mask ordinary words
@@ -42,6 +45,9 @@ _VALUE = re.compile(
     r"""(?:"(?P<dq>(?:\\.|[^"\\\r\n])*)"|'(?P<sq>(?:\\.|[^'\\\r\n])*)'"""
     r"""|(?:(?i:bearer|basic|digest|token|aws4-hmac-sha256)[ \t]+)?(?P<bare>[^\s,;&"'<>(){}\[\]]+))"""
 )
+# The auth schemes a value may start with; a scheme alone ("Authorization:
+# Bearer <admin.token>" in our own messages) is not a credential.
+_SCHEMES = frozenset(("bearer", "basic", "digest", "token", "aws4-hmac-sha256"))
 _AWS_SECRET_WS = re.compile(r"""["']?\s+["']?(?P<bare>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])""")
 # On the lower-cased text (same indices).
 _BEARER = re.compile(r"bearer\s+(?P<v>[a-z0-9._~+/=-]{8,})")
@@ -106,6 +112,7 @@ class Redactor:
         self.emails = emails
         self.cards = cards
         self._secrets: tuple[str, ...] = ()
+        self._secret_bytes: tuple[bytes, ...] = ()
         self._cache: dict[str, str] = {}
         self.generation = 0  # bumped whenever what is masked changes (callers' own memos)
         self.set_secrets(secrets)
@@ -119,7 +126,11 @@ class Redactor:
             out.add(v)
             out.add(quote(v, safe=""))
             out.add(json.dumps(v)[1:-1])
+            out.add(json.dumps(v, ensure_ascii=False)[1:-1])
+            if "/" in v:  # JSON encoders that escape the solidus (PHP, some Java)
+                out.add(json.dumps(v, ensure_ascii=False)[1:-1].replace("/", "\\/"))
         self._secrets = tuple(sorted(out, key=len, reverse=True))
+        self._secret_bytes = tuple(v.encode() for v in self._secrets)
         self._cache = {}
         self.generation += 1
 
@@ -135,6 +146,68 @@ class Redactor:
                 cache.clear()
             out = cache[text] = self._redact(text)
         return out
+
+    def knows_secret_in(self, data: bytes) -> bool:
+        """Does ``data`` hold one of the exact values (in any of their forms)?
+
+        The screen every relayed byte passes: one C substring search per form.
+        """
+        for s in self._secret_bytes:
+            if s in data:
+                return True
+        return False
+
+    def relay_events(self, data: bytes) -> bytes:
+        """Whole SSE events on their way to a client, masked where needed.
+
+        An event is masked when it holds a known secret or is an error event
+        (upstreams quote keys in errors: "Incorrect API key provided: ..."),
+        the same masking the non-stream path gives an error's message. Every
+        other event, the usual case, is relayed as is: ``data`` itself is
+        returned when nothing matched.
+        """
+        if b'"error"' not in data and not self.knows_secret_in(data):
+            return data
+        events = data.split(b"\n\n")
+        for i, event in enumerate(events):
+            if event and (b'"error"' in event or self.knows_secret_in(event)):
+                events[i] = b"\n".join(self._event_line(line) for line in event.split(b"\n"))
+        return b"\n\n".join(events)
+
+    def _event_line(self, line: bytes) -> bytes:
+        if line.startswith(b"data:"):
+            payload = line[5:]
+            head = b"data: " if payload.startswith(b" ") else b"data:"
+            return head + self.relay_json(payload.lstrip(b" "), always=True)
+        return self.redact(line.decode("utf-8", "replace")).encode()
+
+    def relay_json(self, data: bytes, *, always: bool = False) -> bytes:
+        """A JSON body on its way to a client, masked only if it holds a known
+        secret (or ``always``). Every string in it (keys too) goes through
+        ``redact``, so the body stays valid JSON; text that is not JSON is
+        redacted as text."""
+        if not always and not self.knows_secret_in(data):
+            return data
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return self.redact(data.decode("utf-8", "replace")).encode()
+        try:
+            masked = self.redact_doc(doc)
+        except RecursionError:  # absurdly deep: mask it as text
+            return self.redact(data.decode("utf-8", "replace")).encode()
+        out = orjson.dumps(masked)
+        return data if masked == doc and not always else out
+
+    def redact_doc(self, doc: Any) -> Any:
+        """A copy of plain JSON-like data with every string (keys too) redacted."""
+        if isinstance(doc, str):
+            return self.redact(doc)
+        if isinstance(doc, dict):
+            return {(self.redact(k) if isinstance(k, str) else k): self.redact_doc(v) for k, v in doc.items()}
+        if isinstance(doc, (list, tuple)):
+            return [self.redact_doc(v) for v in doc]
+        return doc
 
     def _exact(self, text: str) -> str:
         for s in self._secrets:
@@ -187,7 +260,9 @@ class Redactor:
                             m = _AWS_SECRET_WS.match(text, end)
                         if m is not None:
                             group = m.lastgroup  # dq, sq or bare
-                            if group and m.end(group) > m.start(group):
+                            if group == "bare" and m.group(group).lower() in _SCHEMES:
+                                pass  # a scheme with no token after it: ours, "Bearer <admin.token>"
+                            elif group and m.end(group) > m.start(group):
                                 spans.append((m.start(group), m.end(group), MASK))
                 i = low.find(word, end)
 
@@ -227,11 +302,43 @@ def _apply(text: str, spans: list[Span]) -> str:
     return "".join(out)
 
 
+_SECRETISH = re.compile(r"(secret|token|password|key|auth|credential)", re.IGNORECASE)
+# userinfo: everything between the scheme and the last "@" of the authority
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#]*)@")
+
+
+def url_without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``[REDACTED]@`` (admin output, errors)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", url, count=1)
+
+
+def url_credentials(url: str) -> list[str]:
+    """The secrets a ``user:password@`` in ``url`` puts on the wire and in text.
+
+    aiohttp turns userinfo into ``Authorization: Basic base64(user:password)``
+    (percent-decoded, latin-1 like ``aiohttp.BasicAuth``), so the base64 form
+    is as much a credential as the password, raw or percent-encoded."""
+    m = _USERINFO.match(url)
+    if m is None:
+        return []
+    info = m["info"]
+    user, _, password = info.partition(":")
+    plain = f"{unquote(user)}:{unquote(password)}"
+    try:
+        raw = plain.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = plain.encode()
+    found = [info, plain, base64.b64encode(raw).decode()]
+    if password:
+        found += [password, unquote(password)]
+    return found
+
+
 def config_secrets(config: Any) -> list[str]:
     """Every credential in a ``Config``: provider keys, secret-looking options
     and headers, client keys, the admin token (feed to ``Redactor.set_secrets``)."""
     found: list[str] = []
-    secretish = re.compile(r"(secret|token|password|key|auth|credential)", re.IGNORECASE)
+    secretish = _SECRETISH
     for p in config.providers.values():
         if p.api_key:
             found.append(p.api_key)
@@ -241,12 +348,70 @@ def config_secrets(config: Any) -> list[str]:
         for k, v in p.options.items():
             if secretish.search(k) and isinstance(v, str):
                 found.append(v)
+        found.extend(url_credentials(p.base_url))
     found.extend(config.server.api_keys)
     if config.admin.token:
         found.append(config.admin.token)
     tracing = getattr(config, "tracing", None)  # the proposed ``tracing:`` section
     if tracing is not None:
         found.extend(v for k, v in tracing.headers.items() if secretish.search(k))
+    return found
+
+
+# Keys whose value is a credential wherever they appear in a config file.
+_RAW_SECRET_KEYS = frozenset(("api_key", "api_keys", "token", "aws_access_key_id", "aws_secret_access_key",
+                              "aws_session_token"))
+_RAW_SECRET_WORDS = re.compile(r"secret|password|passwd|credential", re.IGNORECASE)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def secrets_in_raw_config(doc: Any, env: Mapping[str, str] | None = None) -> set[str]:
+    """Every credential in a parsed but not (or not successfully) validated
+    config document, as ``config_secrets`` finds them in a ``Config``.
+
+    For a rejected reload, whose new values the redactor must mask too:
+    values of secret keys (``api_key``, ``api_keys``, ``token``, the AWS
+    keys, any ``*secret*`` / ``*password*`` / ``*credential*`` key), header
+    values under secret-looking header names, ``base_url`` userinfo, at any
+    depth. Values of any type are taken as text; ``${VAR}`` references are
+    expanded from ``env`` when given (the value that would have been used).
+    Pass the result to ``Redactor.set_secrets`` together with the active
+    config's ``config_secrets``.
+    """
+    found: set[str] = set()
+
+    def text(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        s = str(value)
+        if env is not None and "${" in s:
+            s = _ENV_REF.sub(lambda m: env.get(m[1], m[2] or ""), s)
+        return s
+
+    def add(value: Any) -> None:
+        for v in value if isinstance(value, list) else [value]:
+            s = text(v)
+            if s:
+                found.add(s)
+
+    stack = [doc]
+    while stack:  # iterative: a document can nest deeper than the recursion limit
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for k, v in node.items():
+            key = str(k)
+            if key in _RAW_SECRET_KEYS or _RAW_SECRET_WORDS.search(key):
+                add(v)
+            elif key == "headers" and isinstance(v, dict):
+                add([hv for hk, hv in v.items() if _SECRETISH.search(str(hk))])
+            elif key == "base_url" and (url := text(v)):
+                found.update(url_credentials(url))
+            if isinstance(v, (dict, list)):
+                stack.append(v)
     return found
 
 
