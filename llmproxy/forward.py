@@ -74,7 +74,7 @@ async def forward_unary(
             lease.success(loop.time() - started, usage)
             obs.attempt_succeeded(usage)
             if redactor is not None:  # an upstream echoing our headers into its answer
-                out = redactor.relay_json(out)
+                out = redactor.screen_for(dep.provider).body(out)
             return web.Response(
                 body=out, content_type="application/json", headers={DEPLOYMENT_HEADER: dep.id}
             )
@@ -180,7 +180,7 @@ async def _stream_attempt(
     failure: ProxyError | None = None
     # Translators hand out whole events only, so a secret never straddles two
     # pieces and each piece can be screened on its own.
-    relay = redactor.relay_events if redactor is not None else _as_is
+    relay = redactor.screen_for(dep.provider).events if redactor is not None else _as_is
     try:
         await out.prepare(request)
         await out.write(relay(first))

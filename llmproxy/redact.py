@@ -16,7 +16,7 @@ import base64
 import json
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -101,6 +101,69 @@ def _glued(text: str, start: int) -> bool:
     return start > 0 and text[start - 1].isalnum()
 
 
+def _forms(value: str) -> set[str]:
+    """The ways ``value`` appears in text: as is, URL-encoded, JSON-escaped."""
+    forms = {value, quote(value, safe=""), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    if "/" in value:  # JSON encoders that escape the solidus (PHP, some Java)
+        forms.add(json.dumps(value, ensure_ascii=False)[1:-1].replace("/", "\\/"))
+    return forms
+
+
+# Characters that no form of ``_forms`` escapes: a run of them is in every form.
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9_.~-]+")
+_ERROR_EVENT = b'"error"'
+_SCREENS_MAX = 1024
+
+
+class RelayScreen:
+    """What every byte relayed from one upstream to a client passes.
+
+    The usual piece (no error event, none of the upstream's credentials) is
+    handed back as the same object after one C substring search per
+    credential plus one for ``"error"``: each credential is looked for by
+    its longest run of characters that no encoding escapes, which every form
+    of it (raw, URL-encoded, JSON-escaped) contains. A hit, or an error event
+    (upstreams quote keys in errors: "Incorrect API key provided: ..."), is
+    masked by the redactor with everything it knows, as the non-stream path
+    masks an error's message.
+    """
+
+    __slots__ = ("_redactor", "_anchors")
+
+    def __init__(self, redactor: Redactor, secrets: Iterable[str]) -> None:
+        self._redactor = redactor
+        anchors: set[bytes] = set()
+        for s in secrets:
+            if not s or len(s) < MIN_SECRET_LEN:
+                continue  # the redactor does not mask these either
+            longest = max(_UNESCAPED_RUN.findall(s), key=len, default="")
+            if len(longest) >= MIN_SECRET_LEN:
+                anchors.add(longest.encode())
+            else:  # mostly escaped characters: look for every form
+                anchors.update(f.encode() for f in _forms(s))
+        self._anchors = tuple(sorted(anchors, key=len))
+
+    def hit(self, data: bytes) -> bool:
+        """Could ``data`` hold one of the credentials?"""
+        for a in self._anchors:
+            if a in data:
+                return True
+        return False
+
+    def _needs(self, event: bytes) -> bool:
+        return _ERROR_EVENT in event or self.hit(event)
+
+    def events(self, data: bytes) -> bytes:
+        """Whole SSE events on their way to a client; ``data`` itself when none needed masking."""
+        if _ERROR_EVENT not in data and not self.hit(data):
+            return data
+        return self._redactor.mask_events(data, self._needs)
+
+    def body(self, data: bytes) -> bytes:
+        """A (JSON) answer body on its way to a client; ``data`` itself when clean."""
+        return self._redactor.mask_json(data) if self.hit(data) else data
+
+
 class Redactor:
     """Masks secrets in text.
 
@@ -112,8 +175,8 @@ class Redactor:
         self.emails = emails
         self.cards = cards
         self._secrets: tuple[str, ...] = ()
-        self._secret_bytes: tuple[bytes, ...] = ()
         self._cache: dict[str, str] = {}
+        self._screens: dict[int, tuple[object, RelayScreen]] = {}
         self.generation = 0  # bumped whenever what is masked changes (callers' own memos)
         self.set_secrets(secrets)
 
@@ -121,17 +184,11 @@ class Redactor:
         """Exact values to mask wherever they appear (also URL- and JSON-escaped)."""
         out: set[str] = set()
         for v in values:
-            if not v or len(v) < MIN_SECRET_LEN:
-                continue
-            out.add(v)
-            out.add(quote(v, safe=""))
-            out.add(json.dumps(v)[1:-1])
-            out.add(json.dumps(v, ensure_ascii=False)[1:-1])
-            if "/" in v:  # JSON encoders that escape the solidus (PHP, some Java)
-                out.add(json.dumps(v, ensure_ascii=False)[1:-1].replace("/", "\\/"))
+            if v and len(v) >= MIN_SECRET_LEN:
+                out.update(_forms(v))
         self._secrets = tuple(sorted(out, key=len, reverse=True))
-        self._secret_bytes = tuple(v.encode() for v in self._secrets)
         self._cache = {}
+        self._screens = {}
         self.generation += 1
 
     def redact(self, text: str) -> str:
@@ -147,30 +204,29 @@ class Redactor:
             out = cache[text] = self._redact(text)
         return out
 
-    def knows_secret_in(self, data: bytes) -> bool:
-        """Does ``data`` hold one of the exact values (in any of their forms)?
+    def screen(self, secrets: Iterable[str]) -> RelayScreen:
+        """The check for bytes relayed from an upstream that was sent ``secrets``."""
+        return RelayScreen(self, secrets)
 
-        The screen every relayed byte passes: one C substring search per form.
-        """
-        for s in self._secret_bytes:
-            if s in data:
-                return True
-        return False
+    def screen_for(self, provider: Any) -> RelayScreen:
+        """``screen`` for a ``ProviderConfig``'s credentials (memoised per provider object).
 
-    def relay_events(self, data: bytes) -> bytes:
-        """Whole SSE events on their way to a client, masked where needed.
+        An upstream can only echo what it was sent, so the relay of one
+        deployment looks for its own provider's credentials: usually one
+        substring search a piece, whatever else the config holds."""
+        hit = self._screens.get(id(provider))
+        if hit is not None and hit[0] is provider:
+            return hit[1]
+        if len(self._screens) >= _SCREENS_MAX:
+            self._screens = {}
+        screen = self._screens[id(provider)] = (provider, RelayScreen(self, provider_secrets(provider)))
+        return screen[1]
 
-        An event is masked when it holds a known secret or is an error event
-        (upstreams quote keys in errors: "Incorrect API key provided: ..."),
-        the same masking the non-stream path gives an error's message. Every
-        other event, the usual case, is relayed as is: ``data`` itself is
-        returned when nothing matched.
-        """
-        if b'"error"' not in data and not self.knows_secret_in(data):
-            return data
+    def mask_events(self, data: bytes, needs: Callable[[bytes], bool]) -> bytes:
+        """SSE events with every event for which ``needs`` is true masked as JSON (``mask_json``)."""
         events = data.split(b"\n\n")
         for i, event in enumerate(events):
-            if event and (b'"error"' in event or self.knows_secret_in(event)):
+            if event and needs(event):
                 events[i] = b"\n".join(self._event_line(line) for line in event.split(b"\n"))
         return b"\n\n".join(events)
 
@@ -178,16 +234,13 @@ class Redactor:
         if line.startswith(b"data:"):
             payload = line[5:]
             head = b"data: " if payload.startswith(b" ") else b"data:"
-            return head + self.relay_json(payload.lstrip(b" "), always=True)
+            return head + self.mask_json(payload.lstrip(b" "))
         return self.redact(line.decode("utf-8", "replace")).encode()
 
-    def relay_json(self, data: bytes, *, always: bool = False) -> bytes:
-        """A JSON body on its way to a client, masked only if it holds a known
-        secret (or ``always``). Every string in it (keys too) goes through
-        ``redact``, so the body stays valid JSON; text that is not JSON is
-        redacted as text."""
-        if not always and not self.knows_secret_in(data):
-            return data
+    def mask_json(self, data: bytes) -> bytes:
+        """A JSON document with every string in it (keys too) through ``redact``,
+        so it stays valid JSON; ``data`` itself when nothing was masked. Text
+        that is not JSON is redacted as text."""
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -196,8 +249,7 @@ class Redactor:
             masked = self.redact_doc(doc)
         except RecursionError:  # absurdly deep: mask it as text
             return self.redact(data.decode("utf-8", "replace")).encode()
-        out = orjson.dumps(masked)
-        return data if masked == doc and not always else out
+        return data if masked == doc else orjson.dumps(masked)
 
     def redact_doc(self, doc: Any) -> Any:
         """A copy of plain JSON-like data with every string (keys too) redacted."""
@@ -334,27 +386,35 @@ def url_credentials(url: str) -> list[str]:
     return found
 
 
+def provider_secrets(provider: Any) -> list[str]:
+    """Every credential a ``ProviderConfig`` sends or signs with: its key,
+    secret-looking headers and options, ``base_url`` userinfo."""
+    found: list[str] = []
+    if provider.api_key:
+        found.append(provider.api_key)
+    for k, v in provider.headers.items():
+        if _SECRETISH.search(k) and isinstance(v, str):
+            found.append(v)
+    for k, v in provider.options.items():
+        if _SECRETISH.search(k) and isinstance(v, str):
+            found.append(v)
+    found.extend(url_credentials(provider.base_url))
+    return found
+
+
 def config_secrets(config: Any) -> list[str]:
     """Every credential in a ``Config``: provider keys, secret-looking options
-    and headers, client keys, the admin token (feed to ``Redactor.set_secrets``)."""
+    and headers, ``base_url`` userinfo, client keys, the admin token (feed to
+    ``Redactor.set_secrets``)."""
     found: list[str] = []
-    secretish = _SECRETISH
     for p in config.providers.values():
-        if p.api_key:
-            found.append(p.api_key)
-        for k, v in p.headers.items():
-            if secretish.search(k) and isinstance(v, str):
-                found.append(v)
-        for k, v in p.options.items():
-            if secretish.search(k) and isinstance(v, str):
-                found.append(v)
-        found.extend(url_credentials(p.base_url))
+        found.extend(provider_secrets(p))
     found.extend(config.server.api_keys)
     if config.admin.token:
         found.append(config.admin.token)
     tracing = getattr(config, "tracing", None)  # the proposed ``tracing:`` section
     if tracing is not None:
-        found.extend(v for k, v in tracing.headers.items() if secretish.search(k))
+        found.extend(v for k, v in tracing.headers.items() if _SECRETISH.search(k))
     return found
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -336,10 +338,10 @@ def test_a_rejected_base_url_is_quoted_without_its_userinfo() -> None:
 
 
 def test_relaying_events_without_a_secret_hands_back_the_same_bytes() -> None:
-    r = Redactor(secrets=[K_API, K_HDR])
+    screen = Redactor(secrets=[K_API, K_HDR]).screen([K_API, K_HDR])
     data = b"".join(openai_stream(["a", "b", "c"]))
-    assert r.relay_events(data) is data
-    assert r.relay_json(data) is data
+    assert screen.events(data) is data
+    assert screen.body(data) is data
 
 
 def test_relaying_events_masks_only_the_events_that_need_it() -> None:
@@ -347,7 +349,7 @@ def test_relaying_events_masks_only_the_events_that_need_it() -> None:
     ok = sse({"choices": [{"delta": {"content": "sk-lookalike-but-content-0123456789"}}]})
     leak = sse({"choices": [{"delta": {"content": f"{K_API}"}}]})
     err = sse({"error": {"message": "Incorrect API key provided: sk-abcdefghijklmnopqrstuvwxyz", "code": None}})
-    out = r.relay_events(ok + leak + err + b"data: [DONE]\n\n")
+    out = r.screen([K_API]).events(ok + leak + err + b"data: [DONE]\n\n")
     events = out.split(b"\n\n")
     assert events[0] + b"\n\n" == ok  # not an error, no known secret: untouched, shapes and all
     assert orjson.loads(events[1][6:])["choices"][0]["delta"]["content"] == MASK
@@ -355,10 +357,16 @@ def test_relaying_events_masks_only_the_events_that_need_it() -> None:
     assert events[3] == b"data: [DONE]" and out.endswith(b"\n\n")
 
 
-def test_secrets_are_known_in_their_escaped_forms() -> None:
-    r = Redactor(secrets=[AWS_SECRET])
-    for form in (AWS_SECRET, AWS_SECRET.replace("/", "\\/"), "unshaped%2Faws%2Bsecret-6q7r8s9t0u"):
-        assert r.knows_secret_in(f'{{"m": "{form}"}}'.encode()), form
+@pytest.mark.parametrize("secret", [AWS_SECRET, "a/b+c/d=e/f+g/h=", "pässwörd-ünïcode"])
+def test_secrets_are_found_and_masked_in_their_escaped_forms(secret: str) -> None:
+    r = Redactor(secrets=[secret])
+    screen = r.screen([secret])
+    forms = {secret, secret.replace("/", "\\/"), quote(secret, safe=""), orjson.dumps(secret).decode()[1:-1],
+             json.dumps(secret)[1:-1]}
+    for form in forms:
+        body = f'{{"m": "said {form}"}}'.encode()
+        assert screen.hit(body), form
+        assert secret not in orjson.loads(screen.body(body))["m"], form
         assert form not in r.redact(f"said {form}")
 
 
