@@ -39,7 +39,7 @@ from .config import (
     TracingConfig,
     UpstreamPoolConfig,
 )
-from .redact import url_without_userinfo
+from .redact import url_credentials, url_without_userinfo
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
@@ -375,7 +375,7 @@ class Validator:
             }
             if ptype == "bedrock":
                 options, base_url = self.aws_defaults(options, base_url, path)
-            out[name] = ProviderConfig(
+            out[name] = provider = ProviderConfig(
                 name=name,
                 type=ptype,
                 base_url=base_url.rstrip("/"),
@@ -384,6 +384,10 @@ class Validator:
                 timeouts=self.timeouts(p.get("timeouts"), f"{path}.timeouts", timeouts),
                 options=MappingProxyType(options),
             )
+            if url_credentials(provider.base_url) and _sets_authorization(provider):
+                self.fail(f"{path}.base_url", "has user:password@, which is sent as 'Authorization: Basic', "
+                          "but this provider sends its own Authorization header (api_key, headers or AWS "
+                          "signing); keep one of the two")
         return out
 
     def aws_defaults(self, options: dict[str, Any], base_url: str, path: str) -> tuple[dict[str, Any], str]:
@@ -589,3 +593,19 @@ def _kind(node: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
         type(node), type(node).__name__
     )
+
+
+def _sets_authorization(provider: ProviderConfig) -> bool:
+    """Would this provider's requests carry an Authorization header of their
+    own? (aiohttp refuses to add userinfo's Basic credential to one.) Asks
+    the provider's adapter for a request, so each type's rule lives once."""
+    from .errors import ProxyError
+    from .providers import adapter_for  # here: the adapters import this package's config
+
+    dep = DeploymentConfig(id="-", provider=provider, model="-")
+    probe = {"model": "-", "messages": [{"role": "user", "content": "-"}], "max_tokens": 1}
+    try:
+        req = adapter_for(provider.type).chat_request(dep, probe, stream=False)
+    except (ProxyError, KeyError, TypeError, ValueError):
+        return any(k.lower() == "authorization" for k in provider.headers)
+    return req.aws_sigv4 is not None or any(k.lower() == "authorization" for k in req.headers)

@@ -27,10 +27,11 @@ from aiohttp import web
 
 from .errors import ProxyError, UpstreamError, UpstreamProtocolError
 from .fetch import RemoteImages
-from .logs import REDACTOR, Redactor
+from .logs import REDACTOR
 from .observe import Observation
 from .providers import adapter_for
 from .providers.base import Adapter, CallContext
+from .redact import Redactor
 from .router.plan import Lease, Plan
 from .sse import encode_data
 from .upstream import Upstream, UpstreamResponse

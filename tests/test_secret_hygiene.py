@@ -334,6 +334,31 @@ def test_a_rejected_base_url_is_quoted_without_its_userinfo() -> None:
     assert K_PASS not in str(err.value) and f"ftp://{MASK}@h/v1" in str(err.value)
 
 
+@pytest.mark.parametrize("provider, ok", [
+    ("{type: openai, base_url: 'http://u:pw123456@h/v1'}", True),
+    ("{type: azure, base_url: 'http://u:pw123456@h', api_key: k, api_version: '2024-10-21'}", True),
+    ("{type: anthropic, base_url: 'http://u:pw123456@h', api_key: k}", True),
+    ("{type: openai, base_url: 'http://u:pw123456@h/v1', api_key: k}", False),
+    ("{type: openai, base_url: 'http://u:pw123456@h/v1', headers: {authorization: Bearer x}}", False),
+    ("{type: cohere, base_url: 'http://u:pw123456@h', api_key: k}", False),
+    ("{type: bedrock, region: r, base_url: 'http://u:pw123456@h', aws_access_key_id: AKIDX1234567,"
+     " aws_secret_access_key: s}", False),
+])
+def test_userinfo_with_an_authorization_of_its_own_is_a_config_error(provider: str, ok: bool) -> None:
+    """aiohttp refuses to add userinfo's Basic credential to an Authorization
+    header (every request was a 500): said at load, naming the key."""
+    from llmproxy.config import ConfigError, parse_config
+
+    text = f"providers: {{p: {provider}}}\nmodels: {{m: {{deployments: [{{provider: p, model: x}}]}}}}"
+    if ok:
+        parse_config(text, env={})
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, env={})
+    (problem,) = err.value.problems
+    assert problem.startswith("providers.p.base_url: has user:password@") and "pw123456" not in problem
+
+
 # --------------------------------------------------------------------------- the redactor's API
 
 
