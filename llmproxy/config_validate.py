@@ -47,6 +47,7 @@ from .config import (
     UpstreamPoolConfig,
 )
 from .config_secrets import is_secret_key
+from .redact import url_credentials, url_without_userinfo
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 # scheme://host[:port], as a browser sends it in Origin (RFC 6454 §6.1); "null" too.
@@ -435,7 +436,7 @@ class Validator:
                     self.fail(f"{path}.base_url", f"is required for type {ptype}")
                     base_url = ""
             elif not re.match(r"^https?://[^/\s]+", base_url):
-                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {show(base_url)}")
+                self.fail(f"{path}.base_url", f"must be an http(s) URL, got {show(url_without_userinfo(base_url))}")
             api_key = self.api_key(p, path)
             headers = self.headers(p.get("headers"), f"{path}.headers")
             options = {
@@ -443,7 +444,7 @@ class Validator:
             }
             if ptype == "bedrock":
                 options, base_url = self.aws_defaults(options, base_url, path)
-            out[name] = ProviderConfig(
+            out[name] = provider = ProviderConfig(
                 name=name,
                 type=ptype,
                 base_url=base_url.rstrip("/"),
@@ -453,6 +454,10 @@ class Validator:
                 limits=self.body_limits(p.get("limits"), f"{path}.limits", limits),
                 options=MappingProxyType(options),
             )
+            if url_credentials(provider.base_url) and _sets_authorization(provider):
+                self.fail(f"{path}.base_url", "has user:password@, which is sent as 'Authorization: Basic', "
+                          "but this provider sends its own Authorization header (api_key, headers or AWS "
+                          "signing); keep one of the two")
         return out
 
     def name(self, key: Any, path: str) -> str | None:
@@ -760,3 +765,19 @@ def show(value: Any, limit: int = _SHOW) -> str:
     if stack or len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def _sets_authorization(provider: ProviderConfig) -> bool:
+    """Would this provider's requests carry an Authorization header of their
+    own? (aiohttp refuses to add userinfo's Basic credential to one.) Asks
+    the provider's adapter for a request, so each type's rule lives once."""
+    from .errors import ProxyError
+    from .providers import adapter_for  # here: the adapters import this package's config
+
+    dep = DeploymentConfig(id="-", provider=provider, model="-")
+    probe = {"model": "-", "messages": [{"role": "user", "content": "-"}], "max_tokens": 1}
+    try:
+        req = adapter_for(provider.type).chat_request(dep, probe, stream=False)
+    except (ProxyError, KeyError, TypeError, ValueError):
+        return any(k.lower() == "authorization" for k in provider.headers)
+    return req.aws_sigv4 is not None or any(k.lower() == "authorization" for k in req.headers)

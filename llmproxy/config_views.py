@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from .config import BodyLimits, Config, Timeouts
+from .redact import url_without_userinfo
 
 
 def describe_routes(config: Config) -> str:
@@ -60,7 +61,7 @@ def redacted_view(config: Config) -> dict[str, Any]:
     for name, p in config.providers.items():
         providers[name] = {
             "type": p.type,
-            "base_url": p.base_url,
+            "base_url": url_without_userinfo(p.base_url),
             "api_key": REDACTED if p.api_key else None,
             "headers": {k: REDACTED for k in p.headers},
             "timeouts": timeouts(p.timeouts),

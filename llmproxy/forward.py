@@ -8,7 +8,11 @@ Invariants:
   only while nothing has been sent to the client, and only for retryable
   errors; a client's 4xx from upstream returns at once;
 - once a stream's first byte is out, an upstream failure ends the stream
-  with an OpenAI error event and no ``[DONE]``, never a silent cut.
+  with an OpenAI error event and no ``[DONE]``, never a silent cut;
+- no credential of the config leaves, whatever an upstream echoes: an
+  upstream error's message is masked where it is caught (before the
+  deployment's ``last_error``, a log line or the client sees it), every
+  relayed stream event and answer body passes the redactor's screen.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .logs import REDACTOR
 from .observe import Observation
 from .providers import adapter_for
 from .providers.base import Adapter, CallContext
+from .redact import Redactor
 from .router.plan import Lease, Plan
 from .sse import encode_data
 from .upstream import Upstream, UpstreamResponse
@@ -43,6 +48,7 @@ async def forward_unary(
     ctx: CallContext,
     kind: str,
     obs: Observation,
+    redactor: Redactor | None = None,
 ) -> web.Response:
     """A non-streaming chat completion (``kind="chat"``) or embeddings call."""
     loop = asyncio.get_running_loop()
@@ -68,10 +74,13 @@ async def forward_unary(
                 out, usage = adapter.embeddings_response(dep, data, ctx)
             lease.success(loop.time() - started, usage)
             obs.attempt_succeeded(usage)
+            if redactor is not None:  # an upstream echoing our headers into its answer
+                out = redactor.screen_for(dep.provider).body(out)
             return web.Response(
                 body=out, content_type="application/json", headers={DEPLOYMENT_HEADER: dep.id}
             )
         except UpstreamError as exc:
+            _mask(redactor, exc)
             lease.failure(exc)
             obs.attempt_failed(exc)
             plan.failed(exc)
@@ -94,10 +103,11 @@ async def forward_stream(
     obs: Observation,
 ) -> web.StreamResponse:
     images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
+    redactor = request.app.get(REDACTOR)
     while (lease := await plan.next()) is not None:
         try:
             obs.attempt(lease.member.config, plan.group.name)
-            return await _stream_attempt(request, upstream, lease, body, ctx, images, obs)
+            return await _stream_attempt(request, upstream, lease, body, ctx, images, obs, redactor)
         except UpstreamError as exc:
             plan.failed(exc)
             if not exc.retryable:
@@ -116,6 +126,7 @@ async def _stream_attempt(
     ctx: CallContext,
     images: RemoteImages,
     obs: Observation,
+    redactor: Redactor | None,
 ) -> web.StreamResponse:
     """One deployment's try. Raises UpstreamError only while nothing was sent."""
     dep = lease.member.config
@@ -149,6 +160,7 @@ async def _stream_attempt(
             ended = True
     except BaseException as exc:  # includes a client leaving while we wait
         if isinstance(exc, UpstreamError):
+            _mask(redactor, exc)
             lease.failure(exc)
             obs.attempt_failed(exc)
         if chunks is not None:
@@ -167,18 +179,21 @@ async def _stream_attempt(
         }
     )
     failure: ProxyError | None = None
+    # Translators hand out whole events only, so a secret never straddles two
+    # pieces and each piece can be screened on its own.
+    relay = redactor.screen_for(dep.provider).events if redactor is not None else _as_is
     try:
         await out.prepare(request)
-        await out.write(first)
+        await out.write(relay(first))
         obs.first_byte_sent()
         if not ended:
             async for data in chunks:
                 piece = translator.feed(data)
                 if piece:
-                    await out.write(piece)
+                    await out.write(relay(piece))
             tail = translator.finish()
             if tail:
-                await out.write(tail)
+                await out.write(relay(tail))
     except UpstreamError as exc:
         failure = exc
     except asyncio.CancelledError:
@@ -195,6 +210,7 @@ async def _stream_attempt(
         await chunks.aclose()
         resp.close()
     if failure is not None:
+        _mask(redactor, failure)
         if isinstance(failure, UpstreamError):
             lease.failure(failure)
             obs.attempt_failed(failure)
@@ -204,14 +220,22 @@ async def _stream_attempt(
         obs.attempt_succeeded(translator.usage)
     try:
         if failure is not None:
-            redactor = request.app.get(REDACTOR)
-            if redactor is not None:
-                failure.message = redactor.redact(failure.message)
             await out.write(encode_data(orjson.dumps(failure.to_dict())))
         await out.write_eof()
     except ConnectionResetError:
         pass  # the client left as the stream ended; nothing is owed to it
     return out
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+def _mask(redactor: Redactor | None, exc: ProxyError) -> None:
+    """Mask credentials in an error's message where it is caught, before
+    anything stores, logs or relays it."""
+    if redactor is not None:
+        exc.message = redactor.redact(exc.message)
 
 
 def _gave_up(plan: Plan, obs: Observation) -> ProxyError:

@@ -10,7 +10,11 @@ Invariants:
 - prompts and completions reach a log only through ``AccessLog.log_body``,
   which does nothing unless ``log_bodies`` was turned on;
 - ``AccessLog.log`` returns before building anything when its logger is not
-  enabled for INFO.
+  enabled for INFO;
+- a text-format record is one line: control characters in any part of it
+  (a percent-decoded ``%0A`` in a path, an upstream's message) are written
+  as escapes, and the lines of a traceback after it are indented, so every
+  line that starts at column 0 is a record of ours (no forged lines).
 
 What the redactor masks is described in ``redact.py``.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -266,8 +271,32 @@ def _direct_handler(logger: logging.Logger) -> LineHandler | None:
     return h
 
 
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: anything
+# a terminal or a log shipper may take for a line break or a cursor move.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _control_escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _CONTROL_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_control_escape, text)
+
+
+def _continuation(text: str) -> str:
+    """A traceback or stack under its record: each line indented and escaped."""
+    return "\n".join("  " + escape_controls(line) for line in text.split("\n"))
+
+
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message key=value ...`` for a terminal."""
+    """``time LEVEL logger: message key=value ...`` for a terminal, one line a
+    record (control characters escaped), a traceback indented under it."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -281,21 +310,33 @@ class TextFormatter(logging.Formatter):
             self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(sec))
         return f"{self._prefix},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{_continuation(record.exc_text)}"
+        if record.stack_info:
+            line = f"{line}\n{_continuation(self.formatStack(record.stack_info))}"
+        return line
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         fields = record.__dict__.get("fields")
         if not fields:
-            return line
+            return escape_controls(line)
         parts = [line]
         for k, v in fields.items():
             if v is None:
                 continue
             if isinstance(v, bool):
                 v = "true" if v else "false"
-            elif isinstance(v, str) and (not v or any(c in v for c in ' "=\\')):
+            elif isinstance(v, str) and (not v or any(c in v for c in ' "=\\') or _CONTROL.search(v)):
                 v = orjson.dumps(v).decode()
             parts.append(f"{k}={v}")
-        return " ".join(parts)
+        return escape_controls(" ".join(parts))
 
 
 # Third-party loggers that are chatty at INFO; ``levels`` can override.

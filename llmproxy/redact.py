@@ -12,12 +12,15 @@ even a key of no known shape never leaves. Used by every log record
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+
+import orjson
 
 MASK = "[REDACTED]"
 MIN_SECRET_LEN = 8  # shorter exact values would mask ordinary words
@@ -42,6 +45,9 @@ _VALUE = re.compile(
     r"""(?:"(?P<dq>(?:\\.|[^"\\\r\n])*)"|'(?P<sq>(?:\\.|[^'\\\r\n])*)'"""
     r"""|(?:(?i:bearer|basic|digest|token|aws4-hmac-sha256)[ \t]+)?(?P<bare>[^\s,;&"'<>(){}\[\]]+))"""
 )
+# The auth schemes a value may start with; a scheme alone ("Authorization:
+# Bearer <admin.token>" in our own messages) is not a credential.
+_SCHEMES = frozenset(("bearer", "basic", "digest", "token", "aws4-hmac-sha256"))
 _AWS_SECRET_WS = re.compile(r"""["']?\s+["']?(?P<bare>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])""")
 # On the lower-cased text (same indices).
 _BEARER = re.compile(r"bearer\s+(?P<v>[a-z0-9._~+/=-]{8,})")
@@ -95,6 +101,69 @@ def _glued(text: str, start: int) -> bool:
     return start > 0 and text[start - 1].isalnum()
 
 
+def _forms(value: str) -> set[str]:
+    """The ways ``value`` appears in text: as is, URL-encoded, JSON-escaped."""
+    forms = {value, quote(value, safe=""), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    if "/" in value:  # JSON encoders that escape the solidus (PHP, some Java)
+        forms.add(json.dumps(value, ensure_ascii=False)[1:-1].replace("/", "\\/"))
+    return forms
+
+
+# Characters that no form of ``_forms`` escapes: a run of them is in every form.
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9_.~-]+")
+_ERROR_EVENT = b'"error"'
+_SCREENS_MAX = 1024
+
+
+class RelayScreen:
+    """What every byte relayed from one upstream to a client passes.
+
+    The usual piece (no error event, none of the upstream's credentials) is
+    handed back as the same object after one C substring search per
+    credential plus one for ``"error"``: each credential is looked for by
+    its longest run of characters that no encoding escapes, which every form
+    of it (raw, URL-encoded, JSON-escaped) contains. A hit, or an error event
+    (upstreams quote keys in errors: "Incorrect API key provided: ..."), is
+    masked by the redactor with everything it knows, as the non-stream path
+    masks an error's message.
+    """
+
+    __slots__ = ("_redactor", "_anchors")
+
+    def __init__(self, redactor: Redactor, secrets: Iterable[str]) -> None:
+        self._redactor = redactor
+        anchors: set[bytes] = set()
+        for s in secrets:
+            if not s or len(s) < MIN_SECRET_LEN:
+                continue  # the redactor does not mask these either
+            longest = max(_UNESCAPED_RUN.findall(s), key=len, default="")
+            if len(longest) >= MIN_SECRET_LEN:
+                anchors.add(longest.encode())
+            else:  # mostly escaped characters: look for every form
+                anchors.update(f.encode() for f in _forms(s))
+        self._anchors = tuple(sorted(anchors, key=len))
+
+    def hit(self, data: bytes) -> bool:
+        """Could ``data`` hold one of the credentials?"""
+        for a in self._anchors:
+            if a in data:
+                return True
+        return False
+
+    def _needs(self, event: bytes) -> bool:
+        return _ERROR_EVENT in event or self.hit(event)
+
+    def events(self, data: bytes) -> bytes:
+        """Whole SSE events on their way to a client; ``data`` itself when none needed masking."""
+        if _ERROR_EVENT not in data and not self.hit(data):
+            return data
+        return self._redactor.mask_events(data, self._needs)
+
+    def body(self, data: bytes) -> bytes:
+        """A (JSON) answer body on its way to a client; ``data`` itself when clean."""
+        return self._redactor.mask_json(data) if self.hit(data) else data
+
+
 class Redactor:
     """Masks secrets in text.
 
@@ -107,6 +176,7 @@ class Redactor:
         self.cards = cards
         self._secrets: tuple[str, ...] = ()
         self._cache: dict[str, str] = {}
+        self._screens: dict[int, tuple[object, RelayScreen]] = {}
         self.generation = 0  # bumped whenever what is masked changes (callers' own memos)
         self.set_secrets(secrets)
 
@@ -114,13 +184,11 @@ class Redactor:
         """Exact values to mask wherever they appear (also URL- and JSON-escaped)."""
         out: set[str] = set()
         for v in values:
-            if not v or len(v) < MIN_SECRET_LEN:
-                continue
-            out.add(v)
-            out.add(quote(v, safe=""))
-            out.add(json.dumps(v)[1:-1])
+            if v and len(v) >= MIN_SECRET_LEN:
+                out.update(_forms(v))
         self._secrets = tuple(sorted(out, key=len, reverse=True))
         self._cache = {}
+        self._screens = {}
         self.generation += 1
 
     def redact(self, text: str) -> str:
@@ -135,6 +203,63 @@ class Redactor:
                 cache.clear()
             out = cache[text] = self._redact(text)
         return out
+
+    def screen(self, secrets: Iterable[str]) -> RelayScreen:
+        """The check for bytes relayed from an upstream that was sent ``secrets``."""
+        return RelayScreen(self, secrets)
+
+    def screen_for(self, provider: Any) -> RelayScreen:
+        """``screen`` for a ``ProviderConfig``'s credentials (memoised per provider object).
+
+        An upstream can only echo what it was sent, so the relay of one
+        deployment looks for its own provider's credentials: usually one
+        substring search a piece, whatever else the config holds."""
+        hit = self._screens.get(id(provider))
+        if hit is not None and hit[0] is provider:
+            return hit[1]
+        if len(self._screens) >= _SCREENS_MAX:
+            self._screens = {}
+        screen = self._screens[id(provider)] = (provider, RelayScreen(self, provider_secrets(provider)))
+        return screen[1]
+
+    def mask_events(self, data: bytes, needs: Callable[[bytes], bool]) -> bytes:
+        """SSE events with every event for which ``needs`` is true masked as JSON (``mask_json``)."""
+        events = data.split(b"\n\n")
+        for i, event in enumerate(events):
+            if event and needs(event):
+                events[i] = b"\n".join(self._event_line(line) for line in event.split(b"\n"))
+        return b"\n\n".join(events)
+
+    def _event_line(self, line: bytes) -> bytes:
+        if line.startswith(b"data:"):
+            payload = line[5:]
+            head = b"data: " if payload.startswith(b" ") else b"data:"
+            return head + self.mask_json(payload.lstrip(b" "))
+        return self.redact(line.decode("utf-8", "replace")).encode()
+
+    def mask_json(self, data: bytes) -> bytes:
+        """A JSON document with every string in it (keys too) through ``redact``,
+        so it stays valid JSON; ``data`` itself when nothing was masked. Text
+        that is not JSON is redacted as text."""
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return self.redact(data.decode("utf-8", "replace")).encode()
+        try:
+            masked = self.redact_doc(doc)
+        except RecursionError:  # absurdly deep: mask it as text
+            return self.redact(data.decode("utf-8", "replace")).encode()
+        return data if masked == doc else orjson.dumps(masked)
+
+    def redact_doc(self, doc: Any) -> Any:
+        """A copy of plain JSON-like data with every string (keys too) redacted."""
+        if isinstance(doc, str):
+            return self.redact(doc)
+        if isinstance(doc, dict):
+            return {(self.redact(k) if isinstance(k, str) else k): self.redact_doc(v) for k, v in doc.items()}
+        if isinstance(doc, (list, tuple)):
+            return [self.redact_doc(v) for v in doc]
+        return doc
 
     def _exact(self, text: str) -> str:
         for s in self._secrets:
@@ -187,7 +312,9 @@ class Redactor:
                             m = _AWS_SECRET_WS.match(text, end)
                         if m is not None:
                             group = m.lastgroup  # dq, sq or bare
-                            if group and m.end(group) > m.start(group):
+                            if group == "bare" and m.group(group).lower() in _SCHEMES:
+                                pass  # a scheme with no token after it: ours, "Bearer <admin.token>"
+                            elif group and m.end(group) > m.start(group):
                                 spans.append((m.start(group), m.end(group), MASK))
                 i = low.find(word, end)
 
@@ -227,26 +354,127 @@ def _apply(text: str, spans: list[Span]) -> str:
     return "".join(out)
 
 
+_SECRETISH = re.compile(r"(secret|token|password|key|auth|credential)", re.IGNORECASE)
+# userinfo: everything between the scheme and the last "@" of the authority
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#]*)@")
+
+
+def url_without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``[REDACTED]@`` (admin output, errors)."""
+    # match(), not sub(): a search would retry the scheme at every offset,
+    # quadratic in a long non-URL value (a config error quotes it).
+    m = _USERINFO.match(url)
+    return url if m is None else f"{m['scheme']}{MASK}@{url[m.end():]}"
+
+
+def url_credentials(url: str) -> list[str]:
+    """The secrets a ``user:password@`` in ``url`` puts on the wire and in text.
+
+    aiohttp turns userinfo into ``Authorization: Basic base64(user:password)``
+    (percent-decoded, latin-1 like ``aiohttp.BasicAuth``), so the base64 form
+    is as much a credential as the password, raw or percent-encoded."""
+    m = _USERINFO.match(url)
+    if m is None:
+        return []
+    info = m["info"]
+    user, _, password = info.partition(":")
+    plain = f"{unquote(user)}:{unquote(password)}"
+    try:
+        raw = plain.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = plain.encode()
+    found = [info, plain, base64.b64encode(raw).decode()]
+    if password:
+        found += [password, unquote(password)]
+    return found
+
+
+def provider_secrets(provider: Any) -> list[str]:
+    """Every credential a ``ProviderConfig`` sends or signs with: its key,
+    secret-looking headers and options, ``base_url`` userinfo."""
+    found: list[str] = []
+    if provider.api_key:
+        found.append(provider.api_key)
+    for k, v in provider.headers.items():
+        if _SECRETISH.search(k) and isinstance(v, str):
+            found.append(v)
+    for k, v in provider.options.items():
+        if _SECRETISH.search(k) and isinstance(v, str):
+            found.append(v)
+    found.extend(url_credentials(provider.base_url))
+    return found
+
+
 def config_secrets(config: Any) -> list[str]:
     """Every credential in a ``Config``: provider keys, secret-looking options
-    and headers, client keys, the admin token (feed to ``Redactor.set_secrets``)."""
+    and headers, ``base_url`` userinfo, client keys, the admin token (feed to
+    ``Redactor.set_secrets``)."""
     found: list[str] = []
-    secretish = re.compile(r"(secret|token|password|key|auth|credential)", re.IGNORECASE)
     for p in config.providers.values():
-        if p.api_key:
-            found.append(p.api_key)
-        for k, v in p.headers.items():
-            if secretish.search(k) and isinstance(v, str):
-                found.append(v)
-        for k, v in p.options.items():
-            if secretish.search(k) and isinstance(v, str):
-                found.append(v)
+        found.extend(provider_secrets(p))
     found.extend(config.server.api_keys)
     if config.admin.token:
         found.append(config.admin.token)
     tracing = getattr(config, "tracing", None)  # the proposed ``tracing:`` section
     if tracing is not None:
-        found.extend(v for k, v in tracing.headers.items() if secretish.search(k))
+        found.extend(v for k, v in tracing.headers.items() if _SECRETISH.search(k))
+    return found
+
+
+# Keys whose value is a credential wherever they appear in a config file.
+_RAW_SECRET_KEYS = frozenset(("api_key", "api_keys", "token", "aws_access_key_id", "aws_secret_access_key",
+                              "aws_session_token"))
+_RAW_SECRET_WORDS = re.compile(r"secret|password|passwd|credential", re.IGNORECASE)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def secrets_in_raw_config(doc: Any, env: Mapping[str, str] | None = None) -> set[str]:
+    """Every credential in a parsed but not (or not successfully) validated
+    config document, as ``config_secrets`` finds them in a ``Config``.
+
+    For a rejected reload, whose new values the redactor must mask too:
+    values of secret keys (``api_key``, ``api_keys``, ``token``, the AWS
+    keys, any ``*secret*`` / ``*password*`` / ``*credential*`` key), header
+    values under secret-looking header names, ``base_url`` userinfo, at any
+    depth. Values of any type are taken as text; ``${VAR}`` references are
+    expanded from ``env`` when given (the value that would have been used).
+    Pass the result to ``Redactor.set_secrets`` together with the active
+    config's ``config_secrets``.
+    """
+    found: set[str] = set()
+
+    def text(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        s = str(value)
+        if env is not None and "${" in s:
+            s = _ENV_REF.sub(lambda m: env.get(m[1], m[2] or ""), s)
+        return s
+
+    def add(value: Any) -> None:
+        for v in value if isinstance(value, list) else [value]:
+            s = text(v)
+            if s:
+                found.add(s)
+
+    stack = [doc]
+    while stack:  # iterative: a document can nest deeper than the recursion limit
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for k, v in node.items():
+            key = str(k)
+            if key in _RAW_SECRET_KEYS or _RAW_SECRET_WORDS.search(key):
+                add(v)
+            elif key == "headers" and isinstance(v, dict):
+                add([hv for hk, hv in v.items() if _SECRETISH.search(str(hk))])
+            elif key == "base_url" and (url := text(v)):
+                found.update(url_credentials(url))
+            if isinstance(v, (dict, list)):
+                stack.append(v)
     return found
 
 

@@ -2,7 +2,10 @@
 
 Admin endpoints require ``Authorization: Bearer <admin.token>`` when a token
 is configured, and are refused to anything but loopback clients when none is.
-Nothing here ever shows a credential (config.redacted_view).
+Nothing here ever shows a credential: the config view replaces them
+(``config_views.redacted_view``) and every document passes the redactor
+before it is sent, so an upstream error quoting a key (a deployment's
+``last_error``) is masked too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aiohttp import web
 
 from ..config_views import redacted_view
 from ..errors import AuthenticationFailed, ProxyError
+from ..logs import REDACTOR
 from ..reload import RELOADER
 from ..router import DeploymentState
 from ..runtime import PROXY
@@ -39,6 +43,11 @@ def require_admin(request: web.Request) -> None:
             "admin endpoints answer loopback clients only unless admin.token is configured",
             status=403, type="permission_error",
         )
+
+
+def _masked(request: web.Request, doc: dict[str, Any]) -> web.Response:
+    redactor = request.app.get(REDACTOR)
+    return json_response(doc if redactor is None else redactor.redact_doc(doc))
 
 
 def _iso(ts: float | None) -> str | None:
@@ -65,7 +74,7 @@ async def get_config(request: web.Request) -> web.Response:
             "last_error": st.last_error,
             "last_error_at": _iso(st.last_error_at),
         }
-    return json_response(doc)
+    return _masked(request, doc)
 
 
 async def post_reload(request: web.Request) -> web.Response:
@@ -111,7 +120,7 @@ def _deployment_view(state: DeploymentState) -> dict[str, Any]:
 async def get_deployments(request: web.Request) -> web.Response:
     require_admin(request)
     router = request.app[PROXY].runtime.router
-    return json_response({"deployments": [_deployment_view(s) for s in router.states.values()]})
+    return _masked(request, {"deployments": [_deployment_view(s) for s in router.states.values()]})
 
 
 async def get_models(request: web.Request) -> web.Response:
@@ -132,4 +141,4 @@ async def get_models(request: web.Request) -> web.Response:
                 for m in group.members
             ],
         })
-    return json_response({"models": models})
+    return _masked(request, {"models": models})

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..errors import InvalidRequest
 from ..forward import forward_stream, forward_unary
+from ..logs import REDACTOR
 from ..observe import OBSERVATION
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
@@ -35,4 +36,4 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     plan = make_plan(request, runtime.router, group, body)
     if stream:
         return await forward_stream(request, proxy.upstream, plan, body, ctx, obs)
-    return await forward_unary(proxy.upstream, plan, body, ctx, "chat", obs)
+    return await forward_unary(proxy.upstream, plan, body, ctx, "chat", obs, request.app.get(REDACTOR))

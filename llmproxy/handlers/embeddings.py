@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..errors import InvalidRequest
 from ..forward import forward_unary
+from ..logs import REDACTOR
 from ..observe import OBSERVATION
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
@@ -26,4 +27,5 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     obs = request[OBSERVATION]
     obs.resolved(group.name)
     plan = make_plan(request, runtime.router, group, body)
-    return await forward_unary(proxy.upstream, plan, body, call_context(request, body), "embeddings", obs)
+    return await forward_unary(proxy.upstream, plan, body, call_context(request, body), "embeddings", obs,
+                               request.app.get(REDACTOR))
