@@ -283,7 +283,7 @@ class Validator:
             cap = base.max_retry_after
         when = base.when_all_open
         if "when_all_open" in b:
-            raw = b["when_all_open"]
+            raw = self.expand(b["when_all_open"], f"{path}.when_all_open")
             if raw in WHEN_ALL_OPEN:
                 when = raw
             else:

@@ -83,7 +83,8 @@ def asks_stream_usage(dep: DeploymentConfig) -> bool:
     """OpenAI and Azure take ``stream_options.include_usage`` (and send the
     usage in a last chunk with empty ``choices``); ``stream_usage: false`` is
     for compatible servers that refuse the field."""
-    return dep.provider.type in ("openai", "azure") and dep.provider.options.get("stream_usage", True) is not False
+    p = dep.provider
+    return p.type in ("openai", "azure") and p.options.get("stream_usage", True) is not False
 
 
 class OpenAIAdapter:
