@@ -15,6 +15,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmproxy.config import ConfigError, parse_config
 
 from .fakes import Reply, Seen, openai_completion, openai_stream
 
@@ -237,9 +240,7 @@ async def test_a_cooling_deployment_is_not_routed_past_its_open_breaker(start_pr
     assert len(fake.seen) == 1
 
 
-async def test_when_all_open_is_validated(start_proxy):
-    from llmproxy.config import ConfigError, parse_config
-
+def test_when_all_open_is_validated():
     with pytest.raises(ConfigError) as err:
         parse_config(textwrap.dedent("""
         providers: {m: {type: mock}}
@@ -330,8 +331,6 @@ async def token_counts(url: str, deployment_id: str) -> dict[str, float]:
     async with aiohttp.ClientSession() as s:
         async with s.get(url + "/metrics") as r:
             text = await r.text()
-    from prometheus_client.parser import text_string_to_metric_families
-
     counts: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
