@@ -46,8 +46,10 @@ COMMON_PROVIDER_KEYS = frozenset(
 )
 PROVIDER_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
-        "openai": {"organization": "str", "project": "str"},
-        "azure": {"api_version": "str"},
+        # stream_usage (default true): ask for stream_options.include_usage
+        # upstream, so streams are accounted even when the client did not ask.
+        "openai": {"organization": "str", "project": "str", "stream_usage": "bool"},
+        "azure": {"api_version": "str", "stream_usage": "bool"},
         "mock": {"latency": "number0", "tokens_per_second": "number", "reply": "str"},
         # Region and credentials default to AWS_REGION / AWS_ACCESS_KEY_ID /
         # AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (see _Validator.aws_defaults).
@@ -81,6 +83,9 @@ STRATEGIES = frozenset(
     {"weighted", "round_robin", "random", "least_connections", "least_latency", "cost",
      "sticky", "consistent_hash"}
 )
+# breaker.when_all_open, the default first.
+WHEN_ALL_OPEN = ("route_oldest", "fail_fast")
+
 
 class ConfigError(Exception):
     """The config is invalid; ``problems`` lists every path-qualified reason."""
@@ -137,6 +142,13 @@ class BreakerConfig:
     window: float = 30.0  # seconds
     cooldown: float = 30.0  # seconds open before probing
     half_open_probes: int = 1  # requests let through at once while half-open
+    # Longest a Retry-After (or retry-after-ms, or an HTTP-date) may keep the
+    # deployment cooling, seconds: an upstream's 999999 must not bench it for days.
+    max_retry_after: float = 300.0
+    # When every deployment a request could use is out only because its breaker
+    # is open: "route_oldest" sends it to the one whose breaker opened first
+    # (Envoy's panic routing); "fail_fast" answers 503.
+    when_all_open: str = "route_oldest"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from .config import (
     MAX_PROBLEMS,
     PROVIDER_TYPES,
     STRATEGIES,
+    WHEN_ALL_OPEN,
     AdminConfig,
     BodyLimits,
     BreakerConfig,
@@ -312,11 +313,23 @@ class Validator:
 
     def breaker(self, node: Any, path: str, base: BreakerConfig) -> BreakerConfig:
         b = self.mapping(node, path, {"failures", "failure_ratio", "min_requests", "window", "cooldown",
-                                      "half_open_probes"})
+                                      "half_open_probes", "max_retry_after", "when_all_open"})
         ratio = self.number(b.get("failure_ratio"), f"{path}.failure_ratio", base.failure_ratio)
         if ratio > 1:
             self.fail(f"{path}.failure_ratio", f"must be between 0 and 1, got {ratio!r}")
             ratio = base.failure_ratio
+        cap = self.number(b.get("max_retry_after"), f"{path}.max_retry_after", base.max_retry_after)
+        if not math.isfinite(cap):
+            self.fail(f"{path}.max_retry_after", f"must be a finite number of seconds, got {cap!r}")
+            cap = base.max_retry_after
+        when = base.when_all_open
+        if "when_all_open" in b:
+            raw = self.expand(b["when_all_open"], f"{path}.when_all_open")
+            if raw in WHEN_ALL_OPEN:
+                when = raw
+            else:
+                shown = repr(raw) if isinstance(raw, str) and len(raw) <= 40 else _kind(raw)
+                self.fail(f"{path}.when_all_open", f"must be {' or '.join(WHEN_ALL_OPEN)}, got {shown}")
         return BreakerConfig(
             failures=int(self.number(b.get("failures"), f"{path}.failures", base.failures, integer=True)),
             failure_ratio=ratio,
@@ -326,6 +339,8 @@ class Validator:
             cooldown=self.number(b.get("cooldown"), f"{path}.cooldown", base.cooldown),
             half_open_probes=int(self.number(b.get("half_open_probes"), f"{path}.half_open_probes",
                                              base.half_open_probes, integer=True)),
+            max_retry_after=cap,
+            when_all_open=when,
         )
 
     def pool(self, node: Any, path: str) -> UpstreamPoolConfig:

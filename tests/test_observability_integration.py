@@ -134,7 +134,7 @@ async def test_known_traffic_gives_exact_metric_values(start_proxy, fake_upstrea
 async def test_an_open_breaker_shows_and_its_rejections_count(start_proxy, fake_upstream):
     fake = await fake_upstream()
     fake.script(Reply(status=500, json={"error": {"message": "down"}}))
-    proxy = await start_proxy(config_yaml(fake.url, breaker="defaults: {breaker: {failures: 1, cooldown: 3600}}"))
+    proxy = await start_proxy(config_yaml(fake.url, breaker="defaults: {breaker: {failures: 1, cooldown: 3600, when_all_open: fail_fast}}"))
     headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
     async with aiohttp.ClientSession() as s:
         for expected in (500, 503, 503):

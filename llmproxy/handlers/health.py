@@ -1,4 +1,10 @@
-"""Probes: /healthz (the process answers) and /readyz (it should get traffic)."""
+"""Probes: /healthz (the process answers) and /readyz (it should get traffic).
+
+Ready means: a config is loaded, the process is not draining, and at least
+one deployment of any model is usable, i.e. its breaker lets traffic through
+and it is not cooling after an upstream's Retry-After. Concurrency and rate
+limits do not count: a full deployment is busy, not broken.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,16 @@ async def readyz(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
     if proxy.draining:
         return json_response({"status": "draining"}, status=503)
-    if not proxy.runtime.router.usable():
-        return json_response({"status": "no usable deployment"}, status=503)
+    router = proxy.runtime.router
+    if not router.usable():
+        return json_response(
+            {
+                "status": "no usable deployment",
+                "reason": "every deployment's circuit breaker is open or it is cooling down after Retry-After",
+                "retry_in": round(router.back_in(), 3),
+            },
+            status=503,
+        )
     return json_response(
         {"status": "ready", "config_sha256": proxy.runtime.config.sha256}
     )

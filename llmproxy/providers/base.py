@@ -16,8 +16,10 @@ error the client sees, never a silent truncation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -90,24 +92,44 @@ class Adapter(Protocol):
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds).
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or
+    an HTTP-date, RFC 9110 §10.2.3).
 
-    HTTP-date values are ignored: turning them into a delay needs a clock,
-    and no provider we speak to sends them.
+    An HTTP-date is measured against the response's own ``Date`` header (no
+    clock here, and the upstream's clock is the one its date refers to); one
+    without a ``Date`` is ignored. How long the deployment may cool is capped
+    by the router (``breaker.max_retry_after``), not here.
     """
     ms = headers.get("retry-after-ms")
     if ms:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        seconds = _seconds(ms)
+        if seconds is not None:
+            return seconds / 1000.0
     s = headers.get("retry-after")
-    if s:
-        try:
-            return max(float(s), 0.0)
-        except ValueError:
-            return None
-    return None
+    if not s:
+        return None
+    seconds = _seconds(s)
+    if seconds is not None:
+        return seconds
+    return _date_delta(s, headers.get("date"))
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return None if math.isnan(seconds) else max(seconds, 0.0)
+
+
+def _date_delta(value: str, date: str | None) -> float | None:
+    if not date:
+        return None
+    try:
+        until, now = parsedate_to_datetime(value), parsedate_to_datetime(date)
+        return max((until - now).total_seconds(), 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def bearer_headers(dep: DeploymentConfig, accept: str) -> dict[str, str]:

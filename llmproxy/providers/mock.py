@@ -225,7 +225,8 @@ class MockAdapter(OpenAIAdapter):
         return UpstreamRequest(
             url=f"{MOCK_SCHEME}{dep.provider.name}/chat/completions",
             headers=request_headers(dep),
-            body=with_model(body, dep.model),
+            # As the openai type does: the mock reports usage in every stream.
+            body=with_model(body, dep.model, stream_usage=stream),
         )
 
     def embeddings_request(

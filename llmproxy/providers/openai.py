@@ -67,10 +67,24 @@ def request_headers(dep: DeploymentConfig) -> dict[str, str]:
     return headers
 
 
-def with_model(body: Mapping[str, Any], model: str) -> bytes:
+def with_model(body: Mapping[str, Any], model: str, *, stream_usage: bool = False) -> bytes:
+    """The client's body with ``model`` rewritten; with ``stream_usage``, also
+    ``stream_options.include_usage: true`` (other stream options kept)."""
+    opts = body.get("stream_options")
+    if stream_usage and not (isinstance(opts, dict) and opts.get("include_usage") is True):
+        merged = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+        return orjson.dumps({**body, "model": model, "stream_options": merged})
     if body.get("model") == model:
         return orjson.dumps(body)
     return orjson.dumps({**body, "model": model})
+
+
+def asks_stream_usage(dep: DeploymentConfig) -> bool:
+    """OpenAI and Azure take ``stream_options.include_usage`` (and send the
+    usage in a last chunk with empty ``choices``); ``stream_usage: false`` is
+    for compatible servers that refuse the field."""
+    p = dep.provider
+    return p.type in ("openai", "azure") and p.options.get("stream_usage", True) is not False
 
 
 class OpenAIAdapter:
@@ -85,7 +99,7 @@ class OpenAIAdapter:
         return UpstreamRequest(
             url=endpoint_url(dep, "chat/completions"),
             headers=headers,
-            body=with_model(body, dep.model),
+            body=with_model(body, dep.model, stream_usage=stream and asks_stream_usage(dep)),
         )
 
     def chat_response(
@@ -95,9 +109,13 @@ class OpenAIAdapter:
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> OpenAIStreamRelay:
         # Azure opens streams with a content-filter chunk whose "choices" is
-        # empty; clients that index choices[0] crash on it, so drop it.
+        # empty; clients that index choices[0] crash on it, so drop it. The
+        # usage chunk is ours (chat_request asked for it) unless the client
+        # asked too: it is counted, and relayed only then.
         return OpenAIStreamRelay(
-            drop_empty_choices=dep.provider.type == "azure", max_event_size=dep.provider.limits.max_event_size
+            drop_empty_choices=dep.provider.type == "azure",
+            drop_usage_chunk=not ctx.include_usage,
+            max_event_size=dep.provider.limits.max_event_size,
         )
 
     def embeddings_request(
@@ -156,16 +174,19 @@ class OpenAIStreamRelay:
 
     Events are re-framed as ``data: ...\\n\\n`` (so ``\\r\\n`` framing and
     keep-alive comments from compatible servers never reach the client), the
-    usage chunk is remembered for accounting, and the stream must end with
-    ``[DONE]``.
+    usage chunk is remembered for accounting (and dropped with
+    ``drop_usage_chunk``: the client did not ask for it), and the stream must
+    end with ``[DONE]``.
     """
 
-    __slots__ = ("_decoder", "_drop_empty", "_max", "usage", "done", "error")
+    __slots__ = ("_decoder", "_drop_empty", "_drop_usage", "_max", "usage", "done", "error")
 
-    def __init__(self, drop_empty_choices: bool = False, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
+    def __init__(self, drop_empty_choices: bool = False, drop_usage_chunk: bool = False,
+                 max_event_size: int = DEFAULT_MAX_EVENT) -> None:
         self._decoder = SSEDecoder(max_event_size)
         self._max = max_event_size
         self._drop_empty = drop_empty_choices
+        self._drop_usage = drop_usage_chunk
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.error: dict[str, Any] | None = None
@@ -245,7 +266,8 @@ class OpenAIStreamRelay:
         usage = doc.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-            return False
+            # Only the usage-only chunk goes: one that also carries choices is content.
+            return self._drop_usage and doc.get("choices") == []
         return self._drop_empty and doc.get("choices") == []
 
     def finish(self) -> bytes:

@@ -13,6 +13,11 @@ flight; every ``allow()`` that returned True is matched by exactly one of
 request says nothing about the deployment's health, but frees the probe).
 What counts as a failure is the caller's decision (forward.py: connect
 errors, timeouts, 5xx, 429, garbage; never a client's 4xx).
+
+A request the planner sends while ``allow()`` says no (``when_all_open:
+route_oldest``, router/plan.py) took no probe, so it reports through
+``bypassed()`` instead: a success closes the breaker, anything else leaves it
+as it was.
 """
 
 from __future__ import annotations
@@ -71,6 +76,11 @@ class CircuitBreaker:
             return True
         return False
 
+    @property
+    def opened_at(self) -> float:
+        """Clock time the breaker last opened (meaningful while not closed)."""
+        return self._opened_at
+
     def retry_in(self) -> float:
         """Seconds until an open breaker starts probing (0 when not open)."""
         if self.state != OPEN:
@@ -101,6 +111,13 @@ class CircuitBreaker:
         if self._state == HALF_OPEN:
             self._probes = max(self._probes - 1, 0)
 
+    def bypassed(self, succeeded: bool) -> None:
+        """The outcome of a request let through without ``allow()``: a success
+        proves the deployment answers again; a failure changes nothing (the
+        cooldown keeps running, so the breaker keeps its place in line)."""
+        if succeeded:
+            self._close()
+
     def _record(self, failed: bool) -> None:
         now = self._clock()
         outcomes = self._outcomes
@@ -129,4 +146,6 @@ class CircuitBreaker:
     def _close(self) -> None:
         self._state = CLOSED
         self._consecutive = 0
+        # A probe still in flight reports into the closed state, which counts no probes.
+        self._probes = 0
         self._outcomes.clear()

@@ -81,8 +81,13 @@ class Router:
         return self.groups.get(name)
 
     def usable(self) -> bool:
-        """At least one deployment whose breaker lets traffic through."""
-        return any(s.healthy() for s in self.states.values())
+        """At least one deployment whose breaker lets traffic through and that
+        is not cooling after a Retry-After (what /readyz reports)."""
+        return any(s.ready() for s in self.states.values())
+
+    def back_in(self) -> float:
+        """Seconds until the first benched deployment could be usable again."""
+        return min((s.back_in() for s in self.states.values()), default=0.0)
 
 
 __all__ = ["DeploymentState", "Member", "ModelGroup", "RouteContext", "Router", "StateRegistry"]

@@ -9,7 +9,13 @@ breaker probe when half-open). Invariants:
 - any attempt after the first draws on the group's retry budget;
 - when nothing is usable, the plan waits for the first deployment to come
   back (a free slot, the end of a Retry-After cool-down, rate headroom), up
-  to the deployments' ``queue_timeout``, then moves on or gives up.
+  to the deployments' ``queue_timeout``, then moves on or gives up;
+- a request that finds every deployment of its model and fallbacks out only
+  because breakers are open (no attempt made, nothing full, limited or
+  cooling) gets one attempt on the deployment whose breaker opened first,
+  unless that deployment says ``when_all_open: fail_fast`` (as Envoy's panic
+  threshold: a model with one deployment is not black-holed for a cooldown
+  by two bad answers in a row, and the first success closes its breaker).
 """
 
 from __future__ import annotations
@@ -38,11 +44,12 @@ def counts_against_health(exc: UpstreamError) -> bool:
 
 
 class Lease:
-    __slots__ = ("member", "tokens", "_outcome", "_released")
+    __slots__ = ("member", "tokens", "bypass", "_outcome", "_released")
 
-    def __init__(self, member: Member, tokens: float) -> None:
+    def __init__(self, member: Member, tokens: float, bypass: bool = False) -> None:
         self.member = member
         self.tokens = tokens
+        self.bypass = bypass  # sent past an open breaker (reports through breaker.bypassed)
         self._outcome: str | None = None
         self._released = False
 
@@ -55,7 +62,10 @@ class Lease:
             return
         self._outcome = "success"
         st = self.member.state
-        st.breaker.success()
+        if self.bypass:
+            st.breaker.bypassed(True)
+        else:
+            st.breaker.success()
         st.observe_latency(latency)
         if st.tpm is not None and usage:
             actual = usage.get("total_tokens")
@@ -69,10 +79,14 @@ class Lease:
         st.note_error(exc.message)
         if counts_against_health(exc):
             self._outcome = "failure"
-            st.breaker.failure()
+            if self.bypass:
+                st.breaker.bypassed(False)
+            else:
+                st.breaker.failure()
         else:
             self._outcome = "neutral"
-            st.breaker.neutral()
+            if not self.bypass:
+                st.breaker.neutral()
         retry_after = getattr(exc, "retry_after", None)
         if retry_after and isinstance(exc, UpstreamStatusError) and exc.status in (429, 503):
             st.cool(retry_after)
@@ -82,7 +96,7 @@ class Lease:
             return
         self._released = True
         st = self.member.state
-        if self._outcome is None:  # cancelled or ended without a verdict
+        if self._outcome is None and not self.bypass:  # cancelled or ended without a verdict
             st.breaker.neutral()
         st.in_flight -= 1
         st.gate.release()
@@ -91,7 +105,7 @@ class Lease:
 class Plan:
     __slots__ = ("router", "clock", "ctx", "tokens", "groups", "_rng", "_sleep", "_gi", "_in_group",
                  "_tried", "attempts", "retries", "fallbacks", "last_error", "_no_capacity",
-                 "_all_open", "_budget_exhausted")
+                 "_all_open", "_budget_exhausted", "_bypass_group")
 
     def __init__(
         self,
@@ -124,10 +138,13 @@ class Plan:
         self._no_capacity = False
         self._all_open = False
         self._budget_exhausted = False
+        self._bypass_group: ModelGroup | None = None
         group.budget.request()
 
     @property
     def group(self) -> ModelGroup:
+        if self._bypass_group is not None:
+            return self._bypass_group
         return self.groups[min(self._gi, len(self.groups) - 1)]
 
     def failed(self, exc: ProxyError) -> None:
@@ -152,7 +169,7 @@ class Plan:
             self._in_group += 1
             self.attempts += 1
             return lease
-        return None
+        return self._past_open_breakers()
 
     def _advance(self) -> None:
         self._gi += 1
@@ -241,7 +258,7 @@ class Plan:
                 return None
             await self._sleep(max(wait, 0.005))
 
-    def _take(self, member: Member, *, gate_held: bool) -> Lease | None:
+    def _take(self, member: Member, *, gate_held: bool, bypass: bool = False) -> Lease | None:
         st = member.state
         if not gate_held and not st.gate.try_acquire():
             return None
@@ -256,7 +273,7 @@ class Plan:
                 st.rpm.adjust(-1)
             st.gate.release()
             return None
-        if not st.breaker.allow():
+        if not bypass and not st.breaker.allow():
             if took_rpm and st.rpm is not None:
                 st.rpm.adjust(-1)
             if st.tpm is not None:
@@ -265,7 +282,33 @@ class Plan:
             return None
         st.in_flight += 1
         st.requests += 1
-        return Lease(member, self.tokens)
+        return Lease(member, self.tokens, bypass)
+
+    def _past_open_breakers(self) -> Lease | None:
+        """The one attempt a request gets when nothing but open breakers
+        stood in its way: the deployment whose breaker opened first."""
+        if not self._all_open or self._no_capacity or self.attempts or self._bypass_group is not None:
+            return None
+        best: tuple[float, ModelGroup, Member] | None = None
+        for group in self.groups:
+            for m in group.members:
+                st = m.state
+                if (
+                    m.config.breaker.when_all_open == "route_oldest"
+                    and not st.breaker.available()
+                    and st.cooling_for() == 0
+                    and (best is None or st.breaker.opened_at < best[0])
+                ):
+                    best = (st.breaker.opened_at, group, m)
+        if best is None:
+            return None
+        _, group, member = best
+        lease = self._take(member, gate_held=False, bypass=True)
+        if lease is None:
+            return None  # full or rate-limited: those limits still hold
+        self._bypass_group = group
+        self.attempts += 1
+        return lease
 
     async def _backoff(self, group: ModelGroup) -> None:
         r = group.config.retry

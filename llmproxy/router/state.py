@@ -47,12 +47,24 @@ class DeploymentState:
             self.rpm = TokenLimiter(config.rpm) if config.rpm else None
         if config.tpm != old.tpm:
             self.tpm = TokenLimiter(config.tpm) if config.tpm else None
+        if self.cool_until:
+            # A lowered cap applies to a cooling already under way.
+            self.cool_until = min(self.cool_until, self.clock() + config.breaker.max_retry_after)
 
     # -- what the planner asks
 
     def healthy(self) -> bool:
         """Breaker lets traffic through (or will probe now)."""
         return self.breaker.available()
+
+    def ready(self) -> bool:
+        """Not benched: the breaker lets traffic through and no Retry-After
+        cooling is running (a full gate or rate limit is busy, not broken)."""
+        return self.breaker.available() and (not self.cool_until or self.cool_until <= self.clock())
+
+    def back_in(self) -> float:
+        """Seconds until ``ready()`` could turn true (0 if it is)."""
+        return max(self.breaker.retry_in(), self.cooling_for())
 
     def cooling_for(self) -> float:
         return max(self.cool_until - self.clock(), 0.0)
@@ -82,6 +94,8 @@ class DeploymentState:
         self.ewma = seconds if self.ewma is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.ewma
 
     def cool(self, seconds: float) -> None:
+        """Honour an upstream's Retry-After, up to ``breaker.max_retry_after``."""
+        seconds = min(seconds, self.config.breaker.max_retry_after)
         self.cool_until = max(self.cool_until, self.clock() + seconds)
 
     def note_error(self, message: str) -> None:

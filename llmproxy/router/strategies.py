@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .hashring import HashRing
+from .hashring import HashRing, session_digest, session_point
 
 if TYPE_CHECKING:
     from . import Member
@@ -141,19 +141,21 @@ class Cheapest:
 class Sticky:
     """The same session key goes to the same deployment while it stays usable;
     a key whose deployment became unusable moves (and stays moved). Keys
-    without a session go by weight. The session map is a bounded LRU."""
+    without a session go by weight. The session map is a bounded LRU of
+    fixed-size digests (never the client's string), so its memory is bounded
+    whatever keys clients send."""
 
     __slots__ = ("_sessions", "_fallback", "_max")
 
     def __init__(self, max_sessions: int = 100_000) -> None:
-        self._sessions: OrderedDict[str, str] = OrderedDict()
+        self._sessions: OrderedDict[bytes, str] = OrderedDict()
         self._fallback = SmoothWeighted()
         self._max = max_sessions
 
     def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
-        key = ctx.session_key
-        if key is None:
+        if ctx.session_key is None:
             return self._fallback.pick(candidates, ctx)
+        key = session_digest(ctx.session_key)
         bound = self._sessions.get(key)
         if bound is not None:
             for m in candidates:
@@ -181,7 +183,8 @@ class ConsistentHash:
         if ctx.session_key is None:
             return self._fallback.pick(candidates, ctx)
         ids = {m.id for m in candidates}
-        found = self._ring.lookup(ctx.session_key, lambda m: m.id in ids)
+        point = session_point(session_digest(ctx.session_key))
+        found = self._ring.lookup_point(point, lambda m: m.id in ids)
         if found is None:
             return self._fallback.pick(candidates, ctx)
         # The ring holds the group's members; hand back the candidate object.
