@@ -458,12 +458,16 @@ def secrets_in_raw_config(doc: Any, env: Mapping[str, str] | None = None) -> set
                 found.add(s)
 
     stack = [doc]
-    while stack:  # iterative: a document can nest deeper than the recursion limit
+    seen: set[int] = set()
+    # Iterative (a document can nest deeper than the recursion limit) and by
+    # identity: YAML aliases make a document a DAG, or a cycle (``&a [*a]``).
+    while stack:
         node = stack.pop()
+        if not isinstance(node, (dict, list)) or id(node) in seen:
+            continue
+        seen.add(id(node))
         if isinstance(node, list):
             stack.extend(node)
-            continue
-        if not isinstance(node, dict):
             continue
         for k, v in node.items():
             key = str(k)

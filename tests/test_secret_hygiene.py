@@ -486,3 +486,17 @@ async def test_a_percent_encoded_newline_in_the_path_cannot_forge_a_text_log_lin
         assert "\\n" in line or "\\r" in line
     assert not any(line.startswith(("2030-01-01", "\r")) for line in lines)
     assert not any(c in "".join(lines) for c in "\r\t\x1b\u2028")
+
+
+def test_a_rejected_document_with_a_cyclic_alias_is_walked_once() -> None:
+    # ``&a [*a]`` loads as a list that contains itself: the walker of a
+    # rejected document must not loop on it (the reload would hang).
+    from llmproxy.config import ConfigError, parse_config
+
+    text = f"providers: {{p: {{type: openai, api_key: [{K_API}], extra: &a [*a]}}}}\nmodels: {{}}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, env={})
+    assert K_API not in str(err.value)
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    assert secrets_in_raw_config({"api_key": K_API, "x": cyclic}) == {K_API}
