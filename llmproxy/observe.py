@@ -83,7 +83,7 @@ class Observation:
         """The error the client gets (error_middleware): its code goes to the access line."""
         self.error_code = exc.code or exc.type
 
-    # -- reported by forward.py
+    # -- reported by attempt.py (one call per verdict) and forward.py
 
     def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:
         """A lease on ``dep`` (of model group ``group``) is about to be used;

@@ -50,16 +50,12 @@ class UpstreamErrors:
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        if exc is None:
-            return False
+    ) -> None:
         if isinstance(exc, asyncio.CancelledError):
             if (err := self.timed_out()) is not None:
                 raise err from None
-            return False
-        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+        elif isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
             raise map_client_error(exc) from None
-        return False
 
 
 def map_client_error(exc: BaseException) -> UpstreamError:
