@@ -1,9 +1,14 @@
 """The request path: plan → adapter → upstream → adapter → client.
 
+A ``Call`` (attempt.py) carries the request through its plan; each
+``Attempt`` records its verdict once. A stream attempt is two steps:
+``_open_stream`` (until the provider produced the first bytes to relay:
+failures here may move elsewhere) and ``_relay`` (after them: they may not).
+
 Invariants:
 - every lease a plan hands out is released on every exit, cancellation by a
   departing client included (``finally``), and the upstream response is
-  closed there too, which drops its connection if the body was not read;
+  closed there too (``Attempt.release``), which drops its connection if the body was not read;
 - a failed attempt moves on (retry, another deployment, a fallback model)
   only while nothing has been sent to the client, and only for retryable
   errors; a client's 4xx from upstream returns at once;
@@ -19,138 +24,110 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import NamedTuple
 
 import orjson
 from aiohttp import web
 
+from .attempt import Attempt, Call
 from .errors import ProxyError, UpstreamError, UpstreamProtocolError
-from .fetch import RemoteImages
-from .logs import REDACTOR
-from .observe import Observation
 from .providers import adapter_for
-from .providers.base import Adapter, CallContext
-from .redact import Redactor
-from .router.plan import Lease, Plan
+from .providers.base import Adapter, StreamTranslator
 from .sse import encode_data
-from .upstream import Upstream, UpstreamResponse
+from .upstream import UpstreamResponse
 
 log = logging.getLogger("llmproxy.forward")
 
 DEPLOYMENT_HEADER = "x-llmproxy-deployment"
 
 
-async def forward_unary(
-    upstream: Upstream,
-    plan: Plan,
-    body: Mapping[str, Any],
-    ctx: CallContext,
-    kind: str,
-    obs: Observation,
-    redactor: Redactor | None = None,
-) -> web.Response:
+async def forward_unary(call: Call, kind: str) -> web.Response:
     """A non-streaming chat completion (``kind="chat"``) or embeddings call."""
     loop = asyncio.get_running_loop()
-    images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
-    while (lease := await plan.next()) is not None:
-        dep = lease.member.config
-        resp: UpstreamResponse | None = None
+    while (attempt := await call.next_attempt()) is not None:
+        dep = attempt.dep
         try:
-            obs.attempt(dep, plan.group.name)  # inside: the lease is released whatever happens
             adapter = adapter_for(dep.provider.type)
             req = (
-                adapter.chat_request(dep, await images.inline(adapter, dep, body), stream=False)
+                adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=False)
                 if kind == "chat"
-                else adapter.embeddings_request(dep, body)
+                else adapter.embeddings_request(dep, call.body)
             )
             started = loop.time()
-            resp = await upstream.open(dep, obs.traced(req))
+            resp = await attempt.open(req)
             data = await resp.read()
             _raise_for_status(adapter, resp, data)
             if kind == "chat":
-                out, usage = adapter.chat_response(dep, data, ctx)
+                out, usage = adapter.chat_response(dep, data, call.ctx)
             else:
-                out, usage = adapter.embeddings_response(dep, data, ctx)
-            lease.success(loop.time() - started, usage)
-            obs.attempt_succeeded(usage)
-            if redactor is not None:  # an upstream echoing our headers into its answer
-                out = redactor.screen_for(dep.provider).body(out)
+                out, usage = adapter.embeddings_response(dep, data, call.ctx)
+            attempt.succeeded(loop.time() - started, usage)
+            if call.redactor is not None:  # an upstream echoing our headers into its answer
+                out = call.redactor.screen_for(dep.provider).body(out)
             return web.Response(
                 body=out, content_type="application/json", headers={DEPLOYMENT_HEADER: dep.id}
             )
         except UpstreamError as exc:
-            _mask(redactor, exc)
-            lease.failure(exc)
-            obs.attempt_failed(exc)
-            plan.failed(exc)
+            attempt.failed(exc)
             if not exc.retryable:
                 raise
             log.debug("attempt on %s failed: %s", dep.id, exc.message)
         finally:
-            lease.release()
-            if resp is not None:
-                resp.close()
-    raise _gave_up(plan, obs)
+            attempt.release()
+    raise call.gave_up()
 
 
-async def forward_stream(
-    request: web.Request,
-    upstream: Upstream,
-    plan: Plan,
-    body: Mapping[str, Any],
-    ctx: CallContext,
-    obs: Observation,
-) -> web.StreamResponse:
-    images = RemoteImages()  # image URLs fetched for adapters that take inline images only (fetch.py)
-    redactor = request.app.get(REDACTOR)
-    while (lease := await plan.next()) is not None:
+async def forward_stream(request: web.Request, call: Call) -> web.StreamResponse:
+    while (attempt := await call.next_attempt()) is not None:
         try:
-            obs.attempt(lease.member.config, plan.group.name)
-            return await _stream_attempt(request, upstream, lease, body, ctx, images, obs, redactor)
-        except UpstreamError as exc:
-            plan.failed(exc)
-            if not exc.retryable:
-                raise
-            log.debug("stream attempt on %s failed: %s", lease.id, exc.message)
+            try:
+                opened = await _open_stream(call, attempt)
+            except UpstreamError as exc:
+                attempt.failed(exc)
+                if not exc.retryable:
+                    raise
+                log.debug("stream attempt on %s failed: %s", attempt.dep.id, exc.message)
+                continue
+            return await _relay(request, call, attempt, opened)
         finally:
-            lease.release()
-    raise _gave_up(plan, obs)
+            attempt.release()
+    raise call.gave_up()
 
 
-async def _stream_attempt(
-    request: web.Request,
-    upstream: Upstream,
-    lease: Lease,
-    body: Mapping[str, Any],
-    ctx: CallContext,
-    images: RemoteImages,
-    obs: Observation,
-    redactor: Redactor | None,
-) -> web.StreamResponse:
-    """One deployment's try. Raises UpstreamError only while nothing was sent."""
-    dep = lease.member.config
+class _Opened(NamedTuple):
+    """A stream attempt that produced its first bytes (``ended``: and nothing more)."""
+
+    resp: UpstreamResponse
+    translator: StreamTranslator
+    chunks: AsyncGenerator[bytes, None]
+    first: bytes
+    ended: bool
+    ttft: float
+
+
+async def _open_stream(call: Call, attempt: Attempt) -> _Opened:
+    """Until the first bytes to relay. Raises UpstreamError with nothing sent."""
+    dep = attempt.dep
     adapter = adapter_for(dep.provider.type)
-    req = adapter.chat_request(dep, await images.inline(adapter, dep, body), stream=True)
+    req = adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=True)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    resp: UpstreamResponse | None = None
-    chunks = None
+    resp = await attempt.open(req)
+    if resp.status != 200:
+        _raise_for_status(adapter, resp, await resp.read())
+    ctype = resp.headers.get("Content-Type", "")
+    if not ctype.startswith(adapter.stream_content_types):
+        raise UpstreamProtocolError(
+            f"upstream answered a stream request with Content-Type {ctype or 'none'!r}"
+        )
+    translator = adapter.chat_stream(dep, call.ctx)
+    chunks = resp.chunks()
+    # Nothing is sent until the provider produced something to relay, so
+    # an attempt that fails before that can still move elsewhere.
+    first = b""
+    ended = False
     try:
-        resp = await upstream.open(dep, obs.traced(req))
-        if resp.status != 200:
-            _raise_for_status(adapter, resp, await resp.read())
-        ctype = resp.headers.get("Content-Type", "")
-        if not ctype.startswith(adapter.stream_content_types):
-            raise UpstreamProtocolError(
-                f"upstream answered a stream request with Content-Type {ctype or 'none'!r}"
-            )
-        translator = adapter.chat_stream(dep, ctx)
-        chunks = resp.chunks()
-        # Nothing is sent until the provider produced something to relay, so
-        # an attempt that fails before that can still move elsewhere.
-        first = b""
-        ended = False
         async for data in chunks:
             first = translator.feed(data)
             if first:
@@ -158,66 +135,61 @@ async def _stream_attempt(
         else:
             first = translator.finish()
             ended = True
-    except BaseException as exc:  # includes a client leaving while we wait
-        if isinstance(exc, UpstreamError):
-            _mask(redactor, exc)
-            lease.failure(exc)
-            obs.attempt_failed(exc)
-        if chunks is not None:
-            await chunks.aclose()
-        if resp is not None:
-            resp.close()
+    except BaseException:  # includes a client leaving while we wait
+        await chunks.aclose()
         raise
+    return _Opened(resp, translator, chunks, first, ended, loop.time() - started)
 
-    ttft = loop.time() - started
+
+async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Opened) -> web.StreamResponse:
+    """From the first bytes on: a failure ends the stream with an error event, no retry."""
+    dep = attempt.dep
+    obs = call.obs
+    resp, translator, chunks = opened.resp, opened.translator, opened.chunks
     out = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             DEPLOYMENT_HEADER: dep.id,
-            "X-Request-ID": ctx.request_id,
+            "X-Request-ID": call.ctx.request_id,
         }
     )
     failure: ProxyError | None = None
+    gone = False
     # Translators hand out whole events only, so a secret never straddles two
     # pieces and each piece can be screened on its own.
-    relay = redactor.screen_for(dep.provider).events if redactor is not None else _as_is
+    relay = call.redactor.screen_for(dep.provider).events if call.redactor is not None else _as_is
     try:
-        await out.prepare(request)
-        await out.write(relay(first))
-        obs.first_byte_sent()
-        if not ended:
-            async for data in chunks:
-                piece = translator.feed(data)
-                if piece:
-                    await out.write(relay(piece))
-            tail = translator.finish()
-            if tail:
-                await out.write(relay(tail))
-    except UpstreamError as exc:
+        # The deadline cancels this task wherever it waits, a write to a slow
+        # client included; inside, that cancellation is an UpstreamTimeout.
+        with resp.deadline:
+            try:
+                await out.prepare(request)
+                await out.write(relay(opened.first))
+                obs.first_byte_sent()
+                if not opened.ended:
+                    async for data in chunks:
+                        piece = translator.feed(data)
+                        if piece:
+                            await out.write(relay(piece))
+                    tail = translator.finish()
+                    if tail:
+                        await out.write(relay(tail))
+            except ConnectionResetError:  # caught here: a client's reset is no upstream error
+                gone = True
+    except ProxyError as exc:  # an upstream failure or timeout, or a translator's error
         failure = exc
-    except asyncio.CancelledError:
-        timeout = resp.timed_out()
-        if timeout is None:
-            raise  # the client left: the finally below frees everything
-        failure = timeout
-    except ProxyError as exc:
-        failure = exc
-    except ConnectionResetError:
-        obs.client_gone()
-        return out  # the client left between our last read and this write
     finally:
         await chunks.aclose()
-        resp.close()
+        attempt.close_response()
+    if gone:
+        obs.client_gone()
+        return out  # the client left between our last read and this write
     if failure is not None:
-        _mask(redactor, failure)
-        if isinstance(failure, UpstreamError):
-            lease.failure(failure)
-            obs.attempt_failed(failure)
+        attempt.failed(failure)
         obs.stream_failed(failure)
     else:
-        lease.success(ttft, translator.usage)
-        obs.attempt_succeeded(translator.usage)
+        attempt.succeeded(opened.ttft, translator.usage)
     try:
         if failure is not None:
             await out.write(encode_data(orjson.dumps(failure.to_dict())))
@@ -229,19 +201,6 @@ async def _stream_attempt(
 
 def _as_is(data: bytes) -> bytes:
     return data
-
-
-def _mask(redactor: Redactor | None, exc: ProxyError) -> None:
-    """Mask credentials in an error's message where it is caught, before
-    anything stores, logs or relays it."""
-    if redactor is not None:
-        exc.message = redactor.redact(exc.message)
-
-
-def _gave_up(plan: Plan, obs: Observation) -> ProxyError:
-    for dep_id, kind in plan.limits_hit():
-        obs.rate_limited(dep_id, kind)
-    return plan.error()
 
 
 def _raise_for_status(adapter: Adapter, resp: UpstreamResponse, data: bytes) -> None:

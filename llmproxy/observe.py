@@ -54,8 +54,8 @@ class Observation:
     model: str | None = None  # the public (config) name, once resolved
     stream = False
     deployment: DeploymentConfig | None = None  # the last one tried
-    group: str | None = None  # model group of the last attempt (fallbacks)
-    retries = 0
+    retries = 0  # the plan's counts (Plan.retries / Plan.fallbacks) at the last attempt
+    fallbacks = 0
     first_byte: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -83,19 +83,21 @@ class Observation:
         """The error the client gets (error_middleware): its code goes to the access line."""
         self.error_code = exc.code or exc.type
 
-    # -- reported by forward.py
+    # -- reported by attempt.py (one call per verdict) and forward.py
 
-    def attempt(self, dep: DeploymentConfig, group: str) -> None:
-        """A lease on ``dep`` (of model group ``group``) is about to be used."""
-        if self._pending is not None and self.model is not None:
-            failed_dep, kind = self._pending
-            if self.group is not None and group != self.group:
+    def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:
+        """A lease on ``dep`` (of model group ``group``) is about to be used;
+        ``retries`` and ``fallbacks`` are the plan's counts so far, so an
+        attempt that raised either is counted as such."""
+        if self.model is not None:
+            if fallbacks > self.fallbacks:
                 self.metrics.fallback(self.model, group)
-            else:
+            elif retries > self.retries and self._pending is not None:
+                failed_dep, kind = self._pending
                 self.metrics.retry(self.model, failed_dep, kind)
-                self.retries += 1
         self._pending = None
-        self.group = group
+        self.retries = retries
+        self.fallbacks = fallbacks
         self.deployment = dep
         if self.span is not NOOP_SPAN:
             self.span.end()
@@ -204,7 +206,7 @@ class Unobserved(Observation):
     def failed(self, exc: ProxyError) -> None:
         pass
 
-    def attempt(self, dep: DeploymentConfig, group: str) -> None:
+    def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:
         pass
 
     def rate_limited(self, deployment: str, kind: str) -> None:

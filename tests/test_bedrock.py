@@ -733,7 +733,7 @@ def test_deployment_max_tokens_is_the_default() -> None:
 
 
 def test_image_links_are_listed_for_fetch_only_when_the_provider_allows_it() -> None:
-    from llmproxy.fetch import inline_image_urls
+    from llmproxy.upstream.images import inline_image_urls
 
     body = {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},

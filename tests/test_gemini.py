@@ -14,7 +14,7 @@ import pytest
 
 from llmproxy.config import parse_config
 from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from llmproxy.fetch import inline_image_urls
+from llmproxy.upstream.images import inline_image_urls
 from llmproxy.providers import adapter_for
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.gemini import GeminiStream, call_id, thought_signature

@@ -75,13 +75,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if scenario == "retry":
         obs.attempt(DEPS["a/gpt"], "gpt")
         obs.attempt_failed(UpstreamStatusError("overloaded", status=503))
-        obs.attempt(DEPS["a/mini"], "gpt")
+        obs.attempt(DEPS["a/mini"], "gpt", retries=1)  # the plan counted a retry
         obs.attempt_succeeded({"prompt_tokens": 3, "completion_tokens": 4})
         return web.json_response({"ok": True})
     if scenario == "fallback":
         obs.attempt(DEPS["b/claude"], "claude")
         obs.attempt_failed(UpstreamTimeout("no first byte"))
-        obs.attempt(DEPS["a/gpt"], "gpt")
+        obs.attempt(DEPS["a/gpt"], "gpt", fallbacks=1)  # the plan moved to a fallback
         obs.attempt_succeeded(None)
         return web.json_response({"ok": True})
     if scenario == "no-capacity":

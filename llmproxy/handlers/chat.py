@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..attempt import Call
 from ..errors import InvalidRequest
 from ..forward import forward_stream, forward_unary
 from ..logs import REDACTOR
@@ -34,6 +35,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     obs.resolved(group.name, stream=stream)
     ctx = call_context(request, body)
     plan = make_plan(request, runtime.router, group, body)
+    call = Call(proxy.upstream, plan, body, ctx, obs, request.app.get(REDACTOR))
     if stream:
-        return await forward_stream(request, proxy.upstream, plan, body, ctx, obs)
-    return await forward_unary(proxy.upstream, plan, body, ctx, "chat", obs, request.app.get(REDACTOR))
+        return await forward_stream(request, call)
+    return await forward_unary(call, "chat")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..attempt import Call
 from ..errors import InvalidRequest
 from ..forward import forward_unary
 from ..logs import REDACTOR
@@ -27,5 +28,5 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     obs = request[OBSERVATION]
     obs.resolved(group.name)
     plan = make_plan(request, runtime.router, group, body)
-    return await forward_unary(proxy.upstream, plan, body, call_context(request, body), "embeddings", obs,
-                               request.app.get(REDACTOR))
+    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR))
+    return await forward_unary(call, "embeddings")

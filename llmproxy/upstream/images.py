@@ -1,6 +1,10 @@
 """Downloading image URLs for providers that take only inline images (Gemini, Vertex).
 
-The one outbound I/O besides ``upstream.py``. A sidecar that fetches any URL
+Part of the outbound seam: ``Upstream`` owns an ``ImageFetcher`` whose two
+pooled sessions (one whose resolver admits only public addresses, one for
+providers with ``image_url_allow_private: true``; kept apart so a connection
+opened under the looser rule is never reused under the strict one) open in
+``Upstream.start()`` and close in ``Upstream.close()``. A sidecar that fetches any URL
 a request names is a server-side request forgery (SSRF) risk, so it is off
 unless a provider sets ``allow_image_urls: true``, and then:
 
@@ -12,7 +16,8 @@ unless a provider sets ``allow_image_urls: true``, and then:
   DNS rebinding cannot slip through), unless ``image_url_allow_private: true``;
 - the body is capped at ``image_url_max_bytes`` (default 5 MiB) and must be
   an ``image/*`` type;
-- each fetch has ``_TIMEOUT`` seconds in all.
+- each fetch has ``_TIMEOUT`` seconds in all; one client request fetches at
+  most ``_PER_REQUEST`` URLs at once.
 
 Any failure is the client's 400 (its URL could not be used), naming the URL.
 Adapters stay pure: an adapter lists the URLs it needs (``image_urls_to_fetch``),
@@ -36,33 +41,38 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from .config import DeploymentConfig
-from .errors import InvalidRequest
+from ..config import DeploymentConfig, UpstreamPoolConfig
+from ..errors import InvalidRequest
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 _MAX_REDIRECTS = 3
 _TIMEOUT = 20.0
+_PER_REQUEST = 8
+
+
+def urls_to_fetch(adapter: object, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
+    """The image URLs ``adapter`` wants inlined before ``chat_request`` (none for most)."""
+    wanted = getattr(adapter, "image_urls_to_fetch", None)
+    return wanted(dep, body) if wanted is not None else []
 
 
 class RemoteImages:
     """Per client request: image URL → data URL, fetched at most once."""
 
-    __slots__ = ("_fetched",)
+    __slots__ = ("_fetcher", "_fetched")
 
-    def __init__(self) -> None:
+    def __init__(self, fetcher: ImageFetcher) -> None:
+        self._fetcher = fetcher
         self._fetched: dict[str, str] = {}
 
     async def inline(self, adapter: object, dep: DeploymentConfig, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        wanted = getattr(adapter, "image_urls_to_fetch", None)
-        if wanted is None:
-            return body
-        urls = wanted(dep, body)
+        urls = urls_to_fetch(adapter, dep, body)
         if not urls:
             return body
         missing = [u for u in urls if u not in self._fetched]
         if missing:
             opts = dep.provider.options
-            results = await fetch_images(
+            results = await self._fetcher.fetch(
                 missing,
                 max_bytes=opts.get("image_url_max_bytes") or DEFAULT_MAX_BYTES,
                 allow_private=bool(opts.get("image_url_allow_private")),
@@ -95,21 +105,61 @@ def _inline_part(part: Any, data_urls: Mapping[str, str]) -> Any:
     return {**part, "image_url": new_ref}
 
 
-async def fetch_images(
-    urls: list[str], *, max_bytes: int, allow_private: bool = False, connect_timeout: float = 5.0
-) -> dict[str, str]:
-    """Fetch every URL (concurrently) → {url: data URL}; the first failure raises."""
-    connector = aiohttp.TCPConnector(
-        resolver=_CheckedResolver(allow_private), limit=8, force_close=True
-    )
-    timeout = aiohttp.ClientTimeout(total=_TIMEOUT, sock_connect=connect_timeout)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",),
-        headers={"User-Agent": "llmproxy", "Accept": "image/*"}, cookie_jar=aiohttp.DummyCookieJar(),
-    ) as session:
-        results = await asyncio.gather(
-            *(_fetch(session, u, max_bytes, allow_private) for u in urls), return_exceptions=True
-        )
+class ImageFetcher:
+    """The pooled sessions image URLs are fetched on (owned by ``Upstream``)."""
+
+    def __init__(self, pool: UpstreamPoolConfig) -> None:
+        self._pool = pool
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}  # by allow_private
+        self._resolvers: list[_CheckedResolver] = []  # ours to close: a connector closes only its own
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def start(self) -> None:
+        for allow_private in (False, True):
+            resolver = _CheckedResolver(allow_private)
+            self._resolvers.append(resolver)
+            connector = aiohttp.TCPConnector(
+                resolver=resolver,
+                limit=self._pool.limit,
+                limit_per_host=self._pool.limit_per_host,
+                keepalive_timeout=self._pool.keepalive_timeout,
+            )
+            self._sessions[allow_private] = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=_TIMEOUT),
+                skip_auto_headers=("User-Agent",), headers={"User-Agent": "llmproxy", "Accept": "image/*"},
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        resolvers, self._resolvers = self._resolvers, []
+        for session in sessions.values():
+            await session.close()
+        for resolver in resolvers:
+            await resolver.close()
+
+    async def fetch(
+        self, urls: list[str], *, max_bytes: int, allow_private: bool = False, connect_timeout: float = 5.0
+    ) -> dict[str, str]:
+        """Fetch every URL (concurrently) → {url: data URL}; the first failure raises."""
+        session = self._sessions.get(allow_private)
+        assert session is not None, "Upstream.start() was not called"
+        timeout = self._timeouts.get(connect_timeout)
+        if timeout is None:
+            timeout = self._timeouts[connect_timeout] = aiohttp.ClientTimeout(
+                total=_TIMEOUT, sock_connect=connect_timeout
+            )
+        gate = asyncio.Semaphore(_PER_REQUEST)
+
+        async def one(url: str) -> str:
+            async with gate:
+                return await _fetch(session, url, timeout, max_bytes, allow_private)
+
+        results = await asyncio.gather(*(one(u) for u in urls), return_exceptions=True)
+        return _collect(urls, results)
+
+
+def _collect(urls: list[str], results: list[str | BaseException]) -> dict[str, str]:
     out: dict[str, str] = {}
     for url, result in zip(urls, results):
         if isinstance(result, BaseException):
@@ -120,14 +170,16 @@ async def fetch_images(
     return out
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, max_bytes: int, allow_private: bool) -> str:
+async def _fetch(
+    session: aiohttp.ClientSession, url: str, timeout: aiohttp.ClientTimeout, max_bytes: int, allow_private: bool
+) -> str:
     target = url
     for _ in range(_MAX_REDIRECTS + 1):
         parsed = URL(target)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise _refuse(url, "only http and https URLs can be fetched")
         _check_literal(url, parsed.host, allow_private)
-        async with session.get(URL(target), allow_redirects=False) as resp:
+        async with session.get(URL(target), allow_redirects=False, timeout=timeout) as resp:
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                 target = str(parsed.join(URL(resp.headers["Location"])))
                 continue

@@ -1,0 +1,16 @@
+"""The one outbound seam: every byte the proxy sends out goes through here.
+
+- ``client``: ``Upstream`` (the pooled sessions, ``open()``) and the
+  ``UpstreamResponse`` interface every transport answers with;
+- ``deadlines``: first-byte / idle / total timeouts, one sweeping timer;
+- ``errors``: aiohttp errors and deadline cancellations → our errors, once;
+- ``mock``: the in-process transport for ``type: mock`` deployments;
+- ``images``: image URLs fetched (SSRF-checked) for providers that take only
+  inline images, on a pooled session the ``Upstream`` owns.
+"""
+
+from .client import HTTPResponse, Upstream, UpstreamResponse
+from .deadlines import Deadline, Deadlines
+from .images import RemoteImages
+
+__all__ = ["Deadline", "Deadlines", "HTTPResponse", "RemoteImages", "Upstream", "UpstreamResponse"]
