@@ -79,10 +79,6 @@ DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
      "gemini": "https://generativelanguage.googleapis.com",
      "vertex": "https://aiplatform.googleapis.com"}  # regional host derived from location
 )
-STRATEGIES = frozenset(
-    {"weighted", "round_robin", "random", "least_connections", "least_latency", "cost",
-     "sticky", "consistent_hash"}
-)
 # breaker.when_all_open, the default first.
 WHEN_ALL_OPEN = ("route_oldest", "fail_fast")
 
@@ -406,3 +402,11 @@ def parse_config(
         raise ConfigError(problems)
     assert config is not None
     return config
+
+
+# The valid ``strategy`` names, derived from the strategy registry (each class
+# declares its own). Imported last because the router package imports this
+# module's dataclasses: by now they all exist, whichever module loads first.
+from .router.strategies import STRATEGY_NAMES  # noqa: E402
+
+STRATEGIES: frozenset[str] = STRATEGY_NAMES
