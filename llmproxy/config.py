@@ -79,10 +79,6 @@ DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
      "gemini": "https://generativelanguage.googleapis.com",
      "vertex": "https://aiplatform.googleapis.com"}  # regional host derived from location
 )
-STRATEGIES = frozenset(
-    {"weighted", "round_robin", "random", "least_connections", "least_latency", "cost",
-     "sticky", "consistent_hash"}
-)
 # breaker.when_all_open, the default first.
 WHEN_ALL_OPEN = ("route_oldest", "fail_fast")
 
@@ -323,10 +319,10 @@ class _ConfigLoader(yaml.SafeLoader):
         self._alias_nodes = 0
         self._sizes: dict[int, int] = {}
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            target = self.anchors.get(event.anchor)  # type: ignore[attr-defined]
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+            target = self.anchors.get(event.anchor)
             if target is not None:
                 self._alias_nodes += _expanded_size(target, self._sizes, set())
                 if self._alias_nodes > MAX_ALIAS_NODES:
@@ -335,7 +331,7 @@ class _ConfigLoader(yaml.SafeLoader):
                         f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)",
                         event.start_mark,
                     )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
@@ -406,3 +402,11 @@ def parse_config(
         raise ConfigError(problems)
     assert config is not None
     return config
+
+
+# The valid ``strategy`` names, derived from the strategy registry (each class
+# declares its own). Imported last because the router package imports this
+# module's dataclasses: by now they all exist, whichever module loads first.
+from .router.strategies import STRATEGY_NAMES  # noqa: E402
+
+STRATEGIES: frozenset[str] = STRATEGY_NAMES

@@ -33,7 +33,7 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 
-from .redact import MASK, Redactor, config_secrets  # noqa: F401  (re-exported)
+from .redact import MASK as MASK, Redactor as Redactor, config_secrets as config_secrets  # re-exported
 
 
 class RedactingFilter(logging.Filter):
@@ -223,7 +223,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending = []
         for i, item in enumerate(pending):
             if item.__class__ is tuple:
-                render, args = item  # type: ignore[misc]
+                render, args = item
                 try:
                     pending[i] = render(*args)
                 except Exception:  # noqa: BLE001 - one bad line must not take the batch with it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -29,9 +30,13 @@ class Runtime:
 
 
 class Proxy:
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config_path = config_path
-        self.registry = StateRegistry(time.monotonic)
+        # The one clock of every breaker, cool-down, rate limiter and retry
+        # budget (through the registry), so a test can drive them all at once.
+        self.clock = clock
+        self.registry = StateRegistry(clock)
         self.runtime = Runtime(config, self.registry)
         self.upstream = Upstream(config.pool)
         self.draining = False

@@ -18,6 +18,7 @@ import gc
 import hmac
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -118,11 +119,12 @@ def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
         raise AuthenticationFailed("missing or invalid API key for this proxy")
 
 
-def create_app(config: Config, config_path: str | None = None) -> web.Application:
+def create_app(config: Config, config_path: str | None = None,
+               clock: Callable[[], float] = time.monotonic) -> web.Application:
     # The body limit is enforced per request from the live config
     # (handlers.common.read_json), so aiohttp's own cap is only a backstop.
     app = web.Application(middlewares=[observe_middleware, error_middleware], client_max_size=1 << 40)
-    proxy = Proxy(config, config_path)
+    proxy = Proxy(config, config_path, clock=clock)
     app[PROXY] = proxy
     lg = config.logging
     app[REDACTOR] = Redactor(emails=lg.redact_emails, cards=lg.redact_cards)

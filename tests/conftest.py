@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from llmproxy.config import load_config, parse_config
 from llmproxy.protocol import ProxyRunner
@@ -48,20 +51,33 @@ class RunningProxy:
 StartProxy = Callable[..., Awaitable[RunningProxy]]
 
 
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which llmproxy's own code blocks the event loop (a file
+    read, a sleep, a blocking socket call), as aiohttp's own suite does. Only
+    calls with an llmproxy frame on the stack count: the tests' own setup
+    (writing a config file, a fake upstream's fixture) is not the proxy's hot
+    path, and code in a worker thread (asyncio.to_thread) has no loop to block."""
+    with blockbuster_ctx("llmproxy") as bb:
+        yield bb
+
+
 @pytest.fixture
 async def start_proxy() -> AsyncIterator[StartProxy]:
     servers: list[TestServer] = []
 
-    async def start(yaml_text: str, env: dict[str, str] | None = None) -> RunningProxy:
-        config = parse_config(textwrap.dedent(yaml_text), env=env or {})
-        app = create_app(config)
+    # Parsing reads files (api_key_file): off the loop, as the reloader does.
+    async def start(yaml_text: str, env: dict[str, str] | None = None,
+                    clock: Callable[[], float] = time.monotonic) -> RunningProxy:
+        config = await asyncio.to_thread(parse_config, textwrap.dedent(yaml_text), env=env or {})
+        app = create_app(config, clock=clock)
         server = ProxyTestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()
         servers.append(server)
         return RunningProxy(server, app)
 
     async def start_file(path: str) -> RunningProxy:
-        app = create_app(load_config(path), config_path=str(path))
+        app = create_app(await asyncio.to_thread(load_config, path), config_path=str(path))
         server = ProxyTestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()
         servers.append(server)

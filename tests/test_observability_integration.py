@@ -12,6 +12,7 @@ deployment registry), an ``AccessLog`` under ``ACCESS_LOG``, installs
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import textwrap
@@ -270,10 +271,12 @@ async def test_spans_and_traceparent_through_the_proxy(fake_upstream):
 
     fake = await fake_upstream()
     fake.script(Reply(status=503, json={"error": {"message": "busy"}}), Reply(json=openai_completion()))
-    app = create_app(parse_config(tw.dedent(config_yaml(fake.url)).replace("retries: 0", "retries: 1, backoff: 0"),
-                                  env={}))
+    app = create_app(await asyncio.to_thread(
+        parse_config, tw.dedent(config_yaml(fake.url)).replace("retries: 0", "retries: 1, backoff: 0"), env={}))
     exporter = InMemorySpanExporter()
-    app[TRACER] = make_tracer(TracingSettings(enabled=True), exporter=exporter)  # before the app starts
+    # Before the app starts, and off the loop: the SDK runs its resource
+    # detectors in a thread pool and joins it.
+    app[TRACER] = await asyncio.to_thread(make_tracer, TracingSettings(enabled=True), exporter=exporter)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

@@ -213,7 +213,7 @@ async def test_listen_change_warning_names_the_address_really_listened_on(
     cfg = tmp_path / "llmproxy.yaml"
     cfg.write_text("listen: 127.0.0.1:1111\n" + two_upstreams(a.url, b.url, "a"))
     port = _free_port()
-    app = create_app(load_config(cfg), config_path=str(cfg))
+    app = create_app(await asyncio.to_thread(load_config, cfg), config_path=str(cfg))
     ready = asyncio.Event()
     server = asyncio.create_task(serve(app, "127.0.0.1", port, ready))
     try:

@@ -1,10 +1,11 @@
 """Concurrency gate, rpm/tpm limiters and the retry budget of a deployment.
 
 The gate is a counting semaphore whose limit can change on reload without
-swapping the object that in-flight requests hold. Rate limits use
-aiolimiter's leaky bucket; ``TokenLimiter.adjust`` corrects a token estimate
-once the real usage is known (it reaches into the bucket level, an attribute
-aiolimiter 1.x keeps stable).
+swapping the object that in-flight requests hold. Rate limits are a leaky
+bucket of our own on the deployment's injected clock (the breaker's), so a
+fake clock drives both; the plan never waits inside a limiter (it asks
+``seconds_until`` and sleeps itself), and ``adjust`` corrects a token estimate
+once the real usage is known, neither of which a library bucket offers.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-
-from aiolimiter import AsyncLimiter
 
 
 class ConcurrencyGate:
@@ -72,18 +71,38 @@ class ConcurrencyGate:
         self.held -= 1
 
 
-class TokenLimiter(AsyncLimiter):
-    """A leaky bucket of ``max_rate`` units per minute that can be corrected."""
+class TokenLimiter:
+    """A leaky bucket of ``max_rate`` units per minute: a burst of up to
+    ``max_rate`` units fits at once, and the level drains continuously at
+    ``max_rate / 60`` units per second (so it never resets at a minute mark)."""
 
-    def __init__(self, per_minute: float) -> None:
-        super().__init__(per_minute, 60)
+    __slots__ = ("max_rate", "_per_second", "_clock", "_level", "_checked")
+
+    def __init__(self, per_minute: float, clock: Callable[[], float]) -> None:
+        self.max_rate = float(per_minute)
+        self._per_second = self.max_rate / 60.0
+        self._clock = clock
+        self._level = 0.0
+        self._checked = clock()
+
+    def _leak(self) -> None:
+        now = self._clock()
+        elapsed = now - self._checked
+        if elapsed > 0:  # a clock that stands still (or a fake one set back) drains nothing
+            self._level = max(self._level - elapsed * self._per_second, 0.0)
+            self._checked = now
+
+    def has_capacity(self, amount: float = 1.0) -> bool:
+        self._leak()
+        return self._level + amount <= self.max_rate
 
     def headroom(self) -> float:
         self._leak()
         return max(self.max_rate - self._level, 0.0)
 
     def take(self, amount: float) -> bool:
-        """Take ``amount`` now if it fits (never waits)."""
+        """Take ``amount`` now if it fits (never waits). More than the whole
+        bucket counts as a full bucket, so one large request can still pass."""
         amount = min(amount, self.max_rate)
         if not self.has_capacity(amount):
             return False
@@ -96,9 +115,10 @@ class TokenLimiter(AsyncLimiter):
         self._level = max(self._level + delta, 0.0)
 
     def seconds_until(self, amount: float) -> float:
+        """Seconds until ``take(amount)`` would succeed (0 = now)."""
         self._leak()
         excess = self._level + min(amount, self.max_rate) - self.max_rate
-        return max(excess / self._rate_per_sec, 0.0)
+        return max(excess / self._per_second, 0.0)
 
 
 class RetryBudget:

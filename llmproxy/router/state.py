@@ -33,8 +33,8 @@ class DeploymentState:
         self.last_error_at: float | None = None
         self.breaker = CircuitBreaker(config.breaker, clock)
         self.gate = ConcurrencyGate(config.max_concurrency)
-        self.rpm: TokenLimiter | None = TokenLimiter(config.rpm) if config.rpm else None
-        self.tpm: TokenLimiter | None = TokenLimiter(config.tpm) if config.tpm else None
+        self.rpm: TokenLimiter | None = TokenLimiter(config.rpm, clock) if config.rpm else None
+        self.tpm: TokenLimiter | None = TokenLimiter(config.tpm, clock) if config.tpm else None
         self.ewma: float | None = None  # seconds: latency, or time to first token for streams
         self.cool_until = 0.0
 
@@ -44,9 +44,9 @@ class DeploymentState:
         self.breaker.reconfigure(config.breaker)
         self.gate.limit = config.max_concurrency
         if config.rpm != old.rpm:
-            self.rpm = TokenLimiter(config.rpm) if config.rpm else None
+            self.rpm = TokenLimiter(config.rpm, self.clock) if config.rpm else None
         if config.tpm != old.tpm:
-            self.tpm = TokenLimiter(config.tpm) if config.tpm else None
+            self.tpm = TokenLimiter(config.tpm, self.clock) if config.tpm else None
         if self.cool_until:
             # A lowered cap applies to a cooling already under way.
             self.cool_until = min(self.cool_until, self.clock() + config.breaker.max_retry_after)

@@ -4,6 +4,12 @@ A strategy object lives as long as its model group's config and may keep
 small state (a cursor, current weights, a session map). ``pick`` is only
 called with a non-empty list, already filtered to usable deployments of one
 priority tier.
+
+Each strategy is one class: it declares its YAML ``name`` and what the plan
+must compute per request for it (``needs_session``: the session key;
+``needs_tokens``: a token estimate), and ``@register`` puts it in
+``REGISTRY``, the one table that ``make_strategy`` and the config's list of
+valid names (``config.STRATEGIES``) are derived from.
 """
 
 from __future__ import annotations
@@ -12,12 +18,12 @@ import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from .hashring import HashRing, session_digest, session_point
 
 if TYPE_CHECKING:
-    from . import Member
+    from .group import Member
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +33,35 @@ class RouteContext:
     completion_tokens: int = 0  # estimated: max_tokens, else a default
 
 
-class Strategy(Protocol):
-    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member: ...
+class Strategy:
+    name: ClassVar[str] = ""  # the YAML name; empty for helpers that are not registered
+    needs_session: ClassVar[bool] = False
+    needs_tokens: ClassVar[bool] = False
+    __slots__ = ()
+
+    @classmethod
+    def create(cls, members: Sequence[Member], rng: random.Random) -> Strategy:
+        """A fresh instance for one model group (override to take what it needs)."""
+        return cls()
+
+    def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
+        raise NotImplementedError
 
 
-class RoundRobin:
+REGISTRY: dict[str, type[Strategy]] = {}
+_S = TypeVar("_S", bound=type[Strategy])
+
+
+def register(cls: _S) -> _S:
+    if not cls.name or cls.name in REGISTRY:
+        raise ValueError(f"strategy {cls.__qualname__}: name {cls.name!r} is empty or taken")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@register
+class RoundRobin(Strategy):
+    name = "round_robin"
     __slots__ = ("_next",)
 
     def __init__(self) -> None:
@@ -43,11 +73,13 @@ class RoundRobin:
         return candidates[i]
 
 
-class SmoothWeighted:
+@register
+class SmoothWeighted(Strategy):
     """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a,
     never five a's in a row. Works over any subset of the members, so an
     unusable one simply drops out of the rotation."""
 
+    name = "weighted"
     __slots__ = ("_current",)
 
     def __init__(self) -> None:
@@ -72,11 +104,17 @@ class SmoothWeighted:
         return best
 
 
-class WeightedRandom:
+@register
+class WeightedRandom(Strategy):
+    name = "random"
     __slots__ = ("_rng",)
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
+
+    @classmethod
+    def create(cls, members: Sequence[Member], rng: random.Random) -> Strategy:
+        return cls(rng)
 
     def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
         if len(candidates) == 1:
@@ -84,9 +122,11 @@ class WeightedRandom:
         return self._rng.choices(candidates, weights=[m.config.weight for m in candidates])[0]
 
 
-class LeastConnections:
+@register
+class LeastConnections(Strategy):
     """Fewest requests in flight; ties rotate so equal deployments share evenly."""
 
+    name = "least_connections"
     __slots__ = ("_turn",)
 
     def __init__(self) -> None:
@@ -99,10 +139,12 @@ class LeastConnections:
         return tied[self._turn % len(tied)]
 
 
-class LeastLatency:
+@register
+class LeastLatency(Strategy):
     """Lowest EWMA latency (time to first token for streams). Deployments with
     no observation yet are tried first, so a new one gets measured."""
 
+    name = "least_latency"
     __slots__ = ("_unknown",)
 
     def __init__(self) -> None:
@@ -115,10 +157,13 @@ class LeastLatency:
         return min(candidates, key=lambda m: m.state.ewma or 0.0)
 
 
-class Cheapest:
+@register
+class Cheapest(Strategy):
     """Lowest estimated cost for this request from each deployment's ``price``;
     deployments without a price come last; ties share by weight."""
 
+    name = "cost"
+    needs_tokens = True
     __slots__ = ("_ties",)
 
     def __init__(self) -> None:
@@ -138,13 +183,16 @@ class Cheapest:
         return self._ties.pick(tied, ctx)
 
 
-class Sticky:
+@register
+class Sticky(Strategy):
     """The same session key goes to the same deployment while it stays usable;
     a key whose deployment became unusable moves (and stays moved). Keys
     without a session go by weight. The session map is a bounded LRU of
     fixed-size digests (never the client's string), so its memory is bounded
     whatever keys clients send."""
 
+    name = "sticky"
+    needs_session = True
     __slots__ = ("_sessions", "_fallback", "_max")
 
     def __init__(self, max_sessions: int = 100_000) -> None:
@@ -170,14 +218,21 @@ class Sticky:
         return m
 
 
-class ConsistentHash:
+@register
+class ConsistentHash(Strategy):
     """Session key → the first usable deployment clockwise on a hash ring."""
 
+    name = "consistent_hash"
+    needs_session = True
     __slots__ = ("_ring", "_fallback")
 
     def __init__(self, members: Sequence[Member]) -> None:
         self._ring: HashRing[Member] = HashRing(members, key=lambda m: m.id, weight=lambda m: m.config.weight)
         self._fallback = SmoothWeighted()
+
+    @classmethod
+    def create(cls, members: Sequence[Member], rng: random.Random) -> Strategy:
+        return cls(members)
 
     def pick(self, candidates: Sequence[Member], ctx: RouteContext) -> Member:
         if ctx.session_key is None:
@@ -192,20 +247,12 @@ class ConsistentHash:
 
 
 def make_strategy(name: str, members: Sequence[Member], rng: random.Random) -> Strategy:
-    if name == "weighted":
-        return SmoothWeighted()
-    if name == "round_robin":
-        return RoundRobin()
-    if name == "random":
-        return WeightedRandom(rng)
-    if name == "least_connections":
-        return LeastConnections()
-    if name == "least_latency":
-        return LeastLatency()
-    if name == "cost":
-        return Cheapest()
-    if name == "sticky":
-        return Sticky()
-    if name == "consistent_hash":
-        return ConsistentHash(members)
-    raise ValueError(f"unknown strategy {name!r}")
+    try:
+        cls = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}") from None
+    return cls.create(members, rng)
+
+
+# What the config validator accepts (re-exported as ``config.STRATEGIES``).
+STRATEGY_NAMES = frozenset(REGISTRY)
