@@ -42,6 +42,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 FLOOR = False  # --floor: run bare_passthrough.py instead of llmproxy
 sys.path.insert(0, str(HERE))
+# Run as a script, this module is __main__; the modules that ``from bench
+# import`` (ab_observability, ab_versus...) must get this same one, or their
+# BenchError would be another class that main() does not catch.
+sys.modules.setdefault("bench", sys.modules[__name__])
 
 import bodies  # noqa: E402
 import ttfb  # noqa: E402
@@ -326,9 +330,10 @@ class Bench:
 
     # -- processes
 
-    def spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def spawn(self, cmd: list[str], log_name: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
         out = open(self.tmp / log_name, "wb")
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         out.close()
         self.procs.append(p)
         return p
@@ -344,6 +349,10 @@ class Bench:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+
+    def close(self) -> None:
+        """At the very end, also on errors: stop every process (subclasses clean up more)."""
+        self.stop_all()
 
     def tail(self, name: str, lines: int = 30) -> str:
         path = self.tmp / name
@@ -378,12 +387,18 @@ class Bench:
     def start_proxy(self) -> None:
         self.proxy = self.launch_proxy("proxy", self.proxy_port, self.args.proxy_log_level)
 
-    def launch_proxy(self, name: str, port: int, log_level: str, extra_config: str = "") -> subprocess.Popen[bytes]:
-        """llmproxy on ``port`` pinned to the proxy core, logging to ``<name>.log``."""
+    def launch_proxy(self, name: str, port: int, log_level: str, extra_config: str = "", *,
+                     command: list[str] | None = None, env: dict[str, str] | None = None,
+                     cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """llmproxy on ``port`` pinned to the proxy core, logging to ``<name>.log``.
+
+        ``command`` (default: ``llmproxy_command()``), ``env`` and ``cwd`` say
+        which llmproxy runs (``--versus`` runs two checkouts).
+        """
         conf = write_proxy_conf(self.tmp, port, self.upstream_port, name=name, extra=extra_config)
-        cmd = [*llmproxy_command(), "--log-level", log_level, "serve", "--config", str(conf),
+        cmd = [*(command or llmproxy_command()), "--log-level", log_level, "serve", "--config", str(conf),
                "--host", "127.0.0.1", "--port", str(port)]
-        proc = self.spawn(pin_cmd(self.proxy_core, cmd), f"{name}.log")
+        proc = self.spawn(pin_cmd(self.proxy_core, cmd), f"{name}.log", env=env, cwd=cwd)
         self.wait_http(port, "/healthz", proc, f"llmproxy ({name})", f"{name}.log")
         log(f"llmproxy ({name}) on 127.0.0.1:{port} (pid {proc.pid}, core {self.proxy_core})")
         return proc
@@ -971,15 +986,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--observability-ab", action="store_true",
                     help="instead of the table: llmproxy with metrics and access logs off vs on, "
                          "in alternating rounds (tests/bench/ab_observability.py)")
-    ap.add_argument("--ab-rounds", type=int, default=8, help="rounds for --observability-ab (default 8)")
-    ap.add_argument("--ab-seconds", type=float, default=4.0, help="seconds per run for --observability-ab")
+    ap.add_argument("--ab-rounds", type=int, default=8, help="rounds for --observability-ab / --versus (default 8)")
+    ap.add_argument("--ab-seconds", type=float, default=4.0,
+                    help="seconds per run for --observability-ab / --versus (default 4)")
     ap.add_argument("--ab-turns", action="store_true",
-                    help="--observability-ab: load one variant at a time (default: both at once on one core)")
+                    help="--observability-ab / --versus: load one variant at a time "
+                         "(default: both at once on one core)")
     ap.add_argument("--ab-sessions", type=int, default=2,
-                    help="fresh pairs of proxies the --observability-ab rounds are split over (default 2)")
+                    help="fresh pairs of proxies the --observability-ab / --versus rounds are split over (default 2)")
+    ap.add_argument("--versus", metavar="REV",
+                    help="instead of the table: the code at git revision REV ('base', from a temporary worktree) "
+                         "vs the current tree ('new'), side by side with the --ab-* options (tests/bench/ab_versus.py)")
     ap.add_argument("--out", default=str(HERE / "out"), help="where the JSON/text results go")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)
+    if args.versus and (args.observability_ab or args.floor):
+        ap.error("--versus cannot be combined with --observability-ab or --floor")
     global FLOOR
     FLOOR = args.floor
     if args.duration is None:
@@ -1000,10 +1022,15 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    bench: Bench
     if args.observability_ab:
         from ab_observability import ObservabilityAB
 
-        bench: Bench = ObservabilityAB(args)
+        bench = ObservabilityAB(args)
+    elif args.versus:
+        from ab_versus import VersusAB
+
+        bench = VersusAB(args)
     else:
         bench = Bench(args)
     try:
@@ -1015,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nbench: interrupted", file=sys.stderr)
         return 130
     finally:
-        bench.stop_all()
+        bench.close()
         if args.keep:
             log(f"kept {bench.tmp}")
         else:
