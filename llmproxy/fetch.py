@@ -15,7 +15,7 @@ unless a provider sets ``allow_image_urls: true``, and then:
 - each fetch has ``_TIMEOUT`` seconds in all.
 
 Any failure is the client's 400 (its URL could not be used), naming the URL.
-Adapters stay pure: an adapter lists the URLs it needs (``image_urls_to_fetch``),
+Adapters stay pure: a provider's spec lists the URLs it needs (``image_urls_to_fetch``),
 ``RemoteImages.inline`` fetches them once per client request (a retry on
 another deployment reuses them) and hands the adapter a body whose image URLs
 are data URLs (``inline_image_urls``, pure).
@@ -38,6 +38,7 @@ from yarl import URL
 
 from .config import DeploymentConfig
 from .errors import InvalidRequest
+from .providers.registry import spec_for
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 _MAX_REDIRECTS = 3
@@ -53,7 +54,7 @@ class RemoteImages:
         self._fetched: dict[str, str] = {}
 
     async def inline(self, adapter: object, dep: DeploymentConfig, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        wanted = getattr(adapter, "image_urls_to_fetch", None)
+        wanted = spec_for(dep.provider.type).image_urls_to_fetch
         if wanted is None:
             return body
         urls = wanted(dep, body)
