@@ -147,12 +147,12 @@ class NoOptions(ProviderOptions):
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
-    type: str = key(kind="manual", help="the wire format: " + "one of the provider types (see the table)")
-    base_url: str = key(kind="manual", url=True,
+    type: str = key(kind="manual", shape="str", help="the wire format: one of the provider types (see the table)")
+    base_url: str = key(kind="manual", shape="str", url=True,
                         help="where requests go (has a default for most types; user:password@ is sent "
                              "as Basic auth)")
-    api_key: str | None = key(None, kind="manual", secret=True, help="the provider credential; ${VAR} expands")
-    api_key_file: str | None = key(None, kind="manual",
+    api_key: str | None = key(None, kind="manual", shape="str", secret=True, help="the provider credential; ${VAR} expands")
+    api_key_file: str | None = key(None, kind="manual", shape="str",
                                    help="file holding api_key (relative to the config's directory)")
     headers: Mapping[str, str] = key(kind="map", secret=True, factory=lambda: MappingProxyType({}),
                                      help="extra request headers (values are never shown)")
@@ -202,7 +202,7 @@ class RetryConfig:
 @dataclass(frozen=True, slots=True)
 class DeploymentConfig:
     id: str = key(kind="str", help="stable id for breaker and latency state (default: provider/model)")
-    provider: ProviderConfig = key(kind="manual", required=True, view=lambda p: p.name,
+    provider: ProviderConfig = key(kind="manual", shape="str", required=True, view=lambda p: p.name,
                                    help="a name under providers:")
     model: str = key(kind="str", required=True, help="the model name the provider knows")
     weight: float = key(1.0, help="share of traffic (weighted strategy)")
@@ -229,7 +229,7 @@ class DeploymentConfig:
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
-    deployments: tuple[DeploymentConfig, ...] = key(kind="manual", required=True,
+    deployments: tuple[DeploymentConfig, ...] = key(kind="manual", shape="list", required=True,
                                                     help="a non-empty list of deployments (below)")
     strategy: str = key("weighted", check=_check_strategy,
                         help="how a deployment is picked: " + ", ".join(sorted(STRATEGIES)))
@@ -314,9 +314,9 @@ class UpstreamPoolConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = key(kind="section", cls=ServerConfig, help="the client side")
-    providers: Mapping[str, ProviderConfig] = key(kind="manual", required=True,
+    providers: Mapping[str, ProviderConfig] = key(kind="manual", shape="mapping", required=True,
                                                   help="name → provider (below)")
-    models: Mapping[str, ModelConfig] = key(kind="manual", required=True, help="name → model (below)")
+    models: Mapping[str, ModelConfig] = key(kind="manual", shape="mapping", required=True, help="name → model (below)")
     timeouts: Timeouts = key(kind="section", cls=Timeouts, yaml="defaults.timeouts", help="")
     pool: UpstreamPoolConfig = key(kind="section", cls=UpstreamPoolConfig, yaml="defaults.upstream", help="")
     limits: BodyLimits = key(BodyLimits(), yaml="defaults.limits", help="")
@@ -324,7 +324,7 @@ class Config:
     breaker: BreakerConfig = key(BreakerConfig(), yaml="defaults.breaker", help="")
     queue_timeout: float = key(5.0, yaml="defaults.queue_timeout", positive=False,
                                help="deployments' queue_timeout unless they set one, seconds")
-    listen: str = key(DEFAULT_LISTEN, kind="manual", help="HOST:PORT the proxy listens on")
+    listen: str = key(DEFAULT_LISTEN, kind="manual", shape="str", help="HOST:PORT the proxy listens on")
     admin: AdminConfig = key(AdminConfig(), help="")
     reload: ReloadConfig = key(ReloadConfig(), help="")
     logging: LoggingConfig = key(LoggingConfig(), help="")

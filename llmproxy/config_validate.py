@@ -126,7 +126,7 @@ class Validator:
         ):
             self.fail(path, f"must be a string, got {_kind(node)}")
             return None
-        value = self.expand(str(node), path)
+        value: str = self.expand(str(node), path)
         if required and value == "":
             self.fail(path, "must not be empty")
         return value

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config, ProviderConfig
-from .config_schema import Key, keys_of
+from .config_schema import Key, explain, keys_of
 from .redact import url_without_userinfo
 
 
@@ -97,3 +97,35 @@ def _leaf(k: Key, value: Any) -> Any:
     if k.kind == "map":
         return dict(value)
     return value
+
+
+def explain_keys() -> list[tuple[str, str, str, str]]:
+    """(dotted path, kind, default, help) of every config key, from the
+    schema: what ``llmproxy check --explain`` prints."""
+    from .config import Config, DeploymentConfig, ModelConfig
+    from .providers.registry import PROVIDER_SPECS
+
+    rows: list[tuple[str, str, str, str]] = []
+    for row in explain(Config):
+        rows.append(row)
+        if row[0] == "providers":
+            rows.extend(explain(ProviderConfig, "providers.<name>"))
+            # A key several types share is one row, unless its help differs.
+            by_key: dict[tuple[str, str, str, str], list[str]] = {}
+            for t, spec in PROVIDER_SPECS.items():
+                for opt in explain(spec.options, "providers.<name>"):
+                    by_key.setdefault(opt, []).append(t)
+            rows.extend((p, k, d, f"{h} (type: {', '.join(ts)})") for (p, k, d, h), ts in by_key.items())
+        elif row[0] == "models":
+            rows.extend(r for r in explain(ModelConfig, "models.<name>"))
+            rows.extend(explain(DeploymentConfig, "models.<name>.deployments[]"))
+    return [r for r in rows if r[1] != "section"]
+
+
+def explain_text() -> str:
+    """The key reference as a Markdown table (README's "Every config key")."""
+    lines = ["| key | kind | default | what it does |", "|---|---|---|---|"]
+    for path, kind, default, help_ in explain_keys():
+        cell = help_.replace("|", "\\|")
+        lines.append(f"| `{path}` | {kind} | `{default}` | {cell} |")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ error the client sees, never a silent truncation.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ class ProviderSpec:
 
     type: str  # the config's ``type:``
     adapter: Adapter
-    options: type[ProviderOptions] = NoOptions  # its own YAML keys, beside the common ones
+    options: builtins.type[ProviderOptions] = NoOptions  # its own YAML keys, beside the common ones
     default_base_url: str | None = None  # None: the config must say where
     # OpenTelemetry's gen_ai.provider.name (None: the type itself).
     gen_ai_name: str | None = None
