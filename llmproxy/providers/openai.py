@@ -38,9 +38,9 @@ _JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
-class OpenAIOptions(ProviderOptions):
-    organization: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Organization")
-    project: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Project")
+class StreamUsageOptions(ProviderOptions):
+    """The keys of every OpenAI-compatible type (and its base)."""
+
     stream_usage: bool | None = key(None, kind="bool",
                                     help="ask for stream_options.include_usage upstream (default true), so "
                                          "streams are accounted even when the client did not ask; false for "
@@ -48,10 +48,15 @@ class OpenAIOptions(ProviderOptions):
 
 
 @dataclass(frozen=True, slots=True)
-class AzureOptions(ProviderOptions):
+class OpenAIOptions(StreamUsageOptions):
+    organization: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Organization")
+    project: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Project")
+
+
+@dataclass(frozen=True, slots=True)
+class AzureOptions(StreamUsageOptions):
     api_version: str | None = key(None, kind="str", nonempty=True,
                                   help="with it: the deployments URL form; without: the /openai/v1 API")
-    stream_usage: bool | None = key(None, kind="bool", help="as for openai")
 
 
 def endpoint_url(dep: DeploymentConfig, path: str) -> str:
@@ -106,9 +111,9 @@ def asks_stream_usage(dep: DeploymentConfig) -> bool:
     for compatible servers that refuse the field."""
     p = dep.provider
     o = p.options
-    return p.type in ("openai", "azure") and not (
-        isinstance(o, (OpenAIOptions, AzureOptions)) and o.stream_usage is False
-    )
+    if isinstance(o, StreamUsageOptions):
+        return o.stream_usage is not False
+    return p.type in ("openai", "azure")
 
 
 class OpenAIAdapter:
