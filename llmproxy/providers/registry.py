@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from . import anthropic, bedrock, cohere, gemini, mock, ollama, openai, qianfan
+from . import anthropic, bedrock, cohere, deepseek, gemini, mock, ollama, openai, qianfan
 from .base import ProviderSpec
 
 PROVIDER_SPECS: Mapping[str, ProviderSpec] = MappingProxyType({
@@ -26,6 +26,7 @@ PROVIDER_SPECS: Mapping[str, ProviderSpec] = MappingProxyType({
         anthropic.SPEC,
         gemini.SPEC,
         gemini.VERTEX_SPEC,
+        deepseek.SPEC,
     )
 })
 
