@@ -4,9 +4,13 @@ Invariant: a ``Config`` only exists if every check passed. Loading collects
 *every* problem (with a path such as ``models.gpt-4o.deployments[1].weight``)
 and raises ``ConfigError`` carrying all of them, so ``llmproxy check`` and a
 rejected reload can list them at once. Nothing here opens sockets; files are
-read only for the config itself and ``api_key_file`` secrets. The checks
-themselves live in ``config_validate``; human and admin views of a config in
-``config_views``.
+read only for the config itself and ``api_key_file`` secrets.
+
+Each key is declared once, on its field (``config_schema.key``: YAML name,
+kind, bounds, default, secret, help); ``config_validate`` walks those
+declarations, ``config_views`` renders the admin view and ``check --explain``
+from them. A provider type's own keys are its spec's options dataclass
+(``providers/registry.py``).
 """
 
 from __future__ import annotations
@@ -151,7 +155,8 @@ class ProviderConfig:
     base_url: str = key(kind="manual", shape="str", url=True,
                         help="where requests go (has a default for most types; user:password@ is sent "
                              "as Basic auth)")
-    api_key: str | None = key(None, kind="manual", shape="str", secret=True, help="the provider credential; ${VAR} expands")
+    api_key: str | None = key(None, kind="manual", shape="str", secret=True,
+                              help="the provider credential; ${VAR} expands")
     api_key_file: str | None = key(None, kind="manual", shape="str",
                                    help="file holding api_key (relative to the config's directory)")
     headers: Mapping[str, str] = key(kind="map", secret=True, factory=lambda: MappingProxyType({}),
@@ -316,7 +321,8 @@ class Config:
     server: ServerConfig = key(kind="section", cls=ServerConfig, help="the client side")
     providers: Mapping[str, ProviderConfig] = key(kind="manual", shape="mapping", required=True,
                                                   help="name → provider (below)")
-    models: Mapping[str, ModelConfig] = key(kind="manual", shape="mapping", required=True, help="name → model (below)")
+    models: Mapping[str, ModelConfig] = key(kind="manual", shape="mapping", required=True,
+                                            help="name → model (below)")
     timeouts: Timeouts = key(kind="section", cls=Timeouts, yaml="defaults.timeouts", help="")
     pool: UpstreamPoolConfig = key(kind="section", cls=UpstreamPoolConfig, yaml="defaults.upstream", help="")
     limits: BodyLimits = key(BodyLimits(), yaml="defaults.limits", help="")

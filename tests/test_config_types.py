@@ -77,7 +77,8 @@ FULL: dict[str, Any] = {
             "session_key": {"header": "x-tenant", "field": "user"},
             "deployments": [
                 {"provider": "oa", "model": "gpt-4o", "id": "oa-4o", "weight": 2,
-                 "timeouts": {"connect": 2, "first_byte": 50, "idle": 10, "total": 100}, "max_tokens": 1000, "priority": 0, "max_concurrency": 64,
+                 "timeouts": {"connect": 2, "first_byte": 50, "idle": 10, "total": 100}, "max_tokens": 1000,
+                 "priority": 0, "max_concurrency": 64,
                  "queue_timeout": 2, "rpm": 5000, "tpm": 800000,
                  "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
                  "breaker": {"failures": 3, "failure_ratio": 0.4, "min_requests": 10, "window": 20, "cooldown": 10,
