@@ -9,6 +9,12 @@ masked under a secret-named key). Unknown keys are errors with a
 did-you-mean; ``${VAR}`` and ``${VAR:-default}`` expand from the environment
 given (never read here); ``api_key_file`` paths are read relative to the
 config's directory.
+
+Plain keys are not listed here: ``walk`` reads each dataclass field's
+``config_schema.key`` declaration. What remains below is cross-field:
+``listen``, provider types and base URLs, api_key vs api_key_file, Bedrock's
+AWS environment defaults, base_url userinfo vs Authorization, deployment
+ids agreeing across models, fallbacks naming existing models.
 """
 
 from __future__ import annotations
