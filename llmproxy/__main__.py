@@ -28,6 +28,14 @@ def _load_or_report(path: str) -> Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.explain:
+        from .config_views import explain_text
+
+        print(explain_text())
+        return 0
+    if args.config is None:
+        print("llmproxy check: give a config file (or --explain)", file=sys.stderr)
+        return 2
     config = _load_or_report(args.config)
     if config is None:
         return 1
@@ -81,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=LEVELS, type=str.upper)
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config and print its routing table")
-    check.add_argument("config", help="YAML config to check")
+    check.add_argument("config", nargs="?", help="YAML config to check")
+    check.add_argument("--explain", action="store_true",
+                       help="print every config key with its kind, default and help, and exit")
     check.set_defaults(func=cmd_check)
     return parser
 

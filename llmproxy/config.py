@@ -4,16 +4,21 @@ Invariant: a ``Config`` only exists if every check passed. Loading collects
 *every* problem (with a path such as ``models.gpt-4o.deployments[1].weight``)
 and raises ``ConfigError`` carrying all of them, so ``llmproxy check`` and a
 rejected reload can list them at once. Nothing here opens sockets; files are
-read only for the config itself and ``api_key_file`` secrets. The checks
-themselves live in ``config_validate``; human and admin views of a config in
-``config_views``.
+read only for the config itself and ``api_key_file`` secrets.
+
+Each key is declared once, on its field (``config_schema.key``: YAML name,
+kind, bounds, default, secret, help); ``config_validate`` walks those
+declarations, ``config_views`` renders the admin view and ``check --explain``
+from them. A provider type's own keys are its spec's options dataclass
+(``providers/registry.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +26,11 @@ from typing import Any
 
 import yaml
 
+from .config_schema import did_you_mean, key, keys_of, parse_listen, show
+# The valid ``strategy`` names, from the strategy registry (each class declares
+# its own); router/__init__ resolves lazily, so this import cycles back to no
+# module that needs this one's dataclasses.
+from .router.strategies import STRATEGY_NAMES as STRATEGIES
 from .sse import DEFAULT_MAX_EVENT
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -37,50 +47,22 @@ MAX_ALIAS_NODES = 10_000
 # A rejected file can be wrong in every line: the first problems say what to fix.
 MAX_PROBLEMS = 100
 
-# Keys that every provider accepts, and the extra keys each provider type
-# understands with the kind of value each takes ("str", "number" (> 0),
-# "number0" (>= 0), "int" (> 0), "bool", "list" of strings). A provider module
-# that needs a setting adds it here, so a misspelling is still an error.
-COMMON_PROVIDER_KEYS = frozenset(
-    {"type", "base_url", "api_key", "api_key_file", "headers", "timeouts", "limits"}
-)
-PROVIDER_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {
-        # stream_usage (default true): ask for stream_options.include_usage
-        # upstream, so streams are accounted even when the client did not ask.
-        "openai": {"organization": "str", "project": "str", "stream_usage": "bool"},
-        "azure": {"api_version": "str", "stream_usage": "bool"},
-        "mock": {"latency": "number0", "tokens_per_second": "number", "reply": "str"},
-        # Region and credentials default to AWS_REGION / AWS_ACCESS_KEY_ID /
-        # AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (see _Validator.aws_defaults).
-        "bedrock": {"region": "str", "aws_access_key_id": "str", "aws_secret_access_key": "str",
-                    "aws_session_token": "str", "allow_image_urls": "bool", "image_url_max_bytes": "int",
-                    "image_url_allow_private": "bool"},
-        "ollama": {"allow_image_urls": "bool", "image_url_max_bytes": "int", "image_url_allow_private": "bool"},
-        "cohere": {},
-        "qianfan": {"appid": "str"},
-        "anthropic": {"anthropic_version": "str", "beta": "list"},
-        "gemini": {"api_version": "str", "allow_image_urls": "bool", "image_url_max_bytes": "int",
-                   "image_url_allow_private": "bool"},
-        # With project: api_key/api_key_file is an OAuth2 access token (Bearer);
-        # without: a Vertex express-mode API key. location defaults to global.
-        "vertex": {"project": "str", "location": "str", "api_version": "str", "quota_project": "str",
-                   "allow_image_urls": "bool", "image_url_max_bytes": "int",
-                   "image_url_allow_private": "bool"},
-    }
-)
-# Types whose base_url has a sensible public default; the others must say where.
-DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
-    {"openai": "https://api.openai.com/v1", "mock": "mock://local",
-     "bedrock": "https://bedrock-runtime.{region}.amazonaws.com",  # {region} filled in at load
-     "ollama": "http://localhost:11434", "cohere": "https://api.cohere.com",
-     "qianfan": "https://qianfan.baidubce.com/v2",
-     "anthropic": "https://api.anthropic.com",
-     "gemini": "https://generativelanguage.googleapis.com",
-     "vertex": "https://aiplatform.googleapis.com"}  # regional host derived from location
-)
 # breaker.when_all_open, the default first.
 WHEN_ALL_OPEN = ("route_oldest", "fail_fast")
+# scheme://host[:port], as a browser sends it in Origin (RFC 6454 §6.1); "null" too.
+ORIGIN = re.compile(r"null|https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?")
+# A host name or IP literal without port; "*.example.com" for any subdomain.
+HOST_NAME = re.compile(r"\[[0-9a-f:.]+\]|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
+def __getattr__(name: str) -> Any:
+    # The provider tables derive from the registry, which imports the provider
+    # modules, which import this module's dataclasses: resolved on first use.
+    if name in ("PROVIDER_TYPES", "DEFAULT_BASE_URLS"):
+        from .providers.registry import DEFAULT_BASE_URLS, PROVIDER_TYPES
+
+        return PROVIDER_TYPES if name == "PROVIDER_TYPES" else DEFAULT_BASE_URLS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConfigError(Exception):
@@ -91,40 +73,105 @@ class ConfigError(Exception):
         super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def _check_listen(value: str) -> str | None:
+    if parse_listen(value) is None:
+        return f"must be HOST:PORT such as 0.0.0.0:9464, got {show(value)}"
+    return None
+
+
+def _check_strategy(value: str) -> str | None:
+    if value in STRATEGIES:
+        return None
+    return (f"unknown strategy {show(value)}{did_you_mean(value, STRATEGIES)}; known: "
+            + ", ".join(sorted(STRATEGIES)))
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 5.0
-    first_byte: float = 60.0
-    idle: float = 30.0
-    total: float = 600.0
+    connect: float = key(5.0, help="seconds to open the TCP (and TLS) connection")
+    first_byte: float = key(60.0, help="seconds from sending the request to the first answer byte")
+    idle: float = key(30.0, help="longest silence between two stream chunks, seconds")
+    total: float = key(600.0, help="seconds for the whole attempt")
 
 
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
     """Bounds on what an upstream may send back (sizes after decompression)."""
 
-    max_response_size: int = DEFAULT_MAX_RESPONSE  # a whole non-stream answer (or error body)
-    max_event_size: int = DEFAULT_MAX_EVENT  # one stream event: SSE event, NDJSON line, eventstream frame
+    max_response_size: int = key(DEFAULT_MAX_RESPONSE, kind="size",
+                                 help="a whole non-stream answer (or error body)")
+    max_event_size: int = key(DEFAULT_MAX_EVENT, kind="size",
+                              help="one stream event: SSE event, NDJSON line, eventstream frame")
+
+
+class ProviderOptions:
+    """Base of each provider type's typed options (``providers/*``'s spec).
+
+    Subclasses are frozen dataclasses of ``key()`` fields defaulting to None
+    (not set). Read-only mapping access over the keys that are set serves
+    code that handles every type alike (redaction, the mock transport).
+    """
+
+    __slots__ = ()
+
+    def _set(self) -> dict[str, Any]:
+        return {k.name: v for k in keys_of(type(self)) if (v := getattr(self, k.name)) is not None}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = getattr(self, name, None)
+        return default if value is None else value
+
+    def keys(self) -> list[str]:
+        return list(self._set())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._set().items())
+
+    def __getitem__(self, name: str) -> Any:
+        value = getattr(self, name, None)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and getattr(self, name, None) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._set())
+
+    def __len__(self) -> int:
+        return len(self._set())
+
+
+@dataclass(frozen=True, slots=True)
+class NoOptions(ProviderOptions):
+    """A provider type with no settings of its own."""
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
-    type: str
-    base_url: str
-    api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    timeouts: Timeouts = Timeouts()
-    limits: BodyLimits = BodyLimits()
-    # Type-specific settings (validated against PROVIDER_TYPES).
-    # repr=False: options may hold credentials (aws_secret_access_key).
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    type: str = key(kind="manual", shape="str", help="the wire format: one of the provider types (see the table)")
+    base_url: str = key(kind="manual", shape="str", url=True,
+                        help="where requests go (has a default for most types; user:password@ is sent "
+                             "as Basic auth)")
+    api_key: str | None = key(None, kind="manual", shape="str", secret=True,
+                              help="the provider credential; ${VAR} expands")
+    api_key_file: str | None = key(None, kind="manual", shape="str",
+                                   help="file holding api_key (relative to the config's directory)")
+    headers: Mapping[str, str] = key(kind="map", secret=True, factory=lambda: MappingProxyType({}),
+                                     help="extra request headers (values are never shown)")
+    timeouts: Timeouts = key(Timeouts(), help="per-provider timeouts (default: defaults.timeouts)")
+    limits: BodyLimits = key(BodyLimits(), help="per-provider answer bounds (default: defaults.limits)")
+    # The type's own keys (its spec's options dataclass); repr=False: they may
+    # hold credentials (aws_secret_access_key).
+    options: ProviderOptions = field(default_factory=NoOptions, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    input_per_mtok: float = 0.0  # USD per million prompt tokens
-    output_per_mtok: float = 0.0  # USD per million completion tokens
+    input_per_mtok: float = key(0.0, positive=False, help="USD per million prompt tokens")
+    output_per_mtok: float = key(0.0, positive=False, help="USD per million completion tokens")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
@@ -132,48 +179,51 @@ class Price:
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    failures: int = 5  # consecutive failures that open the breaker
-    failure_ratio: float = 0.5  # ...or this share of failures over `window`
-    min_requests: int = 20  # ...once the window holds at least this many outcomes
-    window: float = 30.0  # seconds
-    cooldown: float = 30.0  # seconds open before probing
-    half_open_probes: int = 1  # requests let through at once while half-open
-    # Longest a Retry-After (or retry-after-ms, or an HTTP-date) may keep the
-    # deployment cooling, seconds: an upstream's 999999 must not bench it for days.
-    max_retry_after: float = 300.0
-    # When every deployment a request could use is out only because its breaker
-    # is open: "route_oldest" sends it to the one whose breaker opened first
-    # (Envoy's panic routing); "fail_fast" answers 503.
-    when_all_open: str = "route_oldest"
+    failures: int = key(5, help="consecutive failures that open the breaker")
+    failure_ratio: float = key(0.5, max=1, help="...or this share of failures over `window`")
+    min_requests: int = key(20, help="...once the window holds at least this many outcomes")
+    window: float = key(30.0, help="seconds of outcomes failure_ratio looks at")
+    cooldown: float = key(30.0, help="seconds open before probing")
+    half_open_probes: int = key(1, help="requests let through at once while half-open")
+    # An upstream's Retry-After 999999 must not bench a deployment for days.
+    max_retry_after: float = key(300.0, help="longest a Retry-After (or retry-after-ms, or an HTTP-date) "
+                                              "keeps the deployment cooling, seconds")
+    when_all_open: str = key("route_oldest", kind="enum", choices=WHEN_ALL_OPEN,
+                             help="when every usable deployment is out only by an open breaker: "
+                                  "route_oldest sends to the one opened first (Envoy's panic routing), "
+                                  "fail_fast answers 503")
 
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
-    retries: int = 2  # extra attempts within a model group
-    backoff: float = 0.1  # first backoff before retrying the same deployment, seconds
-    max_backoff: float = 2.0
-    budget_ratio: float = 0.2  # retries allowed per request over the budget window
-    budget_min: int = 10  # retries always allowed per budget window
-    budget_window: float = 10.0  # seconds
+    retries: int = key(2, positive=False, help="extra attempts within a model group")
+    backoff: float = key(0.1, positive=False, help="first backoff before retrying the same deployment, seconds")
+    max_backoff: float = key(2.0, positive=False, help="longest backoff, seconds")
+    budget_ratio: float = key(0.2, positive=False, help="retries allowed per request over the budget window")
+    budget_min: int = key(10, positive=False, help="retries always allowed per budget window")
+    budget_window: float = key(10.0, help="seconds the retry budget counts over")
 
 
 @dataclass(frozen=True, slots=True)
 class DeploymentConfig:
-    id: str
-    provider: ProviderConfig
-    model: str
-    weight: float = 1.0
-    timeouts: Timeouts = Timeouts()
-    # Default max_tokens for providers that require one (Anthropic) when the
-    # client sends neither max_tokens nor max_completion_tokens.
-    max_tokens: int | None = None
-    priority: int = 0  # lower tiers first; higher tiers only when all lower are unusable
-    max_concurrency: int | None = None
-    queue_timeout: float = 5.0  # seconds to wait for a slot / a cooling deployment
-    rpm: int | None = None
-    tpm: int | None = None
-    price: Price | None = None
-    breaker: BreakerConfig = BreakerConfig()
+    id: str = key(kind="str", help="stable id for breaker and latency state (default: provider/model)")
+    provider: ProviderConfig = key(kind="manual", shape="str", required=True, view=lambda p: p.name,
+                                   help="a name under providers:")
+    model: str = key(kind="str", required=True, help="the model name the provider knows")
+    weight: float = key(1.0, help="share of traffic (weighted strategy)")
+    timeouts: Timeouts = key(Timeouts(), help="per-deployment timeouts (default: its provider's)")
+    # For providers that require one (Anthropic) when the client sends neither
+    # max_tokens nor max_completion_tokens.
+    max_tokens: int | None = key(None, kind="int", help="default max_tokens where the provider needs one")
+    priority: int = key(0, positive=False, help="lower tiers first; higher only when all lower are unusable")
+    max_concurrency: int | None = key(None, kind="int", help="requests in flight at once (default: no bound)")
+    queue_timeout: float = key(5.0, positive=False,
+                               help="seconds to wait for a slot / a cooling deployment "
+                                    "(default: defaults.queue_timeout)")
+    rpm: int | None = key(None, kind="int", help="requests per minute")
+    tpm: int | None = key(None, kind="int", help="tokens per minute (estimated before, settled after)")
+    price: Price | None = key(None, kind="section", cls=Price, help="for the cost strategy and spend metrics")
+    breaker: BreakerConfig = key(BreakerConfig(), help="per-deployment breaker (default: defaults.breaker)")
 
     def limits(self) -> tuple[object, ...]:
         """What must agree when one deployment id serves several models."""
@@ -184,96 +234,108 @@ class DeploymentConfig:
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
-    deployments: tuple[DeploymentConfig, ...]
-    strategy: str = "weighted"
-    fallbacks: tuple[str, ...] = ()
-    retry: RetryConfig = RetryConfig()
+    deployments: tuple[DeploymentConfig, ...] = key(kind="manual", shape="list", required=True,
+                                                    help="a non-empty list of deployments (below)")
+    strategy: str = key("weighted", check=_check_strategy,
+                        help="how a deployment is picked: " + ", ".join(sorted(STRATEGIES)))
+    fallbacks: tuple[str, ...] = key((), kind="list", what="a list of model names",
+                                     help="models tried, in order, when this one fails")
+    retry: RetryConfig = key(RetryConfig(), help="per-model retries (default: defaults.retry)")
     # Where sticky / consistent_hash find the session key.
-    session_header: str = "x-session-id"
-    session_field: str | None = "user"
+    session_header: str = key("x-session-id", yaml="session_key.header", lower=True,
+                              help="request header holding the session key (sticky, consistent_hash)")
+    session_field: str | None = key("user", kind="str", yaml="session_key.field", nullable=True,
+                                    help="body field holding the session key; null: none")
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # from ``listen:``
     port: int = 8080
-    max_body_size: int = DEFAULT_MAX_BODY
-    drain_timeout: float = 30.0
-    # Client keys accepted as ``Authorization: Bearer``; empty means no auth.
-    api_keys: frozenset[str] = field(default=frozenset(), repr=False)
-    # Client-side time bounds (seconds): the whole request head, the longest
-    # silence while a body is read, an idle keep-alive connection (nginx's 75).
-    header_timeout: float = 10.0
-    body_timeout: float = 15.0
-    keepalive_timeout: float = 75.0
-    # Browser origins allowed to call the proxy ("*" = any); requests with an
-    # Origin not listed are refused. Empty: no browser page may call it.
-    cors_origins: tuple[str, ...] = ()
-    # Host names accepted besides the loopback ones while listening on loopback
-    # (DNS-rebinding guard); "*" accepts any.
-    allowed_hosts: tuple[str, ...] = ()
+    max_body_size: int = key(DEFAULT_MAX_BODY, kind="size", help="largest request body")
+    drain_timeout: float = key(30.0, positive=False, help="seconds in-flight requests get on SIGTERM")
+    api_keys: frozenset[str] = key(frozenset(), kind="list", secret=True,
+                                   help="client keys accepted as 'Authorization: Bearer'; empty: no auth")
+    header_timeout: float = key(10.0, help="seconds for the whole request head")
+    body_timeout: float = key(15.0, help="longest silence while a request body is read, seconds")
+    keepalive_timeout: float = key(75.0, help="seconds an idle keep-alive connection is kept")
+    cors_origins: tuple[str, ...] = key(
+        (), kind="list", items=(ORIGIN, "an origin such as https://app.example.com or \"*\""),
+        help="browser origins allowed to call the proxy (\"*\": any); empty: none")
+    allowed_hosts: tuple[str, ...] = key(
+        (), kind="list", items=(HOST_NAME, "a host name such as proxy.internal (no port) or \"*\""),
+        help="Host names accepted besides loopback ones while listening on loopback (DNS-rebinding "
+             "guard); \"*\": any")
 
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    # Bearer token for /admin/*; without one, admin answers loopback clients only.
-    token: str | None = field(default=None, repr=False)
+    token: str | None = key(None, kind="str", secret=True,
+                            help="Bearer token for /admin/*; without one, admin answers loopback clients only")
 
 
 @dataclass(frozen=True, slots=True)
 class ReloadConfig:
-    enabled: bool = True  # watch the config file's directory
-    debounce: float = 0.1  # seconds a burst of file events is gathered for
-    poll_interval: float = 5.0  # safety-net content-hash check, seconds
+    enabled: bool = key(True, help="watch the config file's directory")
+    debounce: float = key(0.1, positive=False, help="seconds a burst of file events is gathered for")
+    poll_interval: float = key(5.0, help="safety-net content-hash check, seconds")
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    level: str = "info"  # --log-level / $LLMPROXY_LOG_LEVEL win over it
-    format: str = "json"  # json | text
-    access_log: bool = True  # one line per request on llmproxy.access
-    redact_emails: bool = False
-    redact_cards: bool = False
-    log_bodies: bool = False  # prompts and completions in logs: only if this is true
+    level: str = key("info", kind="enum", choices=("debug", "info", "warning", "error"), lower=True,
+                     help="--log-level / $LLMPROXY_LOG_LEVEL win over it")
+    format: str = key("json", kind="enum", choices=("json", "text"), help="log line format")
+    access_log: bool = key(True, help="one line per request on llmproxy.access")
+    redact_emails: bool = key(False, help="mask e-mail addresses in logs")
+    redact_cards: bool = key(False, help="mask card numbers in logs")
+    log_bodies: bool = key(False, help="prompts and completions in logs: only if this is true")
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    enabled: bool = True  # GET /metrics on the main port
-    listen: str | None = None  # HOST:PORT to also serve /metrics on (e.g. 0.0.0.0:9464)
+    enabled: bool = key(True, help="GET /metrics on the main port")
+    listen: str | None = key(None, kind="str", check=_check_listen,
+                             help="HOST:PORT to also serve /metrics on (e.g. 0.0.0.0:9464)")
 
 
 @dataclass(frozen=True, slots=True)
 class TracingConfig:
-    enabled: bool = False  # needs the otel extra: pip install 'llmproxy[otel]'
-    endpoint: str | None = None  # OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces
-    service_name: str = "llmproxy"
-    sample_ratio: float = 1.0
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    enabled: bool = key(False, help="needs the otel extra: pip install 'llmproxy[otel]'")
+    endpoint: str | None = key(None, kind="str", help="OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces")
+    service_name: str = key("llmproxy", help="service.name of the spans")
+    sample_ratio: float = key(1.0, positive=False, max=1, help="share of requests traced")
+    headers: Mapping[str, str] = key(kind="map", secret=True, factory=lambda: MappingProxyType({}),
+                                     help="headers sent to the collector (values are never shown)")
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamPoolConfig:
-    limit: int = 1000
-    limit_per_host: int = 0
-    keepalive_timeout: float = 30.0
+    limit: int = key(1000, positive=False, help="connections to all upstreams at once (0: no bound)")
+    limit_per_host: int = key(0, positive=False, help="connections to one host at once (0: no bound)")
+    keepalive_timeout: float = key(30.0, help="seconds an idle upstream connection is kept")
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    server: ServerConfig
-    providers: Mapping[str, ProviderConfig]
-    models: Mapping[str, ModelConfig]
-    timeouts: Timeouts
-    pool: UpstreamPoolConfig
-    limits: BodyLimits = BodyLimits()
-    admin: AdminConfig = AdminConfig()
-    reload: ReloadConfig = ReloadConfig()
-    retry: RetryConfig = RetryConfig()
-    breaker: BreakerConfig = BreakerConfig()
-    logging: LoggingConfig = LoggingConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    tracing: TracingConfig = TracingConfig()
+    server: ServerConfig = key(kind="section", cls=ServerConfig, help="the client side")
+    providers: Mapping[str, ProviderConfig] = key(kind="manual", shape="mapping", required=True,
+                                                  help="name → provider (below)")
+    models: Mapping[str, ModelConfig] = key(kind="manual", shape="mapping", required=True,
+                                            help="name → model (below)")
+    timeouts: Timeouts = key(kind="section", cls=Timeouts, yaml="defaults.timeouts", help="")
+    pool: UpstreamPoolConfig = key(kind="section", cls=UpstreamPoolConfig, yaml="defaults.upstream", help="")
+    limits: BodyLimits = key(BodyLimits(), yaml="defaults.limits", help="")
+    retry: RetryConfig = key(RetryConfig(), yaml="defaults.retry", help="")
+    breaker: BreakerConfig = key(BreakerConfig(), yaml="defaults.breaker", help="")
+    queue_timeout: float = key(5.0, yaml="defaults.queue_timeout", positive=False,
+                               help="deployments' queue_timeout unless they set one, seconds")
+    listen: str = key(DEFAULT_LISTEN, kind="manual", shape="str", help="HOST:PORT the proxy listens on")
+    admin: AdminConfig = key(AdminConfig(), help="")
+    reload: ReloadConfig = key(ReloadConfig(), help="")
+    logging: LoggingConfig = key(LoggingConfig(), help="")
+    metrics: MetricsConfig = key(MetricsConfig(), help="")
+    tracing: TracingConfig = key(TracingConfig(), help="")
     source: str = "<memory>"
     sha256: str = ""
 
@@ -403,10 +465,3 @@ def parse_config(
     assert config is not None
     return config
 
-
-# The valid ``strategy`` names, derived from the strategy registry (each class
-# declares its own). Imported last because the router package imports this
-# module's dataclasses: by now they all exist, whichever module loads first.
-from .router.strategies import STRATEGY_NAMES  # noqa: E402
-
-STRATEGIES: frozenset[str] = STRATEGY_NAMES

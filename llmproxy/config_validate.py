@@ -9,52 +9,49 @@ masked under a secret-named key). Unknown keys are errors with a
 did-you-mean; ``${VAR}`` and ``${VAR:-default}`` expand from the environment
 given (never read here); ``api_key_file`` paths are read relative to the
 config's directory.
+
+Plain keys are not listed here: ``walk`` reads each dataclass field's
+``config_schema.key`` declaration. What remains below is cross-field:
+``listen``, provider types and base URLs, api_key vs api_key_file, Bedrock's
+AWS environment defaults, base_url userinfo vs Authorization, deployment
+ids agreeing across models, fallbacks naming existing models.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import (
-    COMMON_PROVIDER_KEYS,
-    DEFAULT_BASE_URLS,
-    DEFAULT_MAX_BODY,
     MAX_PROBLEMS,
-    PROVIDER_TYPES,
-    STRATEGIES,
-    WHEN_ALL_OPEN,
-    AdminConfig,
     BodyLimits,
     BreakerConfig,
     Config,
     DeploymentConfig,
-    LoggingConfig,
-    MetricsConfig,
     ModelConfig,
-    Price,
     ProviderConfig,
-    ReloadConfig,
     RetryConfig,
     ServerConfig,
     Timeouts,
-    TracingConfig,
-    UpstreamPoolConfig,
 )
+from .config_schema import Key, keys_of, one_of, parse_listen, show
+from .config_schema import did_you_mean as _did_you_mean
+from .config_schema import kind_of as _kind
 from .config_secrets import is_secret_key
+from .providers.registry import PROVIDER_SPECS
 from .redact import url_credentials, url_without_userinfo
 
+__all__ = ["Validator", "parse_listen", "show"]
+
+_T = TypeVar("_T")
+_ABSENT: Any = object()  # a key not in its mapping (null is a value: YAML's ``key:``)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-# scheme://host[:port], as a browser sends it in Origin (RFC 6454 §6.1); "null" too.
-_ORIGIN = re.compile(r"null|https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?")
-# A host name or IP literal without port; "*.example.com" for any subdomain.
-_HOST_NAME = re.compile(r"\[[0-9a-f:.]+\]|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 _SIZE = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,15})?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
 _SIZE_UNITS = {
     None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
@@ -181,222 +178,150 @@ class Validator:
             return default
         return value
 
-    # -- sections
+    # -- the generic walk: every key as its dataclass field declares it (config_schema)
+
+    def walk(
+        self, classes: Sequence[type], node: Any, path: str, base: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The field values of each of ``classes``, read from one YAML mapping.
+
+        ``base`` overrides a field's declared default (for a section: the
+        instance its keys default to, e.g. ``defaults.timeouts`` under a
+        provider). Manual keys come back as their raw node, when present.
+        None if ``node`` is not a mapping (reported).
+        """
+        if node is not None and not isinstance(node, dict):
+            self.fail(path, f"must be a mapping, got {_kind(node)}")
+            return None
+        tree: dict[str, Any] = {}
+        for i, cls in enumerate(classes):
+            for k in keys_of(cls):
+                t = tree
+                for part in k.path[:-1]:
+                    t = t.setdefault(part, {})
+                t[k.path[-1]] = (i, k)
+        out: list[dict[str, Any]] = [{} for _ in classes]
+        self._walk_tree(tree, node, path, base or {}, out)
+        return out
+
+    def _walk_tree(
+        self, tree: dict[str, Any], node: Any, path: str, base: Mapping[str, Any], out: list[dict[str, Any]]
+    ) -> None:
+        m = self.mapping(node, path, set(tree))
+        for name, sub in tree.items():
+            kpath = _join(path, name)
+            if isinstance(sub, dict):
+                self._walk_tree(sub, m.get(name), kpath, base, out)
+                continue
+            i, k = sub
+            if k.kind == "manual":
+                if name in m:
+                    out[i][k.name] = m[name]
+                continue
+            default = base[k.name] if k.name in base else k.default()
+            out[i][k.name] = self.value(k, m[name] if name in m else _ABSENT, kpath, default)
+
+    def value(self, k: Key, node: Any, path: str, default: Any) -> Any:
+        """One key's value (``default`` when absent, null or invalid: reported)."""
+        meta, kind = k.meta, k.kind
+        if kind == "bool" and node is not _ABSENT:
+            return self.boolean(node, path, default)
+        if node is _ABSENT or node is None:
+            if meta["required"]:
+                self.fail(path, "is required")
+                return default
+            if kind == "str" and meta["nullable"] and node is None:
+                return None
+            if kind == "section" and default is None and k.field.default is dataclasses.MISSING:
+                return k.section_class()()  # type: ignore[misc]
+            return default
+        if kind in ("int", "number"):
+            integer = kind == "int"
+            value = self.number(node, path, 1 if default is None else default,
+                                positive=meta["positive"], integer=integer)
+            value = int(value) if integer else value
+            if meta["max"] is not None and value > meta["max"]:
+                self.fail(path, f"must be between 0 and {meta['max']:g}, got {value!r}")
+                return default
+            return value
+        if kind == "size":
+            return self.size(node, path, default)
+        if kind == "str":
+            text = self.string(node, path, required=meta["required"] or meta["nonempty"])
+            if text is None:
+                return default
+            if meta["nullable"] and text == "":
+                return None
+            if meta["lower"]:
+                text = text.lower()
+            if meta["check"] is not None and (problem := meta["check"](text)):
+                self.fail(path, problem)
+                return default
+            return text if text or meta["required"] else default
+        if kind == "enum":
+            raw = self.expand(node, path)
+            if isinstance(raw, str) and meta["lower"]:
+                raw = raw.lower()
+            if isinstance(raw, str) and raw in meta["choices"]:
+                return raw
+            shown = repr(raw) if isinstance(raw, str) and len(raw) <= 40 else _kind(raw)
+            self.fail(path, f"must be {one_of(meta['choices'])}, got {shown}")
+            return default
+        if kind == "list":
+            if meta["items"] is not None:
+                items: tuple[str, ...] = self.names(node, path, *meta["items"])
+            elif not isinstance(node, list):
+                self.fail(path, f"must be {meta['what']}, got {_kind(node)}")
+                return default
+            else:
+                items = tuple(s for i, v in enumerate(node) if (s := self.string(v, f"{path}[{i}]", required=True)))
+            return frozenset(items) if isinstance(default, frozenset) else items
+        if kind == "map":
+            return MappingProxyType(self.headers(node, path))
+        if kind == "section":
+            cls = k.section_class()
+            assert cls is not None
+            return self.section(cls, node, path, default if default is not None else cls())
+        raise AssertionError(f"unknown key kind {kind!r}")
+
+    def section(self, cls: type[_T], node: Any, path: str, base: _T) -> _T:
+        """A nested section; its keys default to ``base``'s values."""
+        values = self.walk([cls], node, path, {k.name: getattr(base, k.name) for k in keys_of(cls)})
+        return base if values is None else cls(**values[0])
+
+    def boolean(self, node: Any, path: str, default: bool = False) -> bool:
+        node = self.expand(node, path)
+        if isinstance(node, str) and node.lower() in ("true", "false"):
+            return node.lower() == "true"
+        if not isinstance(node, bool):
+            self.fail(path, f"must be true or false, got {self.shown(node, path)}")
+            return default
+        return node
+
+    # -- sections with cross-field rules
 
     def config(self, doc: Any, source: str, sha: str) -> Config | None:
-        if doc is None:
-            doc = {}
-        top = self.mapping(
-            doc, "", {"listen", "server", "providers", "models", "defaults", "admin", "reload", "logging",
-                      "metrics", "tracing"}
-        )
-        if not isinstance(doc, dict):
+        values = self.walk([Config], {} if doc is None else doc, "")
+        if values is None:
             return None
-        defaults = self.mapping(
-            top.get("defaults"), "defaults", {"timeouts", "upstream", "retry", "breaker", "queue_timeout",
-                                          "limits"}
-        )
-        timeouts = self.timeouts(defaults.get("timeouts"), "defaults.timeouts", Timeouts())
-        limits = self.body_limits(defaults.get("limits"), "defaults.limits", BodyLimits())
-        pool = self.pool(defaults.get("upstream"), "defaults.upstream")
-        self.retry_defaults = self.retry(defaults.get("retry"), "defaults.retry", RetryConfig())
-        self.breaker_defaults = self.breaker(defaults.get("breaker"), "defaults.breaker", BreakerConfig())
-        self.queue_timeout = self.number(
-            defaults.get("queue_timeout"), "defaults.queue_timeout", 5.0, positive=False
-        )
-        server = self.server(top.get("listen"), top.get("server"))
-        providers = self.providers(top.get("providers"), timeouts, limits)
-        models = self.models(top.get("models"), providers)
-        admin = self.mapping(top.get("admin"), "admin", {"token"})
-        rl = self.mapping(top.get("reload"), "reload", {"enabled", "debounce", "poll_interval"})
-        d = ReloadConfig()
-        return Config(
-            retry=self.retry_defaults,
-            breaker=self.breaker_defaults,
-            admin=AdminConfig(token=self.string(admin.get("token"), "admin.token") or None),
-            reload=ReloadConfig(
-                enabled=self.option(rl["enabled"], "reload.enabled", "bool") if "enabled" in rl else True,
-                debounce=self.number(rl.get("debounce"), "reload.debounce", d.debounce, positive=False),
-                poll_interval=self.number(rl.get("poll_interval"), "reload.poll_interval", d.poll_interval),
-            ),
-            logging=self.logging_section(top.get("logging")),
-            metrics=self.metrics_section(top.get("metrics")),
-            tracing=self.tracing_section(top.get("tracing")),
-            server=server,
-            providers=MappingProxyType(providers),
-            models=MappingProxyType(models),
-            timeouts=timeouts,
-            pool=pool,
-            limits=limits,
-            source=source,
-            sha256=sha,
-        )
-
-    def logging_section(self, node: Any) -> LoggingConfig:
-        keys = {"level", "format", "access_log", "redact_emails", "redact_cards", "log_bodies"}
-        lg = self.mapping(node, "logging", keys)
-        d = LoggingConfig()
-        level = (self.string(lg.get("level"), "logging.level") or d.level).lower()
-        if level not in ("debug", "info", "warning", "error"):
-            self.fail("logging.level", f"must be debug, info, warning or error, got {show(level)}")
-            level = d.level
-        fmt = self.string(lg.get("format"), "logging.format") or d.format
-        if fmt not in ("json", "text"):
-            self.fail("logging.format", f"must be json or text, got {show(fmt)}")
-            fmt = d.format
-
-        def flag(key: str, default: bool) -> bool:
-            return bool(self.option(lg[key], f"logging.{key}", "bool")) if key in lg else default
-
-        return LoggingConfig(
-            level=level, format=fmt, access_log=flag("access_log", d.access_log),
-            redact_emails=flag("redact_emails", d.redact_emails), redact_cards=flag("redact_cards", d.redact_cards),
-            log_bodies=flag("log_bodies", d.log_bodies),
-        )
-
-    def metrics_section(self, node: Any) -> MetricsConfig:
-        m = self.mapping(node, "metrics", {"enabled", "listen"})
-        listen = self.string(m.get("listen"), "metrics.listen")
-        if listen is not None and parse_listen(listen) is None:
-            self.fail("metrics.listen", f"must be HOST:PORT such as 0.0.0.0:9464, got {show(listen)}")
-            listen = None
-        enabled = bool(self.option(m["enabled"], "metrics.enabled", "bool")) if "enabled" in m else True
-        return MetricsConfig(enabled=enabled, listen=listen)
-
-    def tracing_section(self, node: Any) -> TracingConfig:
-        t = self.mapping(node, "tracing", {"enabled", "endpoint", "service_name", "sample_ratio", "headers"})
-        d = TracingConfig()
-        ratio = self.number(t.get("sample_ratio"), "tracing.sample_ratio", d.sample_ratio, positive=False)
-        if ratio > 1:
-            self.fail("tracing.sample_ratio", f"must be between 0 and 1, got {ratio!r}")
-            ratio = d.sample_ratio
-        headers = self.headers(t.get("headers"), "tracing.headers")
-        return TracingConfig(
-            enabled=bool(self.option(t["enabled"], "tracing.enabled", "bool")) if "enabled" in t else False,
-            endpoint=self.string(t.get("endpoint"), "tracing.endpoint"),
-            service_name=self.string(t.get("service_name"), "tracing.service_name") or d.service_name,
-            sample_ratio=ratio, headers=MappingProxyType(headers),
-        )
-
-    def timeouts(self, node: Any, path: str, base: Timeouts) -> Timeouts:
-        t = self.mapping(node, path, {"connect", "first_byte", "idle", "total"})
-        return Timeouts(
-            connect=self.number(t.get("connect"), f"{path}.connect", base.connect),
-            first_byte=self.number(t.get("first_byte"), f"{path}.first_byte", base.first_byte),
-            idle=self.number(t.get("idle"), f"{path}.idle", base.idle),
-            total=self.number(t.get("total"), f"{path}.total", base.total),
-        )
-
-    def body_limits(self, node: Any, path: str, base: BodyLimits) -> BodyLimits:
-        b = self.mapping(node, path, {"max_response_size", "max_event_size"})
-        return BodyLimits(
-            max_response_size=self.size(b.get("max_response_size"), f"{path}.max_response_size",
-                                        base.max_response_size),
-            max_event_size=self.size(b.get("max_event_size"), f"{path}.max_event_size", base.max_event_size),
-        )
-
-    def retry(self, node: Any, path: str, base: RetryConfig) -> RetryConfig:
-        r = self.mapping(node, path, {"retries", "backoff", "max_backoff", "budget_ratio", "budget_min",
-                                      "budget_window"})
-        return RetryConfig(
-            retries=int(self.number(r.get("retries"), f"{path}.retries", base.retries,
-                                    integer=True, positive=False)),
-            backoff=self.number(r.get("backoff"), f"{path}.backoff", base.backoff, positive=False),
-            max_backoff=self.number(r.get("max_backoff"), f"{path}.max_backoff", base.max_backoff,
-                                    positive=False),
-            budget_ratio=self.number(r.get("budget_ratio"), f"{path}.budget_ratio", base.budget_ratio,
-                                     positive=False),
-            budget_min=int(self.number(r.get("budget_min"), f"{path}.budget_min", base.budget_min,
-                                       integer=True, positive=False)),
-            budget_window=self.number(r.get("budget_window"), f"{path}.budget_window", base.budget_window),
-        )
-
-    def breaker(self, node: Any, path: str, base: BreakerConfig) -> BreakerConfig:
-        b = self.mapping(node, path, {"failures", "failure_ratio", "min_requests", "window", "cooldown",
-                                      "half_open_probes", "max_retry_after", "when_all_open"})
-        ratio = self.number(b.get("failure_ratio"), f"{path}.failure_ratio", base.failure_ratio)
-        if ratio > 1:
-            self.fail(f"{path}.failure_ratio", f"must be between 0 and 1, got {ratio!r}")
-            ratio = base.failure_ratio
-        cap = self.number(b.get("max_retry_after"), f"{path}.max_retry_after", base.max_retry_after)
-        if not math.isfinite(cap):
-            self.fail(f"{path}.max_retry_after", f"must be a finite number of seconds, got {cap!r}")
-            cap = base.max_retry_after
-        when = base.when_all_open
-        if "when_all_open" in b:
-            raw = self.expand(b["when_all_open"], f"{path}.when_all_open")
-            if raw in WHEN_ALL_OPEN:
-                when = raw
-            else:
-                shown = repr(raw) if isinstance(raw, str) and len(raw) <= 40 else _kind(raw)
-                self.fail(f"{path}.when_all_open", f"must be {' or '.join(WHEN_ALL_OPEN)}, got {shown}")
-        return BreakerConfig(
-            failures=int(self.number(b.get("failures"), f"{path}.failures", base.failures, integer=True)),
-            failure_ratio=ratio,
-            min_requests=int(self.number(b.get("min_requests"), f"{path}.min_requests", base.min_requests,
-                                         integer=True)),
-            window=self.number(b.get("window"), f"{path}.window", base.window),
-            cooldown=self.number(b.get("cooldown"), f"{path}.cooldown", base.cooldown),
-            half_open_probes=int(self.number(b.get("half_open_probes"), f"{path}.half_open_probes",
-                                             base.half_open_probes, integer=True)),
-            max_retry_after=cap,
-            when_all_open=when,
-        )
-
-    def pool(self, node: Any, path: str) -> UpstreamPoolConfig:
-        p = self.mapping(node, path, {"limit", "limit_per_host", "keepalive_timeout"})
-        d = UpstreamPoolConfig()
-        return UpstreamPoolConfig(
-            limit=int(self.number(p.get("limit"), f"{path}.limit", d.limit, integer=True, positive=False)),
-            limit_per_host=int(
-                self.number(p.get("limit_per_host"), f"{path}.limit_per_host", d.limit_per_host,
-                            integer=True, positive=False)
-            ),
-            keepalive_timeout=self.number(
-                p.get("keepalive_timeout"), f"{path}.keepalive_timeout", d.keepalive_timeout
-            ),
-        )
-
-    def server(self, listen: Any, node: Any) -> ServerConfig:
-        s = self.mapping(node, "server", {
-            "max_body_size", "drain_timeout", "api_keys", "header_timeout", "body_timeout",
-            "keepalive_timeout", "cors_origins", "allowed_hosts",
-        })
-        d = ServerConfig()
-        host, port = "127.0.0.1", 8080
-        listen_s = self.string(listen, "listen")
+        v = values[0]
+        self.retry_defaults, self.breaker_defaults = v["retry"], v["breaker"]
+        self.queue_timeout = v["queue_timeout"]
+        server: ServerConfig = v["server"]
+        listen_s = self.string(v.get("listen"), "listen")
         if listen_s is not None:
             parsed = parse_listen(listen_s)
             if parsed is None:
                 self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {show(listen_s)}")
             else:
-                host, port = parsed
-        keys: set[str] = set()
-        raw_keys = s.get("api_keys")
-        if raw_keys is not None:
-            if not isinstance(raw_keys, list):
-                self.fail("server.api_keys", f"must be a list of strings, got {_kind(raw_keys)}")
-            else:
-                for i, k in enumerate(raw_keys):
-                    value = self.string(k, f"server.api_keys[{i}]", required=True)
-                    if value:
-                        keys.add(value)
-        return ServerConfig(
-            host=host,
-            port=port,
-            max_body_size=self.size(s.get("max_body_size"), "server.max_body_size", DEFAULT_MAX_BODY),
-            drain_timeout=self.number(s.get("drain_timeout"), "server.drain_timeout", 30.0, positive=False),
-            api_keys=frozenset(keys),
-            header_timeout=self.number(s.get("header_timeout"), "server.header_timeout", d.header_timeout),
-            body_timeout=self.number(s.get("body_timeout"), "server.body_timeout", d.body_timeout),
-            keepalive_timeout=self.number(
-                s.get("keepalive_timeout"), "server.keepalive_timeout", d.keepalive_timeout
-            ),
-            cors_origins=self.names(s.get("cors_origins"), "server.cors_origins", _ORIGIN,
-                                    "an origin such as https://app.example.com or \"*\""),
-            allowed_hosts=self.names(s.get("allowed_hosts"), "server.allowed_hosts", _HOST_NAME,
-                                     "a host name such as proxy.internal (no port) or \"*\""),
-        )
+                server = dataclasses.replace(server, host=parsed[0], port=parsed[1])
+        providers = self.providers(v.get("providers"), v["timeouts"], v["limits"])
+        models = self.models(v.get("models"), providers)
+        return Config(**{
+            **v, "server": server, "listen": f"{server.host}:{server.port}",
+            "providers": MappingProxyType(providers), "models": MappingProxyType(models),
+            "source": source, "sha256": sha,
+        })
 
     def names(self, node: Any, path: str, shape: re.Pattern[str], what: str) -> tuple[str, ...]:
         """A list of origins or host names, lower-cased; ``"*"`` is always accepted."""
@@ -434,40 +359,41 @@ class Validator:
                 self.fail(path, f"must be a mapping, got {_kind(body)}")
                 continue
             ptype = body.get("type")
-            if not isinstance(ptype, str) or ptype not in PROVIDER_TYPES:
-                suffix = _did_you_mean(ptype, PROVIDER_TYPES) if isinstance(ptype, str) else ""
+            if not isinstance(ptype, str) or ptype not in PROVIDER_SPECS:
+                suffix = _did_you_mean(ptype, PROVIDER_SPECS) if isinstance(ptype, str) else ""
                 self.fail(
                     f"{path}.type",
                     f"unknown provider type {show(ptype)}{suffix}; known types: "
-                    + ", ".join(sorted(PROVIDER_TYPES)),
+                    + ", ".join(sorted(PROVIDER_SPECS)),
                 )
                 continue
-            extra = PROVIDER_TYPES[ptype]
-            p = self.mapping(body, path, COMMON_PROVIDER_KEYS | set(extra))
+            spec = PROVIDER_SPECS[ptype]
+            values = self.walk([ProviderConfig, spec.options], body, path, {"timeouts": timeouts, "limits": limits})
+            assert values is not None
+            p, given = values
             base_url = self.string(p.get("base_url"), f"{path}.base_url")
             if base_url is None:
-                base_url = DEFAULT_BASE_URLS.get(ptype)
+                base_url = spec.default_base_url
                 if base_url is None:
                     self.fail(f"{path}.base_url", f"is required for type {ptype}")
                     base_url = ""
             elif not re.match(r"^https?://[^/\s]+", base_url):
                 self.fail(f"{path}.base_url", f"must be an http(s) URL, got {show(url_without_userinfo(base_url))}")
             api_key = self.api_key(p, path)
-            headers = self.headers(p.get("headers"), f"{path}.headers")
-            options = {
-                k: self.option(p[k], f"{path}.{k}", kind) for k, kind in extra.items() if k in p
-            }
+            options = {k: v for k, v in given.items() if v is not None}
             if ptype == "bedrock":
                 options, base_url = self.aws_defaults(options, base_url, path)
+            key_file = p.get("api_key_file")
             out[name] = provider = ProviderConfig(
                 name=name,
                 type=ptype,
                 base_url=base_url.rstrip("/"),
                 api_key=api_key,
-                headers=MappingProxyType(headers),
-                timeouts=self.timeouts(p.get("timeouts"), f"{path}.timeouts", timeouts),
-                limits=self.body_limits(p.get("limits"), f"{path}.limits", limits),
-                options=MappingProxyType(options),
+                api_key_file=key_file if isinstance(key_file, str) else None,
+                headers=p["headers"],
+                timeouts=p["timeouts"],
+                limits=p["limits"],
+                options=spec.options(**options),
             )
             if url_credentials(provider.base_url) and _sets_authorization(provider):
                 self.fail(f"{path}.base_url", "has user:password@, which is sent as 'Authorization: Basic', "
@@ -547,28 +473,6 @@ class Validator:
                 return None
         return self.string(p.get("api_key"), f"{path}.api_key")
 
-    def option(self, node: Any, path: str, kind: str) -> Any:
-        if kind == "str":
-            return self.string(node, path, required=True)
-        if kind in ("number", "number0"):
-            return self.number(node, path, 0.0, positive=kind == "number")
-        if kind == "int":
-            return int(self.number(node, path, 1, integer=True))
-        if kind == "bool":
-            node = self.expand(node, path)
-            if isinstance(node, str) and node.lower() in ("true", "false"):
-                return node.lower() == "true"
-            if not isinstance(node, bool):
-                self.fail(path, f"must be true or false, got {self.shown(node, path)}")
-                return False
-            return node
-        if kind == "list":
-            if not isinstance(node, list):
-                self.fail(path, f"must be a list of strings, got {_kind(node)}")
-                return ()
-            return tuple(self.string(v, f"{path}[{i}]", required=True) or "" for i, v in enumerate(node))
-        raise AssertionError(f"unknown option kind {kind!r}")
-
     def models(self, node: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
         out: dict[str, ModelConfig] = {}
         if node is None:
@@ -583,16 +487,11 @@ class Validator:
             name = self.name(key, path)
             if name is None:
                 continue
-            m = self.mapping(body, path, {"deployments", "strategy", "fallbacks", "retry", "session_key"})
-            strategy = self.string(m.get("strategy"), f"{path}.strategy")
-            if strategy is None:  # absent, or not a string (reported)
-                strategy = "weighted"
-            elif strategy not in STRATEGIES:
-                suffix = _did_you_mean(strategy, STRATEGIES)
-                self.fail(f"{path}.strategy", f"unknown strategy {show(strategy)}{suffix}; known: "
-                          + ", ".join(sorted(STRATEGIES)))
-                strategy = "weighted"
-            deps_node = m.get("deployments")
+            base = {"retry": self.retry_defaults}
+            values = self.walk([ModelConfig], body, path, base) or self.walk([ModelConfig], {}, path, base)
+            assert values is not None
+            m = values[0]
+            deps_node = m.pop("deployments", None)
             if not isinstance(deps_node, list) or not deps_node:
                 self.fail(f"{path}.deployments", "must be a non-empty list of deployments")
                 continue
@@ -607,26 +506,7 @@ class Validator:
                     continue
                 ids[dep.id] = name
                 deps.append(dep)
-            fallbacks_node = m.get("fallbacks")
-            fallbacks: list[str] = []
-            if fallbacks_node is not None and not isinstance(fallbacks_node, list):
-                self.fail(f"{path}.fallbacks", f"must be a list of model names, got {_kind(fallbacks_node)}")
-            for i, fnode in enumerate(fallbacks_node if isinstance(fallbacks_node, list) else ()):
-                fb = self.string(fnode, f"{path}.fallbacks[{i}]", required=True)
-                if fb:
-                    fallbacks.append(fb)
-            sk = self.mapping(m.get("session_key"), f"{path}.session_key", {"header", "field"})
-            header = self.string(sk.get("header"), f"{path}.session_key.header") or "x-session-id"
-            field_name = self.string(sk.get("field"), f"{path}.session_key.field") if "field" in sk else "user"
-            out[name] = ModelConfig(
-                name=name,
-                deployments=tuple(deps),
-                strategy=strategy,
-                fallbacks=tuple(fallbacks),
-                retry=self.retry(m.get("retry"), f"{path}.retry", self.retry_defaults),
-                session_header=header.lower(),
-                session_field=field_name or None,
-            )
+            out[name] = ModelConfig(name=name, deployments=tuple(deps), **m)
         for name, model in out.items():
             for i, fb in enumerate(model.fallbacks):
                 if fb not in out:
@@ -649,63 +529,23 @@ class Validator:
     def deployment(
         self, node: Any, path: str, providers: dict[str, ProviderConfig]
     ) -> DeploymentConfig | None:
-        d = self.mapping(node, path, {"provider", "model", "id", "weight", "timeouts", "max_tokens",
-                                      "priority", "max_concurrency", "queue_timeout", "rpm", "tpm",
-                                      "price", "breaker"})
         if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping, got {_kind(node)}")
             return None
-        pname = self.string(d.get("provider"), f"{path}.provider", required=True)
-        model = self.string(d.get("model"), f"{path}.model", required=True)
+        pname = self.string(node.get("provider"), f"{path}.provider", required=True)
         provider = providers.get(pname or "")
         if pname and provider is None:
             suffix = _did_you_mean(pname, providers)
             self.fail(f"{path}.provider", f"unknown provider {show(pname)}{suffix}")
-        if provider is None or not model:
+        base = {"timeouts": provider.timeouts if provider else Timeouts(), "breaker": self.breaker_defaults,
+                "queue_timeout": self.queue_timeout}
+        values = self.walk([DeploymentConfig], node, path, base)
+        assert values is not None
+        d = values[0]
+        if provider is None or not d["model"]:
             return None
-        dep_id = self.string(d.get("id"), f"{path}.id") or f"{pname}/{model}"
-        return DeploymentConfig(
-            id=dep_id,
-            provider=provider,
-            model=model,
-            weight=self.number(d.get("weight"), f"{path}.weight", 1.0),
-            timeouts=self.timeouts(d.get("timeouts"), f"{path}.timeouts", provider.timeouts),
-            max_tokens=self.optional_int(d, "max_tokens", path),
-            priority=int(self.number(d.get("priority"), f"{path}.priority", 0, integer=True, positive=False)),
-            max_concurrency=self.optional_int(d, "max_concurrency", path),
-            queue_timeout=self.number(d.get("queue_timeout"), f"{path}.queue_timeout", self.queue_timeout,
-                                      positive=False),
-            rpm=self.optional_int(d, "rpm", path),
-            tpm=self.optional_int(d, "tpm", path),
-            price=self.price(d.get("price"), f"{path}.price"),
-            breaker=self.breaker(d.get("breaker"), f"{path}.breaker", self.breaker_defaults),
-        )
-
-    def optional_int(self, d: dict[str, Any], key: str, path: str) -> int | None:
-        if d.get(key) is None:
-            return None
-        return int(self.number(d[key], f"{path}.{key}", 1, integer=True))
-
-    def price(self, node: Any, path: str) -> Price | None:
-        if node is None:
-            return None
-        p = self.mapping(node, path, {"input_per_mtok", "output_per_mtok"})
-        return Price(
-            input_per_mtok=self.number(p.get("input_per_mtok"), f"{path}.input_per_mtok", 0.0, positive=False),
-            output_per_mtok=self.number(p.get("output_per_mtok"), f"{path}.output_per_mtok", 0.0,
-                                        positive=False),
-        )
-
-
-def parse_listen(value: str) -> tuple[str, int] | None:
-    """``host:port``, ``[v6]:port`` or ``:port`` → (host, port)."""
-    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$", value) or re.match(r"^([^:\[\]]*):(\d{1,5})$", value)
-    if not m:
-        return None
-    port = int(m.group(2))
-    if not 0 < port < 65536:
-        return None
-    return (m.group(1) or "0.0.0.0", port)
-
+        d["id"] = d["id"] or f"{pname}/{d['model']}"
+        return DeploymentConfig(**{**d, "provider": provider})
 
 def _join(path: str, key: object) -> str:
     # A key is part of every message under it: bounded like a value.
@@ -716,70 +556,6 @@ def _join(path: str, key: object) -> str:
 
 
 _MAX_KEY = 64
-_SHOW = 80
-
-
-def _did_you_mean(value: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, else ``""``."""
-    if len(value) > _MAX_KEY:  # difflib is quadratic; no real key is this long
-        return ""
-    hint = difflib.get_close_matches(value, sorted(choices), n=1)
-    return f" (did you mean '{hint[0]}'?)" if hint else ""
-
-
-def _kind(node: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
-        type(node), type(node).__name__
-    )
-
-
-class _Lit(str):
-    """A piece of punctuation in ``show``'s walk, not a value to quote."""
-
-
-def show(value: Any, limit: int = _SHOW) -> str:
-    """A repr of ``value`` cut at ``limit`` characters, built without ever
-    materialising the whole repr: an alias-shared YAML structure can stand
-    for billions of nodes, and a string can be megabytes."""
-    out: list[str] = []
-    size = 0
-    stack: list[Any] = [value]
-    while stack and size <= limit:
-        item = stack.pop()
-        if isinstance(item, _Lit):
-            piece = str(item)
-        elif isinstance(item, str):
-            piece = repr(item[: limit + 1])
-        elif isinstance(item, (dict, list, tuple, set, frozenset)):
-            opener, closer = ("{", "}") if isinstance(item, (dict, set, frozenset)) else ("[", "]")
-            parts: list[Any] = []
-            for i, element in enumerate(item.items() if isinstance(item, dict) else item):
-                if i * 2 > limit:
-                    parts.append(_Lit("..."))
-                    break
-                if i:
-                    parts.append(_Lit(", "))
-                if isinstance(item, dict):
-                    parts.extend((element[0], _Lit(": "), element[1]))
-                else:
-                    parts.append(element)
-            stack.append(_Lit(closer))
-            stack.extend(reversed(parts))
-            piece = opener
-        elif isinstance(item, bool) or item is None or isinstance(item, float):
-            piece = repr(item)
-        elif isinstance(item, int):
-            piece = repr(item) if item.bit_length() < 4 * limit else f"<an integer of {item.bit_length()} bits>"
-        elif isinstance(item, (bytes, bytearray)):
-            piece = repr(bytes(item[: limit + 1]))
-        else:
-            piece = f"<{type(item).__name__}>"
-        out.append(piece)
-        size += len(piece)
-    text = "".join(out)
-    if stack or len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
 
 
 def _sets_authorization(provider: ProviderConfig) -> bool:

@@ -3,10 +3,10 @@ summary line, and the admin view with every credential redacted."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from .config import BodyLimits, Config, Timeouts
+from .config import Config, ProviderConfig
+from .config_schema import Key, explain, keys_of
 from .redact import url_without_userinfo
 
 
@@ -44,65 +44,88 @@ def summarize(config: Config) -> str:
     )
 
 
-_SECRET_OPTION = re.compile(r"(secret|token|password|key)", re.I)
 REDACTED = "<redacted>"
 
 
 def redacted_view(config: Config) -> dict[str, Any]:
-    """The config as plain data with every credential replaced (admin output)."""
-
-    def timeouts(t: Timeouts) -> dict[str, float]:
-        return {"connect": t.connect, "first_byte": t.first_byte, "idle": t.idle, "total": t.total}
-
-    def limits(b: BodyLimits) -> dict[str, int]:
-        return {"max_response_size": b.max_response_size, "max_event_size": b.max_event_size}
-
-    providers = {}
-    for name, p in config.providers.items():
-        providers[name] = {
-            "type": p.type,
-            "base_url": url_without_userinfo(p.base_url),
-            "api_key": REDACTED if p.api_key else None,
-            "headers": {k: REDACTED for k in p.headers},
-            "timeouts": timeouts(p.timeouts),
-            "limits": limits(p.limits),
-            **{
-                k: (REDACTED if _SECRET_OPTION.search(k) and v else v)
-                for k, v in p.options.items()
-            },
-        }
-    models = {
-        name: {
-            "strategy": m.strategy,
-            "deployments": [
-                {"id": d.id, "provider": d.provider.name, "model": d.model, "weight": d.weight,
-                 "timeouts": timeouts(d.timeouts), "max_tokens": d.max_tokens}
-                for d in m.deployments
-            ],
-        }
+    """The config as plain data, generated from the schema: every key, each
+    secret one masked (admin output). It cannot drift from what is loaded."""
+    view = section_view(config)
+    view["providers"] = {name: provider_view(p) for name, p in config.providers.items()}
+    view["models"] = {
+        name: {**section_view(m), "deployments": [section_view(d) for d in m.deployments]}
         for name, m in config.models.items()
     }
-    return {
-        "listen": f"{config.server.host}:{config.server.port}",
-        "server": {
-            "max_body_size": config.server.max_body_size,
-            "drain_timeout": config.server.drain_timeout,
-            "api_keys": [REDACTED] * len(config.server.api_keys),
-            "header_timeout": config.server.header_timeout,
-            "body_timeout": config.server.body_timeout,
-            "keepalive_timeout": config.server.keepalive_timeout,
-            "cors_origins": list(config.server.cors_origins),
-            "allowed_hosts": list(config.server.allowed_hosts),
-        },
-        "admin": {"token": REDACTED if config.admin.token else None},
-        "reload": {"enabled": config.reload.enabled, "debounce": config.reload.debounce,
-                   "poll_interval": config.reload.poll_interval},
-        "defaults": {
-            "timeouts": timeouts(config.timeouts),
-            "limits": limits(config.limits),
-            "upstream": {"limit": config.pool.limit, "limit_per_host": config.pool.limit_per_host,
-                         "keepalive_timeout": config.pool.keepalive_timeout},
-        },
-        "providers": providers,
-        "models": models,
-    }
+    return view
+
+
+def provider_view(p: ProviderConfig) -> dict[str, Any]:
+    """A provider's common keys and its type's own keys, as they are in YAML."""
+    return {**section_view(p), **section_view(p.options)}
+
+
+def section_view(obj: Any) -> dict[str, Any]:
+    """``obj``'s keys, nested by their YAML names; secrets masked."""
+    out: dict[str, Any] = {}
+    for k in keys_of(type(obj)):
+        value = getattr(obj, k.name)
+        if k.name in ("providers", "models", "deployments"):
+            continue  # listed by the caller, entry by entry
+        at = out
+        for part in k.path[:-1]:
+            at = at.setdefault(part, {})
+        at[k.path[-1]] = _leaf(k, value)
+    return out
+
+
+def _leaf(k: Key, value: Any) -> Any:
+    meta = k.meta
+    if meta["view"] is not None:
+        return meta["view"](value)
+    if k.secret:
+        if k.kind == "map":
+            return {name: REDACTED for name in value}
+        if k.kind == "list":
+            return [REDACTED] * len(value)
+        return REDACTED if value else None
+    if meta["url"] and isinstance(value, str):
+        return url_without_userinfo(value)
+    if k.kind == "section":
+        return None if value is None else section_view(value)
+    if isinstance(value, (tuple, list, frozenset)):
+        return list(value)
+    if k.kind == "map":
+        return dict(value)
+    return value
+
+
+def explain_keys() -> list[tuple[str, str, str, str]]:
+    """(dotted path, kind, default, help) of every config key, from the
+    schema: what ``llmproxy check --explain`` prints."""
+    from .config import Config, DeploymentConfig, ModelConfig
+    from .providers.registry import PROVIDER_SPECS
+
+    rows: list[tuple[str, str, str, str]] = []
+    for row in explain(Config):
+        rows.append(row)
+        if row[0] == "providers":
+            rows.extend(explain(ProviderConfig, "providers.<name>"))
+            # A key several types share is one row, unless its help differs.
+            by_key: dict[tuple[str, str, str, str], list[str]] = {}
+            for t, spec in PROVIDER_SPECS.items():
+                for opt in explain(spec.options, "providers.<name>"):
+                    by_key.setdefault(opt, []).append(t)
+            rows.extend((p, k, d, f"{h} (type: {', '.join(ts)})") for (p, k, d, h), ts in by_key.items())
+        elif row[0] == "models":
+            rows.extend(r for r in explain(ModelConfig, "models.<name>"))
+            rows.extend(explain(DeploymentConfig, "models.<name>.deployments[]"))
+    return [r for r in rows if r[1] != "section"]
+
+
+def explain_text() -> str:
+    """The key reference as a Markdown table (README's "Every config key")."""
+    lines = ["| key | kind | default | what it does |", "|---|---|---|---|"]
+    for path, kind, default, help_ in explain_keys():
+        cell = help_.replace("|", "\\|")
+        lines.append(f"| `{path}` | {kind} | `{default}` | {cell} |")
+    return "\n".join(lines)

@@ -34,6 +34,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -54,6 +55,7 @@ from .errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from .providers.registry import PROVIDER_SPECS
 
 # Seconds. LLM calls run from tens of milliseconds (a cached embedding) to
 # minutes (a long reasoning stream); boundaries sit where SLOs are written.
@@ -76,12 +78,10 @@ _REASON_CAP = 32  # distinct retry reasons before new ones become "other"
 
 # Config provider type → gen_ai.provider.name well-known value (semconv
 # gen-ai attribute registry); types without one keep their own name.
-PROVIDER_NAMES: Mapping[str, str] = {
-    "openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",
-    "bedrock": "aws.bedrock", "gemini": "gcp.gemini", "vertex": "gcp.vertex_ai",
-    "cohere": "cohere", "mistral": "mistral_ai", "groq": "groq", "deepseek": "deepseek",
-    "xai": "x_ai", "perplexity": "perplexity", "watsonx": "ibm.watsonx.ai",
-}
+# OpenTelemetry gen_ai.provider.name per provider type, from each spec.
+PROVIDER_NAMES: Mapping[str, str] = MappingProxyType(
+    {t: s.gen_ai_name for t, s in PROVIDER_SPECS.items() if s.gen_ai_name is not None}
+)
 
 # The classic text format: every name here is a legacy (underscore) name, so
 # the body is the same under 1.0.0, and 0.0.4 is what every scraper accepts.

@@ -25,7 +25,9 @@ Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 FULL: dict[str, Any] = {
     "listen": "127.0.0.1:8080",
-    "server": {"max_body_size": "20MiB", "drain_timeout": 30, "api_keys": ["client-key-1"]},
+    "server": {"max_body_size": "20MiB", "drain_timeout": 30, "api_keys": ["client-key-1"], "header_timeout": 10,
+               "body_timeout": 15, "keepalive_timeout": 75, "cors_origins": ["https://app.example.com"],
+               "allowed_hosts": ["proxy.internal"]},
     "admin": {"token": "admin-token-1"},
     "reload": {"enabled": True, "debounce": 0.1, "poll_interval": 5},
     "logging": {"level": "info", "format": "json", "access_log": True, "redact_emails": False,
@@ -39,22 +41,24 @@ FULL: dict[str, Any] = {
         "retry": {"retries": 2, "backoff": 0.1, "max_backoff": 2, "budget_ratio": 0.2, "budget_min": 10,
                   "budget_window": 10},
         "breaker": {"failures": 5, "failure_ratio": 0.5, "min_requests": 20, "window": 30, "cooldown": 30,
-                    "half_open_probes": 1},
+                    "half_open_probes": 1, "max_retry_after": 300, "when_all_open": "route_oldest"},
+        "limits": {"max_response_size": "32MiB", "max_event_size": 1048576},
         "queue_timeout": 5,
     },
     "providers": {
         "oa": {"type": "openai", "base_url": "https://api.openai.com/v1", "api_key": "sk-1",
                "organization": "org-1", "project": "proj-1", "headers": {"X-Extra": "v"},
-               "timeouts": {"first_byte": 120}},
+               "timeouts": {"connect": 3, "first_byte": 120, "idle": 20, "total": 300},
+               "limits": {"max_response_size": "8MiB", "max_event_size": "1MiB"}, "stream_usage": True},
         "az": {"type": "azure", "base_url": "https://x.openai.azure.com", "api_key": "az-1",
-               "api_version": "2024-10-21"},
+               "api_version": "2024-10-21", "stream_usage": False},
         "mk": {"type": "mock", "latency": 0.0, "tokens_per_second": 200, "reply": "hi"},
         "br": {"type": "bedrock", "region": "us-east-1", "aws_access_key_id": "AKIA1",
                "aws_secret_access_key": "secret-1", "aws_session_token": "tok-1", "allow_image_urls": False,
                "image_url_max_bytes": 1000, "image_url_allow_private": False},
         "ol": {"type": "ollama", "allow_image_urls": True, "image_url_max_bytes": 1000,
                "image_url_allow_private": False},
-        "co": {"type": "cohere", "api_key": "co-1"},
+        "co": {"type": "cohere", "api_key_file": str(Path(__file__).parent / "fixtures" / "api_key.txt")},
         "qf": {"type": "qianfan", "api_key": "qf-1", "appid": "app-1"},
         "an": {"type": "anthropic", "api_key": "an-1", "anthropic_version": "2023-06-01",
                "beta": ["prompt-caching-2024-07-31"]},
@@ -68,13 +72,17 @@ FULL: dict[str, Any] = {
         "gpt-4o": {
             "strategy": "weighted",
             "fallbacks": ["small"],
-            "retry": {"retries": 1},
+            "retry": {"retries": 1, "backoff": 0.2, "max_backoff": 1, "budget_ratio": 0.1, "budget_min": 5,
+                      "budget_window": 20},
             "session_key": {"header": "x-tenant", "field": "user"},
             "deployments": [
                 {"provider": "oa", "model": "gpt-4o", "id": "oa-4o", "weight": 2,
-                 "timeouts": {"total": 100}, "max_tokens": 1000, "priority": 0, "max_concurrency": 64,
+                 "timeouts": {"connect": 2, "first_byte": 50, "idle": 10, "total": 100}, "max_tokens": 1000,
+                 "priority": 0, "max_concurrency": 64,
                  "queue_timeout": 2, "rpm": 5000, "tpm": 800000,
-                 "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}, "breaker": {"failures": 3}},
+                 "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
+                 "breaker": {"failures": 3, "failure_ratio": 0.4, "min_requests": 10, "window": 20, "cooldown": 10,
+                             "half_open_probes": 2, "max_retry_after": 60, "when_all_open": "fail_fast"}},
                 {"provider": "az", "model": "dep"},
             ],
         },
@@ -184,6 +192,28 @@ def test_any_key_anywhere_is_a_problem_not_a_crash(key: Any):
             continue
         assert all(len(p) < 400 for p in problems), problems
     assert crashes == []
+
+
+def test_full_uses_every_key_of_the_schema():
+    """FULL cannot drift from the schema: a new key fails here until it is added."""
+    from llmproxy.config_views import explain_keys
+
+    used = {template(path) for path, _ in paths(FULL)}
+    missing = [row[0] for row in explain_keys() if row[0] not in used]
+    assert missing == []
+
+
+def template(path: tuple[Any, ...]) -> str:
+    """A document path as ``--explain`` writes it: ``providers.<name>.timeouts.idle``."""
+    out: list[str] = []
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            out[-1] += "[]"
+        elif i == 1 and path[0] in ("providers", "models"):
+            out.append("<name>")
+        else:
+            out.append(str(part))
+    return ".".join(out)
 
 
 def test_strategy_as_a_list_names_the_path():

@@ -1,41 +1,22 @@
-"""Provider adapters by config ``type``: pure translation, no I/O."""
+"""Provider adapters by config ``type``: pure translation, no I/O.
+
+The types themselves are listed once, in ``registry.PROVIDER_SPECS``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from .anthropic import AnthropicAdapter
-from .base import Adapter, CallContext, StreamTranslator, UpstreamRequest
-from .bedrock import BedrockAdapter
-from .cohere import CohereAdapter
-from .gemini import GeminiAdapter
-from .mock import MockAdapter
-from .ollama import OllamaAdapter
-from .openai import OpenAIAdapter
-from .qianfan import QianfanAdapter
+from .base import Adapter, CallContext, ProviderSpec, StreamTranslator, UpstreamRequest
+from .registry import PROVIDER_SPECS, spec_for
 
-_openai = OpenAIAdapter()
-_gemini = GeminiAdapter()
-
-ADAPTERS: Mapping[str, Adapter] = MappingProxyType(
-    {
-        "openai": _openai,
-        "azure": _openai,
-        "mock": MockAdapter(),
-        "bedrock": BedrockAdapter(),
-        "ollama": OllamaAdapter(),
-        "cohere": CohereAdapter(),
-        "qianfan": QianfanAdapter(),
-        "anthropic": AnthropicAdapter(),
-        "gemini": _gemini,
-        "vertex": _gemini,
-    }
-)
+ADAPTERS: Mapping[str, Adapter] = MappingProxyType({t: s.adapter for t, s in PROVIDER_SPECS.items()})
 
 
 def adapter_for(provider_type: str) -> Adapter:
     return ADAPTERS[provider_type]
 
 
-__all__ = ["ADAPTERS", "Adapter", "CallContext", "StreamTranslator", "UpstreamRequest", "adapter_for"]
+__all__ = ["ADAPTERS", "PROVIDER_SPECS", "Adapter", "CallContext", "ProviderSpec", "StreamTranslator",
+           "UpstreamRequest", "adapter_for", "spec_for"]

@@ -34,17 +34,20 @@ Decisions a reader should know:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, ProviderOptions
+from ..config_schema import key
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder, SSEEvent
 from . import answers as a
 from . import translate as t
 from .base import (
     CallContext,
+    ProviderSpec,
     UpstreamRequest,
     encode_chunks,
     error_body,
@@ -253,16 +256,24 @@ def messages_url(dep: DeploymentConfig) -> str:
     return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
 
 
+@dataclass(frozen=True, slots=True)
+class AnthropicOptions(ProviderOptions):
+    anthropic_version: str | None = key(None, kind="str", nonempty=True,
+                                        help=f"the anthropic-version header (default {DEFAULT_VERSION})")
+    beta: tuple[str, ...] | None = key(None, kind="list", help="anthropic-beta features")
+
+
 def request_headers(dep: DeploymentConfig, stream: bool) -> dict[str, str]:
     p = dep.provider
+    o = p.options if isinstance(p.options, AnthropicOptions) else AnthropicOptions()
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
-        "anthropic-version": p.options.get("anthropic_version") or DEFAULT_VERSION,
+        "anthropic-version": o.anthropic_version or DEFAULT_VERSION,
     }
     if p.api_key:
         headers["x-api-key"] = p.api_key
-    if beta := p.options.get("beta"):
+    if beta := o.beta:
         headers["anthropic-beta"] = ",".join(beta)
     headers.update(p.headers)
     return headers
@@ -486,3 +497,6 @@ class AnthropicAdapter:
         if status == 529:  # overloaded: the SDK retries it like a 5xx
             status, etype = 503, etype or "overloaded_error"
         return UpstreamStatusError(message, status=status, code=etype, retry_after=parse_retry_after(headers))
+
+
+SPEC = ProviderSpec("anthropic", AnthropicAdapter(), AnthropicOptions, "https://api.anthropic.com", "anthropic")

@@ -16,15 +16,16 @@ error the client sees, never a silent truncation.
 
 from __future__ import annotations
 
+import builtins
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, NoOptions, ProviderOptions
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from .sigv4 import AwsSigning
 
@@ -173,3 +174,20 @@ def error_body(status: int, data: bytes, who: str) -> tuple[Any, str]:
     except orjson.JSONDecodeError:
         text = data[:300].decode("utf-8", "replace").strip()
         return None, f"{message}: {text}" if text else message
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """What one provider type is, declared next to its adapter and listed
+    once in ``providers/registry.py``: config, metrics, tracing and the image
+    fetch all read it."""
+
+    type: str  # the config's ``type:``
+    adapter: Adapter
+    options: builtins.type[ProviderOptions] = NoOptions  # its own YAML keys, beside the common ones
+    default_base_url: str | None = None  # None: the config must say where
+    # OpenTelemetry's gen_ai.provider.name (None: the type itself).
+    gen_ai_name: str | None = None
+    # Adapters that inline user image URLs: the upstream fetches what this
+    # returns before the request is built (adapters do no I/O).
+    image_urls_to_fetch: Callable[[DeploymentConfig, Mapping[str, Any]], list[str]] | None = None

@@ -16,12 +16,14 @@ clock just before sending. Embeddings use ``InvokeModel`` with the Titan
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from ..config import DeploymentConfig
+from ..config_schema import key
 from ..errors import (
     InvalidRequest,
     ProxyError,
@@ -32,6 +34,7 @@ from ..sse import DONE
 from . import answers as a
 from . import translate as t
 from .base import (
+    ProviderSpec,
     CallContext,
     UpstreamRequest,
     error_body,
@@ -79,6 +82,19 @@ EXCEPTION_STATUS = {
 # --------------------------------------------------------------------------- requests
 
 
+@dataclass(frozen=True, slots=True)
+class BedrockOptions(t.ImageUrlOptions):
+    # Region and credentials default to AWS_REGION / AWS_ACCESS_KEY_ID /
+    # AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (Validator.aws_defaults).
+    region: str | None = key(None, kind="str", nonempty=True, help="AWS region (default: $AWS_REGION)")
+    aws_access_key_id: str | None = key(None, kind="str", nonempty=True, secret=True,
+                                        help="default: $AWS_ACCESS_KEY_ID (with the secret, as a set)")
+    aws_secret_access_key: str | None = key(None, kind="str", nonempty=True, secret=True,
+                                            help="default: $AWS_SECRET_ACCESS_KEY")
+    aws_session_token: str | None = key(None, kind="str", nonempty=True, secret=True,
+                                        help="default: $AWS_SESSION_TOKEN")
+
+
 def model_url(dep: DeploymentConfig, operation: str) -> str:
     # botocore percent_encode(modelId, safe='-._~'): ':' and '/' (ARNs) are encoded.
     return f"{dep.provider.base_url}/model/{quote(dep.model, safe='-._~')}/{operation}"
@@ -89,8 +105,8 @@ def _auth(dep: DeploymentConfig, headers: dict[str, str]) -> AwsSigning | None:
     if p.api_key:
         headers["Authorization"] = f"Bearer {p.api_key}"
         return None
-    o = p.options
-    if not o.get("aws_access_key_id") or not o.get("aws_secret_access_key"):
+    o = p.options if isinstance(p.options, BedrockOptions) else BedrockOptions()
+    if not o.aws_access_key_id or not o.aws_secret_access_key:
         raise ProxyError(
             f"provider {p.name!r} (bedrock) has no credentials: set aws_access_key_id and "
             "aws_secret_access_key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), or api_key "
@@ -98,11 +114,11 @@ def _auth(dep: DeploymentConfig, headers: dict[str, str]) -> AwsSigning | None:
             status=500, code="provider_misconfigured",
         )
     return AwsSigning(
-        region=str(o.get("region", "")),
+        region=o.region or "",
         service=SIGNING_NAME,
-        access_key=str(o["aws_access_key_id"]),
-        secret_key=str(o["aws_secret_access_key"]),
-        session_token=str(o["aws_session_token"]) if o.get("aws_session_token") else None,
+        access_key=o.aws_access_key_id,
+        secret_key=o.aws_secret_access_key,
+        session_token=o.aws_session_token or None,
     )
 
 
@@ -417,3 +433,8 @@ class BedrockAdapter:
             message = str(doc.get("message") or doc.get("Message") or message)
             name = name or str(doc.get("__type") or doc.get("code") or "")
         return exception_error(name, message, parse_retry_after(headers), status)
+
+
+SPEC = ProviderSpec("bedrock", BedrockAdapter(), BedrockOptions,
+                    "https://bedrock-runtime.{region}.amazonaws.com",  # {region} filled in at load
+                    "aws.bedrock", t.image_urls_to_fetch)

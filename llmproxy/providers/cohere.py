@@ -31,7 +31,7 @@ from ..errors import (
 from ..sse import SSEDecoder
 from . import answers as a
 from . import translate as t
-from .base import CallContext, UpstreamRequest, bearer_headers, load_object
+from .base import CallContext, ProviderSpec, UpstreamRequest, bearer_headers, load_object
 from .openai import openai_style_error
 
 PROVIDER = "Cohere"
@@ -279,3 +279,6 @@ class CohereAdapter:
     def error_from_response(self, status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
         # Cohere answers {"message": "..."}; 498 is its "invalid token", which clients know as 401.
         return openai_style_error(401 if status == 498 else status, headers, data)
+
+
+SPEC = ProviderSpec("cohere", CohereAdapter(), default_base_url="https://api.cohere.com", gen_ai_name="cohere")

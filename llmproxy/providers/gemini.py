@@ -22,10 +22,13 @@ from ..config import DeploymentConfig
 from ..errors import UpstreamStatusError
 from . import answers as a
 from . import translate as t
-from .base import CallContext, UpstreamRequest, load_object
+from .base import CallContext, ProviderSpec, UpstreamRequest, load_object
 from .gemini_request import build_request, call_id, thought_signature
 from .gemini_response import GeminiStream, completion_from_response, google_error
 from .gemini_vertex import (
+    VERTEX_GLOBAL,
+    GeminiOptions,
+    VertexOptions,
     embeddings_answer,
     embeddings_body,
     embeddings_method,
@@ -81,3 +84,10 @@ class GeminiAdapter:
         self, status: int, headers: Mapping[str, str], data: bytes
     ) -> UpstreamStatusError:
         return google_error(status, headers, data)
+
+
+_ADAPTER = GeminiAdapter()
+SPEC = ProviderSpec("gemini", _ADAPTER, GeminiOptions, "https://generativelanguage.googleapis.com", "gcp.gemini",
+                    t.image_urls_to_fetch)
+# The regional host is derived from location.
+VERTEX_SPEC = ProviderSpec("vertex", _ADAPTER, VertexOptions, VERTEX_GLOBAL, "gcp.vertex_ai", t.image_urls_to_fetch)

@@ -51,7 +51,7 @@ _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "function": "ANY"}
 def build_request(dep: DeploymentConfig, body: Mapping[str, Any]) -> dict[str, Any]:
     """The ``generateContent`` body for an OpenAI chat request."""
     t.refuse_unsupported(body, _SUPPORTED, dep.provider.type)
-    allow_urls = bool(dep.provider.options.get("allow_image_urls"))
+    allow_urls = t.allows_image_urls(dep)
     system, contents = convert_messages(body.get("messages") or [], allow_urls)
     out: dict[str, Any] = {"contents": contents}
     if system:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from ..config import DeploymentConfig
+from ..config_schema import key
 from ..errors import UpstreamProtocolError
 from . import answers as a
 from . import translate as t
@@ -30,18 +32,37 @@ VERTEX_GLOBAL = "https://aiplatform.googleapis.com"
 _VERSIONED = re.compile(r"/v\d+(?:alpha|beta)?\d*$")
 
 
+@dataclass(frozen=True, slots=True)
+class GeminiOptions(t.ImageUrlOptions):
+    api_version: str | None = key(None, kind="str", nonempty=True, help=f"default {GEMINI_VERSION}")
+
+
+@dataclass(frozen=True, slots=True)
+class VertexOptions(t.ImageUrlOptions):
+    # With project: api_key/api_key_file is an OAuth2 access token (Bearer);
+    # without: a Vertex express-mode API key.
+    project: str | None = key(None, kind="str", nonempty=True,
+                              help="GCP project; with it api_key is an OAuth2 access token, without it an "
+                                   "express-mode API key")
+    location: str | None = key(None, kind="str", nonempty=True, help="region, or global (the default)")
+    api_version: str | None = key(None, kind="str", nonempty=True, help=f"default {VERTEX_VERSION}")
+    quota_project: str | None = key(None, kind="str", nonempty=True, help="sent as x-goog-user-project")
+
+
 def model_url(dep: DeploymentConfig, method: str) -> str:
     """``…/{models/x | projects/p/locations/l/publishers/google/models/x}:{method}``."""
     p = dep.provider
     model = dep.model
+    o = p.options
     if p.type == "vertex":
-        location = p.options.get("location") or "global"
+        v = o if isinstance(o, VertexOptions) else VertexOptions()
+        location = v.location or "global"
         base = p.base_url
         if base == VERTEX_GLOBAL and location != "global":
             base = (f"https://aiplatform.{location}.rep.googleapis.com" if location in ("us", "eu")
                     else f"https://{location}-aiplatform.googleapis.com")
         if not _VERSIONED.search(base):
-            base = f"{base}/{p.options.get('api_version') or VERTEX_VERSION}"
+            base = f"{base}/{v.api_version or VERTEX_VERSION}"
         if model.startswith("projects/"):
             path = model
         else:
@@ -52,12 +73,13 @@ def model_url(dep: DeploymentConfig, method: str) -> str:
                 resource = f"publishers/{publisher}/models/{name}"
             else:
                 resource = f"publishers/google/models/{model}"
-            project = p.options.get("project")
+            project = v.project
             path = f"projects/{project}/locations/{location}/{resource}" if project else resource
     else:
         base = p.base_url
         if not _VERSIONED.search(base):
-            base = f"{base}/{p.options.get('api_version') or GEMINI_VERSION}"
+            version = o.api_version if isinstance(o, GeminiOptions) else None
+            base = f"{base}/{version or GEMINI_VERSION}"
         path = _gemini_model(model)
     return f"{base}/{quote(path, safe='/@')}:{method}"
 
@@ -68,13 +90,14 @@ def _gemini_model(model: str) -> str:
 
 def request_headers(dep: DeploymentConfig, accept: str = "application/json") -> dict[str, str]:
     p = dep.provider
+    o = p.options
     headers = {"Content-Type": "application/json", "Accept": accept}
     if p.api_key:
-        if p.type == "vertex" and p.options.get("project"):
+        if isinstance(o, VertexOptions) and o.project:
             headers["Authorization"] = f"Bearer {p.api_key}"
         else:
             headers["x-goog-api-key"] = p.api_key
-    if quota := p.options.get("quota_project"):
+    if isinstance(o, VertexOptions) and (quota := o.quota_project):
         headers["x-goog-user-project"] = quota
     headers.update(p.headers)
     return headers

@@ -20,11 +20,13 @@ import base64
 import hashlib
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, ProviderOptions
+from ..config_schema import key
 from ..errors import InvalidRequest
-from .base import UpstreamRequest
+from .base import ProviderSpec, UpstreamRequest
 from .openai import OpenAIAdapter, request_headers, with_model
 
 MOCK_SCHEME = "mock://"
@@ -216,6 +218,14 @@ def embeddings(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class MockOptions(ProviderOptions):
+    latency: float | None = key(None, kind="number", positive=False, help="seconds before the answer starts")
+    tokens_per_second: float | None = key(None, kind="number", help="stream pace (default: as fast as possible)")
+    reply: str | None = key(None, kind="str", nonempty=True,
+                            help="a fixed answer (default: echoes the last user message)")
+
+
 class MockAdapter(OpenAIAdapter):
     """Speaks OpenAI to the in-process mock transport (``mock://`` URLs)."""
 
@@ -238,3 +248,6 @@ class MockAdapter(OpenAIAdapter):
             headers=request_headers(dep),
             body=with_model(body, dep.model),
         )
+
+
+SPEC = ProviderSpec("mock", MockAdapter(), MockOptions, "mock://local")

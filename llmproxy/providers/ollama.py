@@ -26,7 +26,7 @@ from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import too_large_event
 from . import answers as a
 from . import translate as t
-from .base import CallContext, UpstreamRequest, bearer_headers
+from .base import CallContext, ProviderSpec, UpstreamRequest, bearer_headers
 from .openai import openai_style_error
 
 PROVIDER = "Ollama"
@@ -266,3 +266,7 @@ class OllamaAdapter:
     def error_from_response(self, status: int, headers: Mapping[str, str], data: bytes) -> UpstreamStatusError:
         # {"error": "model 'x' not found"}; the status (400/404/429/500/502) is Ollama's.
         return openai_style_error(status, headers, data)
+
+
+SPEC = ProviderSpec("ollama", OllamaAdapter(), t.ImageUrlOptions, "http://localhost:11434", None,
+                    t.image_urls_to_fetch)

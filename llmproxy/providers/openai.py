@@ -12,16 +12,19 @@ check that they are what they claim to be.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, ProviderOptions
+from ..config_schema import key
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder
 from .base import (
     CallContext,
+    ProviderSpec,
     UpstreamRequest,
     error_body,
     load_object,
@@ -34,12 +37,34 @@ _JSON = "application/json"
 # --------------------------------------------------------------------------- requests
 
 
+@dataclass(frozen=True, slots=True)
+class StreamUsageOptions(ProviderOptions):
+    """The keys of every OpenAI-compatible type (and its base)."""
+
+    stream_usage: bool | None = key(None, kind="bool",
+                                    help="ask for stream_options.include_usage upstream (default true), so "
+                                         "streams are accounted even when the client did not ask; false for "
+                                         "compatible servers that refuse the field")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIOptions(StreamUsageOptions):
+    organization: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Organization")
+    project: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Project")
+
+
+@dataclass(frozen=True, slots=True)
+class AzureOptions(StreamUsageOptions):
+    api_version: str | None = key(None, kind="str", nonempty=True,
+                                  help="with it: the deployments URL form; without: the /openai/v1 API")
+
+
 def endpoint_url(dep: DeploymentConfig, path: str) -> str:
     """``path`` is ``chat/completions`` or ``embeddings``."""
     p = dep.provider
     if p.type == "azure":
         base = p.base_url
-        version = p.options.get("api_version")
+        version = p.options.api_version if isinstance(p.options, AzureOptions) else None
         if version:
             if base.endswith("/openai"):
                 base = base[: -len("/openai")]
@@ -59,10 +84,11 @@ def request_headers(dep: DeploymentConfig) -> dict[str, str]:
             headers["api-key"] = p.api_key
         else:
             headers["Authorization"] = f"Bearer {p.api_key}"
-    if org := p.options.get("organization"):
-        headers["OpenAI-Organization"] = org
-    if project := p.options.get("project"):
-        headers["OpenAI-Project"] = project
+    if isinstance(o := p.options, OpenAIOptions):
+        if o.organization:
+            headers["OpenAI-Organization"] = o.organization
+        if o.project:
+            headers["OpenAI-Project"] = o.project
     headers.update(p.headers)
     return headers
 
@@ -84,7 +110,10 @@ def asks_stream_usage(dep: DeploymentConfig) -> bool:
     usage in a last chunk with empty ``choices``); ``stream_usage: false`` is
     for compatible servers that refuse the field."""
     p = dep.provider
-    return p.type in ("openai", "azure") and p.options.get("stream_usage", True) is not False
+    o = p.options
+    if isinstance(o, StreamUsageOptions):
+        return o.stream_usage is not False
+    return p.type in ("openai", "azure")
 
 
 class OpenAIAdapter:
@@ -275,3 +304,7 @@ class OpenAIStreamRelay:
         if not self.done:
             raise UpstreamProtocolError("upstream stream ended before [DONE]")
         return tail
+
+
+SPEC = ProviderSpec("openai", OpenAIAdapter(), OpenAIOptions, "https://api.openai.com/v1", "openai")
+AZURE_SPEC = ProviderSpec("azure", SPEC.adapter, AzureOptions, None, "azure.ai.openai")

@@ -16,13 +16,15 @@ rate-limit codes (so another deployment is tried) and a 502 otherwise.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, ProviderOptions
+from ..config_schema import key
 from ..errors import UpstreamStatusError
-from .base import CallContext, UpstreamRequest
+from .base import CallContext, ProviderSpec, UpstreamRequest
 from .openai import OpenAIAdapter
 
 # qianfan SDK APIErrorCode: QPS / RPM / TPM limits, "server high load".
@@ -46,8 +48,14 @@ class QianfanAdapter(OpenAIAdapter):
         return super().embeddings_response(dep, data, ctx)
 
 
+@dataclass(frozen=True, slots=True)
+class QianfanOptions(ProviderOptions):
+    appid: str | None = key(None, kind="str", nonempty=True, help="sent as the appid header")
+
+
 def _with_appid(dep: DeploymentConfig, req: UpstreamRequest) -> UpstreamRequest:
-    appid = dep.provider.options.get("appid")
+    o = dep.provider.options
+    appid = o.appid if isinstance(o, QianfanOptions) else None
     if not appid or "appid" in {k.lower() for k in req.headers}:
         return req
     return UpstreamRequest(url=req.url, headers={**req.headers, "appid": str(appid)}, body=req.body,
@@ -68,3 +76,6 @@ def _raise_body_error(data: bytes) -> None:
     status = 429 if code in RATE_LIMIT_CODES else 502
     raise UpstreamStatusError(str(err.get("message") or "Qianfan reported an error"),
                               status=status, code=code)
+
+
+SPEC = ProviderSpec("qianfan", QianfanAdapter(), QianfanOptions, "https://qianfan.baidubce.com/v2")

@@ -20,11 +20,13 @@ from __future__ import annotations
 import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, ProviderOptions
+from ..config_schema import key
 from ..errors import InvalidRequest
 
 # Accepted and not forwarded: none of these can change what the model writes.
@@ -507,9 +509,26 @@ def image_data(part: Mapping[str, Any], param: str, provider: str) -> tuple[str,
     return parse_data_url(url, f"{param}.image_url.url")
 
 
+@dataclass(frozen=True, slots=True)
+class ImageUrlOptions(ProviderOptions):
+    """The keys of types whose adapters can inline user image URLs."""
+
+    allow_image_urls: bool | None = key(None, kind="bool",
+                                        help="fetch http(s) image URLs of user messages and send them inline "
+                                             "(default false: such a request is refused)")
+    image_url_max_bytes: int | None = key(None, kind="int", help="largest image fetched, bytes (default 5 MiB)")
+    image_url_allow_private: bool | None = key(None, kind="bool",
+                                               help="let image URLs reach private and loopback addresses")
+
+
+def allows_image_urls(dep: DeploymentConfig) -> bool:
+    o = dep.provider.options
+    return isinstance(o, ImageUrlOptions) and o.allow_image_urls is True
+
+
 def image_urls_to_fetch(dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
     """The user-message image links ``llmproxy/fetch.py`` is to inline, if the provider allows it."""
-    if not dep.provider.options.get("allow_image_urls"):
+    if not allows_image_urls(dep):
         return []
     urls: list[str] = []
     for m in body.get("messages") or ():

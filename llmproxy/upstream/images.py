@@ -20,7 +20,7 @@ unless a provider sets ``allow_image_urls: true``, and then:
   most ``_PER_REQUEST`` URLs at once.
 
 Any failure is the client's 400 (its URL could not be used), naming the URL.
-Adapters stay pure: an adapter lists the URLs it needs (``image_urls_to_fetch``),
+Adapters stay pure: a provider's spec lists the URLs it needs (``image_urls_to_fetch``),
 ``RemoteImages.inline`` fetches them once per client request (a retry on
 another deployment reuses them) and hands the adapter a body whose image URLs
 are data URLs (``inline_image_urls``, pure).
@@ -43,6 +43,7 @@ from yarl import URL
 
 from ..config import DeploymentConfig, UpstreamPoolConfig
 from ..errors import InvalidRequest
+from ..providers.registry import spec_for
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 _MAX_REDIRECTS = 3
@@ -50,9 +51,9 @@ _TIMEOUT = 20.0
 _PER_REQUEST = 8
 
 
-def urls_to_fetch(adapter: object, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
-    """The image URLs ``adapter`` wants inlined before ``chat_request`` (none for most)."""
-    wanted = getattr(adapter, "image_urls_to_fetch", None)
+def urls_to_fetch(dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
+    """The image URLs ``dep``'s provider wants inlined before ``chat_request`` (none for most)."""
+    wanted = spec_for(dep.provider.type).image_urls_to_fetch
     return wanted(dep, body) if wanted is not None else []
 
 
@@ -66,7 +67,7 @@ class RemoteImages:
         self._fetched: dict[str, str] = {}
 
     async def inline(self, adapter: object, dep: DeploymentConfig, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        urls = urls_to_fetch(adapter, dep, body)
+        urls = urls_to_fetch(dep, body)
         if not urls:
             return body
         missing = [u for u in urls if u not in self._fetched]
