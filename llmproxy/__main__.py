@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import Config, ConfigError, load_config
-from .config_views import describe_routes, summarize
+from .config.tree import Config, ConfigError, load_config
+from .config.views import describe_routes, summarize
 
 DEFAULT_CONFIG = "configs/llmproxy.yaml"
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -29,7 +29,7 @@ def _load_or_report(path: str) -> Config | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     if args.explain:
-        from .config_views import explain_text
+        from .config.views import explain_text
 
         print(explain_text())
         return 0
@@ -52,8 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
 
-    from .logs import REDACTOR, setup_logging
-    from .server import create_app, serve
+    from .observe.logs import REDACTOR, setup_logging
+    from .server.app import create_app, serve
 
     app = create_app(config, config_path=path)
     level = getattr(args, "log_level", None) or os.environ.get("LLMPROXY_LOG_LEVEL") or config.logging.level

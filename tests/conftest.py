@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from llmproxy.config import load_config, parse_config
-from llmproxy.protocol import ProxyRunner
-from llmproxy.runtime import PROXY, Proxy
-from llmproxy.server import create_app
+from llmproxy.config.tree import load_config, parse_config
+from llmproxy.server.protocol import ProxyRunner
+from llmproxy.server.runtime import PROXY, Proxy
+from llmproxy.server.app import create_app
 
 from .fakes import FakeUpstream
 

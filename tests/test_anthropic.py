@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from llmproxy.providers import adapter_for
 from llmproxy.providers.anthropic import JSON_INSTRUCTION, AnthropicStream

@@ -27,7 +27,7 @@ from botocore.eventstream import EventStream
 from botocore.exceptions import EventStreamError as BotocoreEventStreamError
 from botocore.parsers import EventStreamJSONParser
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import InvalidRequest, ProxyError, UpstreamProtocolError, UpstreamStatusError
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.bedrock import BedrockAdapter, converse_body
@@ -267,7 +267,7 @@ def test_config_takes_region_and_credentials_from_env_as_a_set() -> None:
 
 
 def test_config_errors_for_bedrock() -> None:
-    from llmproxy.config import ConfigError
+    from llmproxy.config.tree import ConfigError
 
     with pytest.raises(ConfigError) as info:
         parse_config("""

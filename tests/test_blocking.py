@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from blockbuster import BlockingError
 
-from llmproxy.config import load_config, parse_config
+from llmproxy.config.tree import load_config, parse_config
 from llmproxy.router import Router, StateRegistry
 
 from .fakes import Reply, openai_completion

@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.cohere import CohereAdapter, chat_body

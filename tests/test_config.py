@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmproxy.config import ConfigError, load_config, parse_config
+from llmproxy.config.tree import ConfigError, load_config, parse_config
 
 GOOD = """
 listen: 0.0.0.0:9000
@@ -181,7 +181,7 @@ def test_example_configs_are_valid():
 
 
 def test_body_limits_defaults_overrides_and_errors():
-    from llmproxy.config_views import redacted_view
+    from llmproxy.config.views import redacted_view
 
     config = parse_config(textwrap.dedent("""
     providers:

@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import yaml
 
-from llmproxy import config as config_module
+from llmproxy.config import tree as config_module
 from llmproxy.__main__ import main
-from llmproxy.config import Config, ProviderOptions
-from llmproxy.config_schema import keys_of
-from llmproxy.config_views import REDACTED, explain_keys, explain_text
+from llmproxy.config.tree import Config, ProviderOptions
+from llmproxy.config.schema import keys_of
+from llmproxy.config.views import REDACTED, explain_keys, explain_text
 from llmproxy.providers import ADAPTERS, Adapter
 from llmproxy.providers.registry import PROVIDER_SPECS
 

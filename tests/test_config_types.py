@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmproxy.config import Config, ConfigError, parse_config
-from llmproxy.config_validate import Validator
+from llmproxy.config.tree import Config, ConfigError, parse_config
+from llmproxy.config.validate import Validator
 
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -196,7 +196,7 @@ def test_any_key_anywhere_is_a_problem_not_a_crash(key: Any):
 
 def test_full_uses_every_key_of_the_schema():
     """FULL cannot drift from the schema: a new key fails here until it is added."""
-    from llmproxy.config_views import explain_keys
+    from llmproxy.config.views import explain_keys
 
     used = {template(path) for path, _ in paths(FULL)}
     missing = [row[0] for row in explain_keys() if row[0] not in used]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 
 from .fakes import Reply, openai_stream
 

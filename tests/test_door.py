@@ -396,8 +396,8 @@ models:
 
 
 def test_the_new_server_keys_have_defaults_and_are_validated():
-    from llmproxy.config import ConfigError, parse_config
-    from llmproxy.config_views import redacted_view
+    from llmproxy.config.tree import ConfigError, parse_config
+    from llmproxy.config.views import redacted_view
 
     s = parse_config(BASE, env={}).server
     assert (s.header_timeout, s.body_timeout, s.keepalive_timeout) == (10.0, 15.0, 75.0)

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from llmproxy.upstream.images import inline_image_urls
 from llmproxy.providers import adapter_for

@@ -310,7 +310,7 @@ def test_image_tag_defaults_to_this_charts_app_version(
 def test_rendered_configs_load_in_llmproxy(render: Callable[..., Docs], tmp_path: Path) -> None:
     """Each example's ConfigMap is a config llmproxy itself accepts."""
     try:
-        from llmproxy.config import parse_config
+        from llmproxy.config.tree import parse_config
     except ModuleNotFoundError:
         pytest.skip("llmproxy is not importable")
     key_file = tmp_path / "api-key"

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
-from llmproxy.logs import (
+from llmproxy.config.tree import parse_config
+from llmproxy.observe.logs import (
     MASK,
     AccessLog,
     JSONFormatter,

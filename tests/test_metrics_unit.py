@@ -11,7 +11,7 @@ from llmproxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from llmproxy.metrics import (
+from llmproxy.observe.metrics import (
     DURATION_BUCKETS,
     TOKEN_BUCKETS,
     TTFT_BUCKETS,

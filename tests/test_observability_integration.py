@@ -23,8 +23,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmproxy.logs import REDACTOR, setup_logging
-from llmproxy.metrics import METRICS
+from llmproxy.observe.logs import REDACTOR, setup_logging
+from llmproxy.observe.metrics import METRICS
 
 from .fakes import Reply, openai_completion, openai_stream
 
@@ -265,9 +265,9 @@ async def test_spans_and_traceparent_through_the_proxy(fake_upstream):
         InMemorySpanExporter,
     )
 
-    from llmproxy.config import parse_config
-    from llmproxy.server import create_app
-    from llmproxy.tracing import TRACER, TracingSettings, make_tracer
+    from llmproxy.config.tree import parse_config
+    from llmproxy.server.app import create_app
+    from llmproxy.observe.tracing import TRACER, TracingSettings, make_tracer
 
     fake = await fake_upstream()
     fake.script(Reply(status=503, json={"error": {"message": "busy"}}), Reply(json=openai_completion()))

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -26,10 +26,10 @@ from llmproxy.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from llmproxy.logs import ACCESS_LOG, AccessLog, Redactor, setup_logging
-from llmproxy.metrics import METRICS, Metrics, handle_metrics
-from llmproxy.observe import OBSERVATION, observe_middleware
-from llmproxy.runtime import REQUEST_ID
+from llmproxy.observe.logs import ACCESS_LOG, AccessLog, Redactor, setup_logging
+from llmproxy.observe.metrics import METRICS, Metrics, handle_metrics
+from llmproxy.observe.observation import OBSERVATION, observe_middleware
+from llmproxy.server.runtime import REQUEST_ID
 
 CONFIG = parse_config(
     """

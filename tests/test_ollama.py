@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from llmproxy.config import BodyLimits, parse_config
+from llmproxy.config.tree import BodyLimits, parse_config
 from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError, UpstreamTooLarge
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.ollama import OllamaAdapter, chat_body

@@ -8,7 +8,7 @@ import openai
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import UpstreamStatusError
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.qianfan import QianfanAdapter

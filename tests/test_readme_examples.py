@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 READMES = [ROOT / "README.md", ROOT / "helm" / "llmproxy" / "README.md"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from llmproxy.reload import RELOADER
+from llmproxy.server.reload import RELOADER
 
 from .fakes import Reply, openai_stream
 

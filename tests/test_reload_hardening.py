@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from llmproxy.config import MAX_CONFIG_BYTES, load_config
-from llmproxy.reload import RELOADER, supervise
-from llmproxy.server import create_app, serve
+from llmproxy.config.tree import MAX_CONFIG_BYTES, load_config
+from llmproxy.server.reload import RELOADER, supervise
+from llmproxy.server.app import create_app, serve
 
 from .test_reload import post, sha, two_upstreams, wait_until
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmproxy.config import ConfigError, parse_config
+from llmproxy.config.tree import ConfigError, parse_config
 
 from .fakes import Reply, Seen, openai_completion, openai_stream
 

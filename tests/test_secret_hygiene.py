@@ -22,8 +22,8 @@ import aiohttp
 import orjson
 import pytest
 
-from llmproxy.logs import REDACTOR, setup_logging
-from llmproxy.redact import MASK, Redactor, secrets_in_raw_config, url_credentials, url_without_userinfo
+from llmproxy.observe.logs import REDACTOR, setup_logging
+from llmproxy.observe.redact import MASK, Redactor, secrets_in_raw_config, url_credentials, url_without_userinfo
 
 from .fakes import FakeUpstream, Reply, Seen, openai_completion, openai_stream, sse
 from .test_bedrock import exception as bedrock_exception
@@ -322,7 +322,7 @@ def test_url_credentials_and_the_shown_url() -> None:
 
 
 def test_a_rejected_base_url_is_quoted_without_its_userinfo() -> None:
-    from llmproxy.config import ConfigError, parse_config
+    from llmproxy.config.tree import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as err:
         parse_config(f"""
@@ -347,7 +347,7 @@ def test_a_rejected_base_url_is_quoted_without_its_userinfo() -> None:
 def test_userinfo_with_an_authorization_of_its_own_is_a_config_error(provider: str, ok: bool) -> None:
     """aiohttp refuses to add userinfo's Basic credential to an Authorization
     header (every request was a 500): said at load, naming the key."""
-    from llmproxy.config import ConfigError, parse_config
+    from llmproxy.config.tree import ConfigError, parse_config
 
     text = f"providers: {{p: {provider}}}\nmodels: {{m: {{deployments: [{{provider: p, model: x}}]}}}}"
     if ok:
@@ -491,7 +491,7 @@ async def test_a_percent_encoded_newline_in_the_path_cannot_forge_a_text_log_lin
 def test_a_rejected_document_with_a_cyclic_alias_is_walked_once() -> None:
     # ``&a [*a]`` loads as a list that contains itself: the walker of a
     # rejected document must not loop on it (the reload would hang).
-    from llmproxy.config import ConfigError, parse_config
+    from llmproxy.config.tree import ConfigError, parse_config
 
     text = f"providers: {{p: {{type: openai, api_key: [{K_API}], extra: &a [*a]}}}}\nmodels: {{}}\n"
     with pytest.raises(ConfigError) as err:

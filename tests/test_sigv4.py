@@ -12,7 +12,7 @@ import pytest
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.credentials import Credentials
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.providers.bedrock import BedrockAdapter, model_url
 from llmproxy.providers.sigv4 import canonical_uri, sign
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from llmproxy.config import BreakerConfig, parse_config
+from llmproxy.config.tree import BreakerConfig, parse_config
 from llmproxy.resilience.breaker import CircuitBreaker
 from llmproxy.resilience.limits import ConcurrencyGate, RetryBudget
 from llmproxy.router import ModelGroup, RouteContext, Router, StateRegistry

@@ -7,8 +7,8 @@ import random
 import aiohttp
 import pytest
 
-from llmproxy import config as config_module
-from llmproxy.config import ConfigError, parse_config
+from llmproxy.config import tree as config_module
+from llmproxy.config.tree import ConfigError, parse_config
 from llmproxy.router import Router, StateRegistry
 from llmproxy.router.strategies import REGISTRY, Strategy, make_strategy, register
 

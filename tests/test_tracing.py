@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from llmproxy.logs import MASK, Redactor
-from llmproxy.tracing import (
+from llmproxy.observe.logs import MASK, Redactor
+from llmproxy.observe.tracing import (
     NOOP_TRACER,
     TracingSettings,
     make_tracer,
@@ -33,8 +33,8 @@ def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
     result = run_python(
         """
         import sys
-        import llmproxy.tracing as t
-        import llmproxy.observe, llmproxy.metrics, llmproxy.logs
+        import llmproxy.observe.tracing as t
+        import llmproxy.observe.observation, llmproxy.observe.metrics, llmproxy.observe.logs
         for settings in (None, t.TracingSettings(), t.TracingSettings(enabled=False, endpoint="http://x")):
             tracer = t.make_tracer(settings)
             assert tracer is t.NOOP_TRACER and not tracer.enabled
@@ -63,7 +63,7 @@ def test_tracing_on_without_the_extra_warns_and_stays_off() -> None:
         import logging, sys
         sys.modules["opentelemetry"] = None  # as if the extra were not installed
         logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
-        import llmproxy.tracing as t
+        import llmproxy.observe.tracing as t
         tracer = t.make_tracer(t.TracingSettings(enabled=True))
         assert tracer is t.NOOP_TRACER
         print("ok")

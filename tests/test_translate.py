@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.errors import InvalidRequest
 from llmproxy.providers import adapter_for
 

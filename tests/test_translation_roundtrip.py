@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pytest
 
-from llmproxy.config import parse_config
+from llmproxy.config.tree import parse_config
 from llmproxy.providers import adapter_for
 from llmproxy.providers.anthropic import JSON_INSTRUCTION
 from llmproxy.providers.base import CallContext

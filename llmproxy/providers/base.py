@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from ..config import DeploymentConfig, NoOptions, ProviderOptions
+from ..config.tree import DeploymentConfig, NoOptions, ProviderOptions
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from .sigv4 import AwsSigning
 

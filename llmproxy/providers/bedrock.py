@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 import orjson
 
-from ..config import DeploymentConfig
-from ..config_schema import key
+from ..config.tree import DeploymentConfig
+from ..config.schema import key
 from ..errors import (
     InvalidRequest,
     ProxyError,

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config.tree import DeploymentConfig
 from ..errors import (
     InvalidRequest,
     UpstreamProtocolError,

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config.tree import DeploymentConfig
 from ..errors import UpstreamStatusError
 from . import answers as a
 from . import translate as t

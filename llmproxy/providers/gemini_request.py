@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import DeploymentConfig
+from ..config.tree import DeploymentConfig
 from ..errors import InvalidRequest
 from . import translate as t
 

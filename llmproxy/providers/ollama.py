@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..config import DeploymentConfig
+from ..config.tree import DeploymentConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import too_large_event
 from . import answers as a

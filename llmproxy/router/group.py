@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from ..config import DeploymentConfig, ModelConfig
+from ..config.tree import DeploymentConfig, ModelConfig
 from ..resilience.limits import RetryBudget
 from .state import DeploymentState
 from .strategies import RouteContext, Strategy, make_strategy

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from ..config import Config
+from ..config.tree import Config
 from .group import ModelGroup
 from .state import StateRegistry
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ..config import DeploymentConfig
+from ..config.tree import DeploymentConfig
 from ..resilience.breaker import CircuitBreaker
 from ..resilience.limits import ConcurrencyGate, TokenLimiter
 

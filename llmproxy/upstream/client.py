@@ -19,7 +19,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from ..config import DeploymentConfig, UpstreamPoolConfig
+from ..config.tree import DeploymentConfig, UpstreamPoolConfig
 from ..providers.base import UpstreamRequest
 from .deadlines import Deadline, Deadlines
 from .errors import too_large

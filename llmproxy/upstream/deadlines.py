@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..config import Timeouts
+from ..config.tree import Timeouts
 from ..errors import UpstreamTimeout
 from .errors import UpstreamErrors
 

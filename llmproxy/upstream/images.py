@@ -41,7 +41,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from ..config import DeploymentConfig, UpstreamPoolConfig
+from ..config.tree import DeploymentConfig, UpstreamPoolConfig
 from ..errors import InvalidRequest
 from ..providers.registry import spec_for
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict
 
-from ..config import DeploymentConfig
+from ..config.tree import DeploymentConfig
 from ..providers import mock
 from ..providers.base import UpstreamRequest
 from ..sse import DONE, encode_data

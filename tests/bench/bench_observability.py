@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aiohttp.test_utils import make_mocked_request
 
-from llmproxy.config import parse_config
-from llmproxy.logs import AccessLog, Redactor, setup_logging
-from llmproxy.metrics import Metrics
-from llmproxy.observe import Observation
-from llmproxy.runtime import REQUEST_ID
-from llmproxy.tracing import NOOP_TRACER
+from llmproxy.config.tree import parse_config
+from llmproxy.observe.logs import AccessLog, Redactor, setup_logging
+from llmproxy.observe.metrics import Metrics
+from llmproxy.observe.observation import Observation
+from llmproxy.server.runtime import REQUEST_ID
+from llmproxy.observe.tracing import NOOP_TRACER
 
 
 def per_call(fn: Callable[[], object], n: int, rounds: int = 5) -> float:

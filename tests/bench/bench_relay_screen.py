@@ -17,7 +17,7 @@ import timeit
 
 import orjson
 
-from llmproxy.redact import Redactor
+from llmproxy.observe.redact import Redactor
 
 
 def chunks(n: int = 50) -> list[bytes]:

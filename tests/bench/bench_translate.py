@@ -28,7 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from llmproxy.config import parse_config  # noqa: E402
+from llmproxy.config.tree import parse_config  # noqa: E402
 from llmproxy.providers import adapter_for  # noqa: E402
 from llmproxy.providers.base import CallContext  # noqa: E402
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__
+from .. import __version__
 from .metrics import gen_ai_provider_name
 
 if TYPE_CHECKING:

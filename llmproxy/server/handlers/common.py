@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
-from ..providers.base import CallContext
-from ..router import ModelGroup
+from ...errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
+from ...providers.base import CallContext
+from ...router import ModelGroup
 from ..runtime import PROXY, REQUEST_ID, Runtime
 
 

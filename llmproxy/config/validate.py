@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from .config import (
+from .tree import (
     MAX_PROBLEMS,
     BodyLimits,
     BreakerConfig,
@@ -40,12 +40,12 @@ from .config import (
     ServerConfig,
     Timeouts,
 )
-from .config_schema import Key, keys_of, one_of, parse_listen, show
-from .config_schema import did_you_mean as _did_you_mean
-from .config_schema import kind_of as _kind
-from .config_secrets import is_secret_key
-from .providers.registry import PROVIDER_SPECS
-from .redact import url_credentials, url_without_userinfo
+from .schema import Key, keys_of, one_of, parse_listen, show
+from .schema import did_you_mean as _did_you_mean
+from .schema import kind_of as _kind
+from .secrets import is_secret_key
+from ..providers.registry import PROVIDER_SPECS
+from ..observe.redact import url_credentials, url_without_userinfo
 
 __all__ = ["Validator", "parse_listen", "show"]
 
@@ -562,8 +562,8 @@ def _sets_authorization(provider: ProviderConfig) -> bool:
     """Would this provider's requests carry an Authorization header of their
     own? (aiohttp refuses to add userinfo's Basic credential to one.) Asks
     the provider's adapter for a request, so each type's rule lives once."""
-    from .errors import ProxyError
-    from .providers import adapter_for  # here: the adapters import this package's config
+    from ..errors import ProxyError
+    from ..providers import adapter_for  # here: the adapters import this package's config
 
     dep = DeploymentConfig(id="-", provider=provider, model="-")
     probe = {"model": "-", "messages": [{"role": "user", "content": "-"}], "max_tokens": 1}

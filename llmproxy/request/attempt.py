@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProxyError, UpstreamError
-from .observe import Observation
-from .providers.base import CallContext, UpstreamRequest
-from .redact import Redactor
-from .router.plan import Lease, Plan
-from .upstream import RemoteImages, Upstream, UpstreamResponse
+from ..errors import ProxyError, UpstreamError
+from ..observe.observation import Observation
+from ..providers.base import CallContext, UpstreamRequest
+from ..observe.redact import Redactor
+from ..router.plan import Lease, Plan
+from ..upstream import RemoteImages, Upstream, UpstreamResponse
 
 
 @dataclass(slots=True, eq=False)

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .config import Config
-from .router import Router, StateRegistry
-from .upstream import Upstream
+from ..config.tree import Config
+from ..router import Router, StateRegistry
+from ..upstream import Upstream
 
 
 class Runtime:

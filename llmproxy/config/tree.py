@@ -26,12 +26,12 @@ from typing import Any
 
 import yaml
 
-from .config_schema import did_you_mean, key, keys_of, parse_listen, show
+from .schema import did_you_mean, key, keys_of, parse_listen, show
 # The valid ``strategy`` names, from the strategy registry (each class declares
 # its own); router/__init__ resolves lazily, so this import cycles back to no
 # module that needs this one's dataclasses.
-from .router.strategies import STRATEGY_NAMES as STRATEGIES
-from .sse import DEFAULT_MAX_EVENT
+from ..router.strategies import STRATEGY_NAMES as STRATEGIES
+from ..sse import DEFAULT_MAX_EVENT
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
@@ -59,7 +59,7 @@ def __getattr__(name: str) -> Any:
     # The provider tables derive from the registry, which imports the provider
     # modules, which import this module's dataclasses: resolved on first use.
     if name in ("PROVIDER_TYPES", "DEFAULT_BASE_URLS"):
-        from .providers.registry import DEFAULT_BASE_URLS, PROVIDER_TYPES
+        from ..providers.registry import DEFAULT_BASE_URLS, PROVIDER_TYPES
 
         return PROVIDER_TYPES if name == "PROVIDER_TYPES" else DEFAULT_BASE_URLS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -451,8 +451,8 @@ def parse_config(
         raise ConfigError([_yaml_problem(source, exc)]) from None
     finally:
         loader.dispose()
-    from .config_secrets import redact_problems  # here: both import this module's dataclasses
-    from .config_validate import Validator
+    from .secrets import redact_problems  # here: both import this module's dataclasses
+    from .validate import Validator
 
     environ = os.environ if env is None else env
     v = Validator(environ, base_dir or Path.cwd())

@@ -31,11 +31,11 @@ import orjson
 from aiohttp import web
 
 from .attempt import Attempt, Call
-from .errors import ProxyError, UpstreamError, UpstreamProtocolError
-from .providers import adapter_for
-from .providers.base import Adapter, StreamTranslator
-from .sse import encode_data
-from .upstream import UpstreamResponse
+from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
+from ..providers import adapter_for
+from ..providers.base import Adapter, StreamTranslator
+from ..sse import encode_data
+from ..upstream import UpstreamResponse
 
 log = logging.getLogger("llmproxy.forward")
 

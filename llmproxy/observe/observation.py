@@ -26,12 +26,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Config, DeploymentConfig
-from .errors import ProxyError, UpstreamError
+from ..config.tree import Config, DeploymentConfig
+from ..errors import ProxyError, UpstreamError
 from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
 from .metrics import METRICS, Metrics, upstream_error_kind
-from .providers.base import UpstreamRequest
-from .runtime import PROXY, REQUEST_ID
+from ..providers.base import UpstreamRequest
+from ..server.runtime import PROXY, REQUEST_ID
 from .tracing import (
     NOOP_SPAN,
     NOOP_TRACER,

@@ -49,13 +49,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .errors import (
+from ..errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from .providers.registry import PROVIDER_SPECS
+from ..providers.registry import PROVIDER_SPECS
 
 # Seconds. LLM calls run from tens of milliseconds (a cached embedding) to
 # minutes (a long reasoning stream); boundaries sit where SLOs are written.

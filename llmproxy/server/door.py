@@ -22,8 +22,8 @@ import re
 
 from aiohttp import web
 
-from .config import ServerConfig
-from .errors import Forbidden
+from ..config.tree import ServerConfig
+from ..errors import Forbidden
 
 # True when the listener is on loopback; set from the config by create_app,
 # from the address actually bound by serve().

@@ -33,8 +33,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from .config import ServerConfig
-from .errors import ProxyError
+from ..config.tree import ServerConfig
+from ..errors import ProxyError
 from .runtime import PROXY
 
 log = logging.getLogger("llmproxy")

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ModelNotFound
+from ...errors import ModelNotFound
 from ..runtime import PROXY, Runtime
 from .common import json_response
 

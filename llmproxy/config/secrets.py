@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .redact import MASK, secrets_in_raw_config
+from ..observe.redact import MASK, secrets_in_raw_config
 
 # Key names whose values are never quoted in a problem: api_key, api_keys,
 # token, aws_secret_access_key, password, Authorization... Broader than what

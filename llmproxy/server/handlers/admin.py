@@ -17,11 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config_views import redacted_view
-from ..errors import AuthenticationFailed, ProxyError
-from ..logs import REDACTOR
+from ...config.views import redacted_view
+from ...errors import AuthenticationFailed, ProxyError
+from ...observe.logs import REDACTOR
 from ..reload import RELOADER
-from ..router import DeploymentState
+from ...router import DeploymentState
 from ..runtime import PROXY
 from .common import json_response
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..router import ModelGroup, RouteContext, Router
-from ..router.estimate import completion_tokens, prompt_tokens
-from ..router.plan import Plan
+from ...router import ModelGroup, RouteContext, Router
+from ...router.estimate import completion_tokens, prompt_tokens
+from ...router.plan import Plan
 
 
 def make_plan(request: web.Request, router: Router, group: ModelGroup, body: dict[str, Any]) -> Plan:

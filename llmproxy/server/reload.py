@@ -33,9 +33,9 @@ from pathlib import Path
 import watchfiles
 from aiohttp import web
 
-from .config import Config, ConfigError, parse_config, read_config_bytes
-from .config_views import summarize
-from .observe import reloaded
+from ..config.tree import Config, ConfigError, parse_config, read_config_bytes
+from ..config.views import summarize
+from ..observe.observation import reloaded
 from .runtime import PROXY, Proxy
 
 log = logging.getLogger("llmproxy.reload")
