@@ -4,8 +4,8 @@
 everything else needs about the key (the way mitmproxy's
 ``loader.add_option(name, type, default, help)`` does): its YAML name, its
 kind, its bounds, whether its value is a secret. The validator
-(``config_validate.Validator.walk``), the admin view
-(``config_views.redacted_view``) and ``llmproxy check --explain`` all read
+(``config.validate.Validator.walk``), the admin view
+(``config.views.redacted_view``) and ``llmproxy check --explain`` all read
 the fields, so a new key is one declaration.
 
 A field without this metadata is not a YAML key (a name taken from the

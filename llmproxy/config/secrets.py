@@ -4,7 +4,7 @@ The log redactor knows only the serving config's secrets, so a reload that
 fails on a newly rotated key would otherwise quote that key in the 422 body,
 the ERROR line and ``/admin/config``'s ``last_error``. Two lines of defence:
 the validator never quotes a value under a secret-named key
-(``is_secret_key``, used by ``config_validate.show``'s callers), and every
+(``is_secret_key``, used by ``config.validate.show``'s callers), and every
 credential the rejected document holds (``redact.secrets_in_raw_config``:
 the one walker of raw documents) is masked out of the problems before
 anyone sees them.

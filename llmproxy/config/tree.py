@@ -6,9 +6,9 @@ and raises ``ConfigError`` carrying all of them, so ``llmproxy check`` and a
 rejected reload can list them at once. Nothing here opens sockets; files are
 read only for the config itself and ``api_key_file`` secrets.
 
-Each key is declared once, on its field (``config_schema.key``: YAML name,
-kind, bounds, default, secret, help); ``config_validate`` walks those
-declarations, ``config_views`` renders the admin view and ``check --explain``
+Each key is declared once, on its field (``config.schema.key``: YAML name,
+kind, bounds, default, secret, help); ``config.validate`` walks those
+declarations, ``config.views`` renders the admin view and ``check --explain``
 from them. A provider type's own keys are its spec's options dataclass
 (``providers/registry.py``).
 """

@@ -11,7 +11,7 @@ given (never read here); ``api_key_file`` paths are read relative to the
 config's directory.
 
 Plain keys are not listed here: ``walk`` reads each dataclass field's
-``config_schema.key`` declaration. What remains below is cross-field:
+``config.schema.key`` declaration. What remains below is cross-field:
 ``listen``, provider types and base URLs, api_key vs api_key_file, Bedrock's
 AWS environment defaults, base_url userinfo vs Authorization, deployment
 ids agreeing across models, fallbacks naming existing models.
@@ -178,7 +178,7 @@ class Validator:
             return default
         return value
 
-    # -- the generic walk: every key as its dataclass field declares it (config_schema)
+    # -- the generic walk: every key as its dataclass field declares it (config.schema)
 
     def walk(
         self, classes: Sequence[type], node: Any, path: str, base: Mapping[str, Any] | None = None

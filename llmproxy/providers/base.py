@@ -36,7 +36,7 @@ class UpstreamRequest:
     headers: Mapping[str, str]
     body: bytes
     method: str = "POST"
-    # Set by adapters whose provider wants AWS SigV4 (Bedrock): upstream.py
+    # Set by adapters whose provider wants AWS SigV4 (Bedrock): upstream/client.py
     # signs the request with the real clock just before sending it.
     aws_sigv4: AwsSigning | None = None
 

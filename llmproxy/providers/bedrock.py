@@ -8,7 +8,7 @@ that encoded URL is both what is signed and what goes on the wire.
 
 Authentication: with ``api_key`` set, a Bedrock API key as
 ``Authorization: Bearer``; otherwise the request carries an ``AwsSigning``
-and ``upstream.py`` signs it (SigV4, signing name ``bedrock``) with the real
+and ``upstream/client.py`` signs it (SigV4, signing name ``bedrock``) with the real
 clock just before sending. Embeddings use ``InvokeModel`` with the Titan
 (one text per call) or Cohere-on-Bedrock (batched) body.
 """
@@ -389,7 +389,7 @@ class BedrockAdapter:
         return _request(dep, "converse", doc, "application/json")
 
     def image_urls_to_fetch(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
-        """Image links ``llmproxy/fetch.py`` inlines first (with ``allow_image_urls: true``)."""
+        """Image links ``llmproxy/upstream/images.py`` inlines first (with ``allow_image_urls: true``)."""
         return t.image_urls_to_fetch(dep, body)
 
     def chat_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:

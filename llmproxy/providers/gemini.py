@@ -55,7 +55,7 @@ class GeminiAdapter:
         )
 
     def image_urls_to_fetch(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
-        """The http(s) image URLs ``llmproxy/fetch.py`` must inline before ``chat_request``."""
+        """The http(s) image URLs ``llmproxy/upstream/images.py`` must inline before ``chat_request``."""
         return t.image_urls_to_fetch(dep, body)
 
     def chat_response(

@@ -17,7 +17,7 @@ reference (wire-formats.md §4). Pure: no I/O, inputs never mutated.
   rides in it: ``<id>__thought__<urlsafe signature>`` (``call_id``).
 - Image URLs: a sidecar fetching arbitrary URLs is an SSRF risk, so http(s)
   image URLs are refused unless the provider sets ``allow_image_urls``; then
-  ``llmproxy/fetch.py`` downloads them (size-capped) before translation and
+  ``llmproxy/upstream/images.py`` downloads them (size-capped) before translation and
   this module only ever sees data URLs. ``gs://`` URIs go to Google as ``fileData``.
 - ``user``/``safety_identifier`` are accepted and not sent: Gemini has no
   end-user field. ``parallel_tool_calls: false`` with tools is refused:

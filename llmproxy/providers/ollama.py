@@ -230,7 +230,7 @@ class OllamaAdapter:
         )
 
     def image_urls_to_fetch(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
-        """Image links ``llmproxy/fetch.py`` inlines first (with ``allow_image_urls: true``)."""
+        """Image links ``llmproxy/upstream/images.py`` inlines first (with ``allow_image_urls: true``)."""
         return t.image_urls_to_fetch(dep, body)
 
     def chat_response(self, dep: DeploymentConfig, data: bytes, ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:

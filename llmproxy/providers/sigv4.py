@@ -17,7 +17,7 @@ byte for byte (tests/test_sigv4.py):
 Invariant: the headers returned here, merged over the caller's, are exactly
 what must go on the wire; ``Host`` is returned explicitly so the HTTP client
 cannot send a different one from the one signed. No clock is read: ``now``
-is an argument (``upstream.py`` passes the real time just before sending).
+is an argument (``upstream/client.py`` passes the real time just before sending).
 """
 
 from __future__ import annotations

@@ -527,7 +527,7 @@ def allows_image_urls(dep: DeploymentConfig) -> bool:
 
 
 def image_urls_to_fetch(dep: DeploymentConfig, body: Mapping[str, Any]) -> list[str]:
-    """The user-message image links ``llmproxy/fetch.py`` is to inline, if the provider allows it."""
+    """The user-message image links ``llmproxy/upstream/images.py`` is to inline, if the provider allows it."""
     if not allows_image_urls(dep):
         return []
     urls: list[str] = []

@@ -123,7 +123,7 @@ def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
 def create_app(config: Config, config_path: str | None = None,
                clock: Callable[[], float] = time.monotonic) -> web.Application:
     # The body limit is enforced per request from the live config
-    # (handlers.common.read_json), so aiohttp's own cap is only a backstop.
+    # (server.handlers.common.read_json), so aiohttp's own cap is only a backstop.
     app = web.Application(middlewares=[observe_middleware, error_middleware], client_max_size=1 << 40)
     proxy = Proxy(config, config_path, clock=clock)
     app[PROXY] = proxy

@@ -11,7 +11,7 @@ own ``RequestHandler`` subclass, made by its own ``Server`` and runner:
   connection is closed without an answer (nginx's client_header_timeout).
 - ``server.keepalive_timeout`` is aiohttp's own idle timer, set per connection.
 - a body-read timeout (``server.body_timeout``) lives in
-  ``handlers.common.read_json``; its 408 closes the connection at once instead
+  ``server.handlers.common.read_json``; its 408 closes the connection at once instead
   of lingering on a client that sends nothing.
 - parser errors answer in the OpenAI error shape, logged at debug (one line
   per malformed request from the internet is not an operator's problem).

@@ -3,7 +3,7 @@
 Admin endpoints require ``Authorization: Bearer <admin.token>`` when a token
 is configured, and are refused to anything but loopback clients when none is.
 Nothing here ever shows a credential: the config view replaces them
-(``config_views.redacted_view``) and every document passes the redactor
+(``config.views.redacted_view``) and every document passes the redactor
 before it is sent, so an upstream error quoting a key (a deployment's
 ``last_error``) is masked too.
 """
