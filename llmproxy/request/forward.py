@@ -33,6 +33,7 @@ from aiohttp import web
 from .attempt import Attempt, Call
 from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
 from ..providers import adapter_for
+from ..server.door import CORS_ORIGIN, cors_headers
 from ..providers.base import Adapter, StreamTranslator
 from ..sse import encode_data
 from ..upstream import UpstreamResponse
@@ -154,6 +155,9 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
             "X-Request-ID": call.ctx.request_id,
         }
     )
+    origin = request.get(CORS_ORIGIN)
+    if origin is not None:
+        cors_headers(out, origin)
     failure: ProxyError | None = None
     gone = False
     # Translators hand out whole events only, so a secret never straddles two

@@ -94,9 +94,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
         response = _failed(request, ProxyError("internal error in llmproxy; see its logs", status=500))
-    # Streams set it themselves before their headers went out.
+    # Streams set these themselves before their headers went out.
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
+        origin = request.get(door.CORS_ORIGIN)
+        if origin is not None:
+            door.cors_headers(response, origin)
     return response
 
 
@@ -141,7 +144,6 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(reload_ctx)
     app.cleanup_ctx.append(_observability_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
-    app.on_response_prepare.append(door.cors_headers)
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
