@@ -33,7 +33,7 @@ from .handlers import admin, chat, embeddings, health, models
 from ..observe.logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from ..observe.metrics import METRICS, Metrics, handle_metrics, metrics_app
 from ..observe.observation import OBSERVATION, OBSERVERS, Observers, configure_observability, observe_middleware
-from .protocol import ProxyRunner
+from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
 from ..observe.tracing import TRACER, make_tracer
@@ -112,6 +112,8 @@ def _failed(request: web.Request, exc: ProxyError) -> web.Response:
     redactor = request.app.get(REDACTOR)
     if redactor is not None:
         exc.message = redactor.redact(exc.message)
+    if isinstance(exc, RequestTimeout) and isinstance(request.protocol, ProxyProtocol):
+        request.protocol.close_after_answer()
     return _error_response(exc)
 
 

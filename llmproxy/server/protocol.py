@@ -47,15 +47,49 @@ _REASONS = {
 }
 
 
+class HeadWatch:
+    """One sweeping timer for the request heads of every connection of a server.
+
+    A timer per request head (armed, then cancelled a moment later when the
+    head is parsed) is a measurable share of a request's CPU; instead a
+    connection whose head is under way sits in a dict with its deadline,
+    which one timer sweeps every ``resolution`` seconds while it is not
+    empty. A head timeout therefore fires up to ``resolution`` late.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = 0.25) -> None:
+        self.resolution = resolution
+        self._loop = loop
+        self._pending: dict[ProxyProtocol, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, proto: ProxyProtocol, timeout: float) -> None:
+        self._pending[proto] = self._loop.time() + timeout
+        if self._handle is None:
+            self._handle = self._loop.call_later(self.resolution, self._sweep)
+
+    def discard(self, proto: ProxyProtocol) -> None:
+        self._pending.pop(proto, None)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        pending = self._pending
+        for proto in [p for p, due in pending.items() if now >= due]:
+            del pending[proto]
+            proto.head_timed_out()
+        self._handle = self._loop.call_later(self.resolution, self._sweep) if pending else None
+
+
 class ProxyProtocol(RequestHandler):
     """One client connection; aiohttp's parser and loop, plus a head deadline."""
 
-    __slots__ = ("_head_timeout", "_head_handle", "_body_pending")
+    __slots__ = ("_head_timeout", "_heads", "_head_pending", "_body_pending")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_timeout: float, heads: HeadWatch, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = header_timeout
-        self._head_handle: asyncio.TimerHandle | None = None
+        self._heads = heads
+        self._head_pending = False
         # The body of the last head parsed, while it is still arriving: bytes
         # then are body bytes, not the start of a new head.
         self._body_pending: Any = None
@@ -71,7 +105,7 @@ class ProxyProtocol(RequestHandler):
     def data_received(self, data: bytes) -> None:
         pending = self._body_pending
         # aiohttp calls this with b"" to reparse when it resumes reading.
-        if data and self._head_handle is None and (pending is None or pending.is_eof()):
+        if data and not self._head_pending and (pending is None or pending.is_eof()):
             self._arm_head_timer()  # these bytes start a new head
         heads = self._request_count
         super().data_received(data)
@@ -82,15 +116,17 @@ class ProxyProtocol(RequestHandler):
 
     def _arm_head_timer(self) -> None:
         if self._head_timeout > 0 and self.transport is not None:
-            self._head_handle = self._loop.call_later(self._head_timeout, self._head_timed_out)
+            self._head_pending = True
+            self._heads.add(self, self._head_timeout)
 
     def _disarm_head_timer(self) -> None:
-        if self._head_handle is not None:
-            self._head_handle.cancel()
-            self._head_handle = None
+        if self._head_pending:
+            self._head_pending = False
+            self._heads.discard(self)
 
-    def _head_timed_out(self) -> None:
-        self._head_handle = None
+    def head_timed_out(self) -> None:
+        """From the ``HeadWatch``: this connection's head is late."""
+        self._head_pending = False
         log.debug("closing a connection: request head not complete within %gs (server.header_timeout)",
                   self._head_timeout)
         if self._request_in_progress:
@@ -98,16 +134,11 @@ class ProxyProtocol(RequestHandler):
         else:
             self.force_close()
 
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        done = await super().finish_response(request, resp, start_time)
-        if resp.status == 408 and not resp.keep_alive:
-            # The body stalled: aiohttp would linger up to 10 s reading the rest
-            # of it. Nothing is unread in our buffer, so closing now sends FIN
-            # after the answer, not a reset.
-            self.force_close()
-        return done
+    def close_after_answer(self) -> None:
+        """The body stalled (a 408 that closes the connection): aiohttp would
+        linger up to 10 s reading the rest of it. Nothing is unread in our
+        buffer, so closing once the answer is out sends FIN, not a reset."""
+        self._lingering_time = 0.0
 
     def handle_error(
         self,
@@ -144,6 +175,7 @@ class ProxyServer(web.Server):
     def __init__(self, handler: Any, *, settings: Callable[[], ServerConfig], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._settings = settings
+        self._heads = HeadWatch(self._loop)
         self._protocol_kwargs = {
             k: v for k, v in kwargs.items() if k not in ("request_factory", "handler_cancellation", "loop")
         }
@@ -152,7 +184,7 @@ class ProxyServer(web.Server):
         s = self._settings()
         return ProxyProtocol(
             self, loop=self._loop, keepalive_timeout=s.keepalive_timeout,
-            header_timeout=s.header_timeout, **self._protocol_kwargs,
+            header_timeout=s.header_timeout, heads=self._heads, **self._protocol_kwargs,
         )
 
 
