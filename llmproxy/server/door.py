@@ -52,7 +52,7 @@ def admit(request: web.Request, server: ServerConfig, loopback: bool) -> web.Res
     headers = request.headers
     if loopback:
         host = headers.get("Host")
-        if host is not None and not _host_allowed(host, server.allowed_hosts):
+        if host is not None and not _host_verdict(host, server.allowed_hosts):
             raise Forbidden(
                 f"Host {host[:100]!r} is not a loopback name; a proxy listening on loopback "
                 "answers only those and server.allowed_hosts",
@@ -71,6 +71,25 @@ def admit(request: web.Request, server: ServerConfig, loopback: bool) -> web.Res
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in headers:
         return _preflight(origin, headers.get("Access-Control-Request-Headers", ""))
     return None
+
+
+# The verdicts for recently seen Host values (clients send the same one on
+# every request), for one ``allowed_hosts`` tuple; bounded.
+_HOSTS_MAX = 256
+_hosts_for: tuple[str, ...] | None = None
+_hosts: dict[str, bool] = {}
+
+
+def _host_verdict(host: str, extra: tuple[str, ...]) -> bool:
+    global _hosts_for, _hosts
+    if extra is not _hosts_for:
+        _hosts_for, _hosts = extra, {}
+    verdict = _hosts.get(host)
+    if verdict is None:
+        if len(_hosts) >= _HOSTS_MAX:
+            _hosts = {}
+        verdict = _hosts[host] = _host_allowed(host, extra)
+    return verdict
 
 
 def _host_allowed(host: str, extra: tuple[str, ...]) -> bool:
