@@ -21,8 +21,9 @@ from typing import Any
 
 from ..errors import ProxyError, UpstreamError
 from ..observe.observation import Observation
-from ..providers.base import CallContext, UpstreamRequest
 from ..observe.redact import Redactor
+from ..providers.base import CallContext, UpstreamRequest
+from ..providers.registry import spec_for
 from ..router.plan import Lease, Plan
 from ..upstream import RemoteImages, Upstream, UpstreamResponse
 
@@ -56,6 +57,8 @@ class Call:
 
     async def body_for(self, adapter: object, attempt: Attempt) -> Mapping[str, Any]:
         """The request body, image URLs inlined when ``adapter`` takes only inline images."""
+        if spec_for(attempt.dep.provider.type).image_urls_to_fetch is None:
+            return self.body  # most providers take URLs as they are: nothing to allocate
         images = self._images
         if images is None:
             images = self._images = RemoteImages(self.upstream.images)
