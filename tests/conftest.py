@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from llmproxy.config.tree import load_config, parse_config
+from llmproxy.server.app import create_app
 from llmproxy.server.protocol import ProxyRunner
 from llmproxy.server.runtime import PROXY, Proxy
-from llmproxy.server.app import create_app
 
 from .fakes import FakeUpstream
 

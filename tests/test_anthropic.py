@@ -17,7 +17,15 @@ from llmproxy.providers.anthropic import JSON_INSTRUCTION, AnthropicStream
 from llmproxy.providers.base import CallContext
 
 from .fakes import Reply, Seen
-from .fakes_anthropic import AnthropicFake, accumulate, check, feed_split, message, parse_sse, stream_events
+from .fakes_anthropic import (
+    AnthropicFake,
+    accumulate,
+    check,
+    feed_split,
+    message,
+    parse_sse,
+    stream_events,
+)
 
 ADAPTER = adapter_for("anthropic")
 CTX = CallContext(public_model="claude", request_id="req-1", created=1700000000)

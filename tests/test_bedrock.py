@@ -28,7 +28,12 @@ from botocore.exceptions import EventStreamError as BotocoreEventStreamError
 from botocore.parsers import EventStreamJSONParser
 
 from llmproxy.config.tree import parse_config
-from llmproxy.errors import InvalidRequest, ProxyError, UpstreamProtocolError, UpstreamStatusError
+from llmproxy.errors import (
+    InvalidRequest,
+    ProxyError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.bedrock import BedrockAdapter, converse_body
 

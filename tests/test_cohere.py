@@ -10,7 +10,12 @@ import orjson
 import pytest
 
 from llmproxy.config.tree import parse_config
-from llmproxy.errors import InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from llmproxy.errors import (
+    InvalidRequest,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.cohere import CohereAdapter, chat_body
 

@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import yaml
 
-from llmproxy.config import tree as config_module
 from llmproxy.__main__ import main
-from llmproxy.config.tree import Config, ProviderOptions
+from llmproxy.config import tree as config_module
 from llmproxy.config.schema import keys_of
+from llmproxy.config.tree import Config, ProviderOptions
 from llmproxy.config.views import REDACTED, explain_keys, explain_text
 from llmproxy.providers import ADAPTERS, Adapter
 from llmproxy.providers.registry import PROVIDER_SPECS

@@ -18,7 +18,11 @@ import pytest
 from botocore.eventstream import EventStreamBuffer, ParserError
 
 from llmproxy.errors import UpstreamTooLarge
-from llmproxy.providers.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
+from llmproxy.providers.eventstream import (
+    EventStreamDecoder,
+    EventStreamError,
+    EventStreamMessage,
+)
 
 
 def encode_header(name: str, value: Any) -> bytes:

@@ -14,10 +14,10 @@ import pytest
 
 from llmproxy.config.tree import parse_config
 from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from llmproxy.upstream.images import inline_image_urls
 from llmproxy.providers import adapter_for
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.gemini import GeminiStream, call_id, thought_signature
+from llmproxy.upstream.images import inline_image_urls
 
 from .fakes import Reply, Seen
 from .fakes_anthropic import accumulate, feed_split, parse_sse

@@ -28,8 +28,6 @@ from llmproxy.observe.metrics import METRICS
 
 from .fakes import Reply, openai_completion, openai_stream
 
-
-
 UPSTREAM_KEY = "sk-upstream-0123456789abcdefXYZ"
 UNSHAPED_UPSTREAM_KEY = "c0here-unshaped-9f8e7d6c5b4a"
 CLIENT_KEY = "client-key-4d3c2b1a0f9e8d7c"
@@ -266,8 +264,8 @@ async def test_spans_and_traceparent_through_the_proxy(fake_upstream):
     )
 
     from llmproxy.config.tree import parse_config
-    from llmproxy.server.app import create_app
     from llmproxy.observe.tracing import TRACER, TracingSettings, make_tracer
+    from llmproxy.server.app import create_app
 
     fake = await fake_upstream()
     fake.script(Reply(status=503, json={"error": {"message": "busy"}}), Reply(json=openai_completion()))

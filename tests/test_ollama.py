@@ -11,7 +11,12 @@ import orjson
 import pytest
 
 from llmproxy.config.tree import BodyLimits, parse_config
-from llmproxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError, UpstreamTooLarge
+from llmproxy.errors import (
+    InvalidRequest,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTooLarge,
+)
 from llmproxy.providers.base import CallContext
 from llmproxy.providers.ollama import OllamaAdapter, chat_body
 

@@ -19,8 +19,8 @@ import aiohttp
 import orjson
 
 from llmproxy.config.tree import MAX_CONFIG_BYTES, load_config
-from llmproxy.server.reload import RELOADER, supervise
 from llmproxy.server.app import create_app, serve
+from llmproxy.server.reload import RELOADER, supervise
 
 from .test_reload import post, sha, two_upstreams, wait_until
 

@@ -23,7 +23,13 @@ import orjson
 import pytest
 
 from llmproxy.observe.logs import REDACTOR, setup_logging
-from llmproxy.observe.redact import MASK, Redactor, secrets_in_raw_config, url_credentials, url_without_userinfo
+from llmproxy.observe.redact import (
+    MASK,
+    Redactor,
+    secrets_in_raw_config,
+    url_credentials,
+    url_without_userinfo,
+)
 
 from .fakes import FakeUpstream, Reply, Seen, openai_completion, openai_stream, sse
 from .test_bedrock import exception as bedrock_exception

@@ -26,12 +26,12 @@ from typing import Any
 
 import yaml
 
-from .schema import did_you_mean, key, keys_of, parse_listen, show
 # The valid ``strategy`` names, from the strategy registry (each class declares
 # its own); router/__init__ resolves lazily, so this import cycles back to no
 # module that needs this one's dataclasses.
 from ..router.strategies import STRATEGY_NAMES as STRATEGIES
 from ..sse import DEFAULT_MAX_EVENT
+from .schema import did_you_mean, key, keys_of, parse_listen, show
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY = 20 * 1024 * 1024

@@ -28,6 +28,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ..observe.redact import url_credentials, url_without_userinfo
+from ..providers.registry import PROVIDER_SPECS
+from .schema import Key, keys_of, one_of, parse_listen, show
+from .schema import did_you_mean as _did_you_mean
+from .schema import kind_of as _kind
+from .secrets import is_secret_key
 from .tree import (
     MAX_PROBLEMS,
     BodyLimits,
@@ -40,12 +46,6 @@ from .tree import (
     ServerConfig,
     Timeouts,
 )
-from .schema import Key, keys_of, one_of, parse_listen, show
-from .schema import did_you_mean as _did_you_mean
-from .schema import kind_of as _kind
-from .secrets import is_secret_key
-from ..providers.registry import PROVIDER_SPECS
-from ..observe.redact import url_credentials, url_without_userinfo
 
 __all__ = ["Validator", "parse_listen", "show"]
 
@@ -563,7 +563,9 @@ def _sets_authorization(provider: ProviderConfig) -> bool:
     own? (aiohttp refuses to add userinfo's Basic credential to one.) Asks
     the provider's adapter for a request, so each type's rule lives once."""
     from ..errors import ProxyError
-    from ..providers import adapter_for  # here: the adapters import this package's config
+    from ..providers import (
+        adapter_for,  # here: the adapters import this package's config
+    )
 
     dep = DeploymentConfig(id="-", provider=provider, model="-")
     probe = {"model": "-", "messages": [{"role": "user", "content": "-"}], "max_tokens": 1}

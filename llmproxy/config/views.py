@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tree import Config, ProviderConfig
-from .schema import Key, explain, keys_of
 from ..observe.redact import url_without_userinfo
+from .schema import Key, explain, keys_of
+from .tree import Config, ProviderConfig
 
 
 def describe_routes(config: Config) -> str:
@@ -102,8 +102,8 @@ def _leaf(k: Key, value: Any) -> Any:
 def explain_keys() -> list[tuple[str, str, str, str]]:
     """(dotted path, kind, default, help) of every config key, from the
     schema: what ``llmproxy check --explain`` prints."""
-    from .tree import Config, DeploymentConfig, ModelConfig
     from ..providers.registry import PROVIDER_SPECS
+    from .tree import Config, DeploymentConfig, ModelConfig
 
     rows: list[tuple[str, str, str, str]] = []
     for row in explain(Config):

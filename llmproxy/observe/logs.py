@@ -33,7 +33,9 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 
-from .redact import MASK as MASK, Redactor as Redactor, config_secrets as config_secrets  # re-exported
+from .redact import MASK as MASK  # re-exported
+from .redact import Redactor as Redactor
+from .redact import config_secrets as config_secrets
 
 
 class RedactingFilter(logging.Filter):

@@ -28,10 +28,10 @@ from aiohttp import web
 
 from ..config.tree import Config, DeploymentConfig
 from ..errors import ProxyError, UpstreamError
-from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
-from .metrics import METRICS, Metrics, upstream_error_kind
 from ..providers.base import UpstreamRequest
 from ..server.runtime import PROXY, REQUEST_ID
+from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
+from .metrics import METRICS, Metrics, upstream_error_kind
 from .tracing import (
     NOOP_SPAN,
     NOOP_TRACER,

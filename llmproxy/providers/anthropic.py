@@ -39,8 +39,8 @@ from typing import Any
 
 import orjson
 
-from ..config.tree import DeploymentConfig, ProviderOptions
 from ..config.schema import key
+from ..config.tree import DeploymentConfig, ProviderOptions
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder, SSEEvent
 from . import answers as a

@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 import orjson
 
-from ..config.tree import DeploymentConfig
 from ..config.schema import key
+from ..config.tree import DeploymentConfig
 from ..errors import (
     InvalidRequest,
     ProxyError,
@@ -34,8 +34,8 @@ from ..sse import DONE
 from . import answers as a
 from . import translate as t
 from .base import (
-    ProviderSpec,
     CallContext,
+    ProviderSpec,
     UpstreamRequest,
     error_body,
     load_object,

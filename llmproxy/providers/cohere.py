@@ -31,7 +31,13 @@ from ..errors import (
 from ..sse import SSEDecoder
 from . import answers as a
 from . import translate as t
-from .base import CallContext, ProviderSpec, UpstreamRequest, bearer_headers, load_object
+from .base import (
+    CallContext,
+    ProviderSpec,
+    UpstreamRequest,
+    bearer_headers,
+    load_object,
+)
 from .openai import openai_style_error
 
 PROVIDER = "Cohere"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..config.tree import DeploymentConfig
 from ..config.schema import key
+from ..config.tree import DeploymentConfig
 from ..errors import UpstreamProtocolError
 from . import answers as a
 from . import translate as t

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.tree import DeploymentConfig, ProviderOptions
 from ..config.schema import key
+from ..config.tree import DeploymentConfig, ProviderOptions
 from ..errors import InvalidRequest
 from .base import ProviderSpec, UpstreamRequest
 from .openai import OpenAIAdapter, request_headers, with_model

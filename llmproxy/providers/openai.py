@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 import orjson
 
-from ..config.tree import DeploymentConfig, ProviderOptions
 from ..config.schema import key
+from ..config.tree import DeploymentConfig, ProviderOptions
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder
 from .base import (

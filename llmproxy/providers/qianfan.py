@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from ..config.tree import DeploymentConfig, ProviderOptions
 from ..config.schema import key
+from ..config.tree import DeploymentConfig, ProviderOptions
 from ..errors import UpstreamStatusError
 from .base import CallContext, ProviderSpec, UpstreamRequest
 from .openai import OpenAIAdapter

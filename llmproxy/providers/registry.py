@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from . import anthropic, bedrock, cohere, deepseek, gemini, mock, ollama, openai, qianfan
+from . import (
+    anthropic,
+    bedrock,
+    cohere,
+    deepseek,
+    gemini,
+    mock,
+    ollama,
+    openai,
+    qianfan,
+)
 from .base import ProviderSpec
 
 PROVIDER_SPECS: Mapping[str, ProviderSpec] = MappingProxyType({

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from ..config.tree import DeploymentConfig, ProviderOptions
 from ..config.schema import key
+from ..config.tree import DeploymentConfig, ProviderOptions
 from ..errors import InvalidRequest
 
 # Accepted and not forwarded: none of these can change what the model writes.

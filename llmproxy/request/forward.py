@@ -30,13 +30,13 @@ from typing import NamedTuple
 import orjson
 from aiohttp import web
 
-from .attempt import Attempt, Call
 from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
 from ..providers import adapter_for
-from ..server.door import CORS_ORIGIN, cors_headers
 from ..providers.base import Adapter, StreamTranslator
+from ..server.door import CORS_ORIGIN, cors_headers
 from ..sse import encode_data
 from ..upstream import UpstreamResponse
+from .attempt import Attempt, Call
 
 log = logging.getLogger("llmproxy.forward")
 

@@ -24,19 +24,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from .. import __version__
-from . import door
 from ..config.tree import Config
 from ..config.validate import parse_listen
 from ..config.views import summarize
 from ..errors import AuthenticationFailed, ProxyError, RequestTimeout
-from .handlers import admin, chat, embeddings, health, models
 from ..observe.logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from ..observe.metrics import METRICS, Metrics, handle_metrics, metrics_app
-from ..observe.observation import OBSERVATION, OBSERVERS, Observers, configure_observability, observe_middleware
+from ..observe.observation import (
+    OBSERVATION,
+    OBSERVERS,
+    Observers,
+    configure_observability,
+    observe_middleware,
+)
+from ..observe.tracing import TRACER, make_tracer
+from . import door
+from .handlers import admin, chat, embeddings, health, models
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
-from ..observe.tracing import TRACER, make_tracer
 
 log = logging.getLogger("llmproxy")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+
 import aiohttp
 
 from ..errors import (

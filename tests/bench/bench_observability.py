@@ -32,8 +32,8 @@ from llmproxy.config.tree import parse_config
 from llmproxy.observe.logs import AccessLog, Redactor, setup_logging
 from llmproxy.observe.metrics import Metrics
 from llmproxy.observe.observation import Observation
-from llmproxy.server.runtime import REQUEST_ID
 from llmproxy.observe.tracing import NOOP_TRACER
+from llmproxy.server.runtime import REQUEST_ID
 
 
 def per_call(fn: Callable[[], object], n: int, rounds: int = 5) -> float:

@@ -20,8 +20,8 @@ from aiohttp import web
 from ...config.views import redacted_view
 from ...errors import AuthenticationFailed, ProxyError
 from ...observe.logs import REDACTOR
-from ..reload import RELOADER
 from ...router import DeploymentState
+from ..reload import RELOADER
 from ..runtime import PROXY
 from .common import json_response
 

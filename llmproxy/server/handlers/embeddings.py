@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...request.attempt import Call
 from ...errors import InvalidRequest
-from ...request.forward import forward_unary
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
+from ...request.attempt import Call
+from ...request.forward import forward_unary
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
 from .routing import make_plan
