@@ -51,9 +51,9 @@ class StreamUsageOptions(ProviderOptions):
 class OpenAIOptions(StreamUsageOptions):
     organization: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Organization")
     project: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Project")
-    responses: str = key("native", kind="enum", choices=("native", "translate"),
-                         help="/v1/responses: native calls the server's own /responses; translate goes "
-                              "through its chat completions (servers without /responses)")
+    responses: str | None = key(None, kind="enum", choices=("native", "translate"),
+                                help="/v1/responses: native (default) calls the server's own /responses; "
+                                     "translate goes through its chat completions (servers without /responses)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,7 @@ def openai_style_error(status: int, headers: Mapping[str, str], data: bytes) -> 
 def native_responses(dep: DeploymentConfig) -> bool:
     """Whether a /v1/responses request goes to this deployment's own ``/responses``."""
     o = dep.provider.options
-    return dep.provider.type == "openai" and isinstance(o, OpenAIOptions) and o.responses == "native"
+    return dep.provider.type == "openai" and isinstance(o, OpenAIOptions) and o.responses != "translate"
 
 
 def responses_request(dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool) -> UpstreamRequest:
