@@ -15,7 +15,12 @@ from llmproxy.ingress import responses as r
 from llmproxy.ingress.responses_stream import ResponsesStream
 from llmproxy.providers.openai import ResponsesRelay
 
-from .fakes import openai_completion, openai_stream, openai_tool_stream, responses_stream
+from .fakes import (
+    openai_completion,
+    openai_stream,
+    openai_tool_stream,
+    responses_stream,
+)
 
 IDS = r.Ids("abc")
 
@@ -119,7 +124,7 @@ def test_stream_cut_before_done_is_an_error():
 
 def test_native_relay_split_at_every_byte_offset():
     raw = b"".join(responses_stream())
-    for i in range(0, len(raw) + 1):
+    for i in range(len(raw) + 1):
         relay = ResponsesRelay()
         first, second = relay.feed(raw[:i]), relay.feed(raw[i:])
         assert first + second + relay.finish() == raw, i

@@ -39,7 +39,7 @@ from .responses import (
 
 
 class _Item:
-    __slots__ = ("index", "doc", "text", "done")
+    __slots__ = ("doc", "done", "index", "text")
 
     def __init__(self, index: int, doc: dict[str, Any]) -> None:
         self.index = index
@@ -51,8 +51,21 @@ class _Item:
 class ResponsesStream:
     """One Response's events from one chat stream; ``response`` is the final Response once ended."""
 
-    __slots__ = ("_echo", "_ids", "_created", "_decoder", "_seq", "_items", "_open", "_calls",
-                 "_finish", "_usage", "started", "ended", "response")
+    __slots__ = (
+        "_calls",
+        "_created",
+        "_decoder",
+        "_echo",
+        "_finish",
+        "_ids",
+        "_items",
+        "_open",
+        "_seq",
+        "_usage",
+        "ended",
+        "response",
+        "started",
+    )
 
     def __init__(self, echo: Echo, ids: Ids, created: int, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
         self._echo = echo

@@ -41,8 +41,18 @@ from .routing import make_plan
 class ResponsesWriter:
     """One Responses request's answer writer (see the module docstring)."""
 
-    __slots__ = ("body", "chat", "echo", "ids", "created", "items", "context", "store", "limits",
-                 "untranslatable")
+    __slots__ = (
+        "body",
+        "chat",
+        "context",
+        "created",
+        "echo",
+        "ids",
+        "items",
+        "limits",
+        "store",
+        "untranslatable",
+    )
 
     def __init__(self, body: Mapping[str, Any], chat: dict[str, Any], ids: ingress.Ids, created: int,
                  items: list[dict[str, Any]], context: list[dict[str, Any]], store: ResponseStore | None,
