@@ -167,3 +167,57 @@ class FakeUpstream:
             await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+
+def openai_tool_stream(text: str, name: str, args_pieces: list[str], call_id: str = "call_abc",
+                       model: str = "gpt-4o") -> list[bytes]:
+    """A chat stream: some text, then one tool call whose arguments arrive in pieces, then usage."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    out = [sse(chunk({"role": "assistant", "content": text}))]
+    out.append(sse(chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                          "function": {"name": name, "arguments": ""}}]})))
+    out += [sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})) for p in args_pieces]
+    out.append(sse(chunk({}, "tool_calls")))
+    out.append(sse({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                    "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def openai_response(text: str = "native hi", rid: str = "resp_native1", model: str = "gpt-4o") -> dict[str, Any]:
+    """A Response object as OpenAI's own /v1/responses answers it."""
+    return {
+        "id": rid, "object": "response", "created_at": 1741290958, "status": "completed", "error": None,
+        "incomplete_details": None, "instructions": None, "model": model,
+        "output": [{"type": "message", "id": "msg_native", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "temperature": 1.0, "top_p": 1.0,
+        "usage": {"input_tokens": 3, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                  "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 5},
+        "metadata": {},
+    }
+
+
+def responses_stream(text: str = "native hi", rid: str = "resp_native1") -> list[bytes]:
+    """The SSE events OpenAI's /v1/responses streams for a text answer."""
+    done = openai_response(text, rid)
+    shell = {**done, "status": "in_progress", "output": [], "usage": None}
+    item = {"type": "message", "id": "msg_native", "status": "in_progress", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": "msg_native", "output_index": 0, "content_index": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": shell}),
+        ("response.in_progress", {"response": shell}),
+        ("response.output_item.added", {"output_index": 0, "item": item}),
+        ("response.content_part.added", {**ids, "part": part}),
+        ("response.output_text.delta", {**ids, "delta": text, "logprobs": []}),
+        ("response.output_text.done", {**ids, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**ids, "part": {**part, "text": text}}),
+        ("response.output_item.done", {"output_index": 0, "item": done["output"][0]}),
+        ("response.completed", {"response": done}),
+    ]
+    return [sse({"type": t, "sequence_number": i, **d}, t) for i, (t, d) in enumerate(events)]

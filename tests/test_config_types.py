@@ -33,6 +33,7 @@ FULL: dict[str, Any] = {
     "logging": {"level": "info", "format": "json", "access_log": True, "redact_emails": False,
                 "redact_cards": False, "log_bodies": False},
     "metrics": {"enabled": True, "listen": "127.0.0.1:9464"},
+    "responses": {"store_max": 100, "store_ttl": 60},
     "tracing": {"enabled": False, "endpoint": "http://otel:4318/v1/traces", "service_name": "llmproxy",
                 "sample_ratio": 0.5, "headers": {"Authorization": "Bearer otel-token"}},
     "defaults": {
@@ -49,7 +50,8 @@ FULL: dict[str, Any] = {
         "oa": {"type": "openai", "base_url": "https://api.openai.com/v1", "api_key": "sk-1",
                "organization": "org-1", "project": "proj-1", "headers": {"X-Extra": "v"},
                "timeouts": {"connect": 3, "first_byte": 120, "idle": 20, "total": 300},
-               "limits": {"max_response_size": "8MiB", "max_event_size": "1MiB"}, "stream_usage": True},
+               "limits": {"max_response_size": "8MiB", "max_event_size": "1MiB"}, "stream_usage": True,
+               "responses": "translate"},
         "az": {"type": "azure", "base_url": "https://x.openai.azure.com", "api_key": "az-1",
                "api_version": "2024-10-21", "stream_usage": False},
         "mk": {"type": "mock", "latency": 0.0, "tokens_per_second": 200, "reply": "hi"},

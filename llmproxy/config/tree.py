@@ -300,6 +300,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    store_max: int = key(10000, help="stored responses kept for previous_response_id and GET "
+                                     "/v1/responses/{id} (translated providers; the oldest go first)")
+    store_ttl: float = key(3600.0, help="seconds a stored response is kept")
+
+
+@dataclass(frozen=True, slots=True)
 class TracingConfig:
     enabled: bool = key(False, help="needs the otel extra: pip install 'llmproxy[otel]'")
     endpoint: str | None = key(None, kind="str", help="OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces")
@@ -336,6 +343,7 @@ class Config:
     logging: LoggingConfig = key(LoggingConfig(), help="")
     metrics: MetricsConfig = key(MetricsConfig(), help="")
     tracing: TracingConfig = key(TracingConfig(), help="")
+    responses: ResponsesConfig = key(ResponsesConfig(), help="")
     source: str = "<memory>"
     sha256: str = ""
 

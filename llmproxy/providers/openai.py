@@ -21,7 +21,7 @@ import orjson
 from ..config.schema import key
 from ..config.tree import DeploymentConfig, ProviderOptions
 from ..errors import UpstreamProtocolError, UpstreamStatusError
-from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder
+from ..sse import DEFAULT_MAX_EVENT, DONE, SSEDecoder, too_large_event
 from .base import (
     CallContext,
     ProviderSpec,
@@ -51,6 +51,9 @@ class StreamUsageOptions(ProviderOptions):
 class OpenAIOptions(StreamUsageOptions):
     organization: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Organization")
     project: str | None = key(None, kind="str", nonempty=True, help="sent as OpenAI-Project")
+    responses: str | None = key(None, kind="enum", choices=("native", "translate"),
+                                help="/v1/responses: native (default) calls the server's own /responses; "
+                                     "translate goes through its chat completions (servers without /responses)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +198,107 @@ def openai_style_error(status: int, headers: Mapping[str, str], data: bytes) -> 
     )
 
 
+def native_responses(dep: DeploymentConfig) -> bool:
+    """Whether a /v1/responses request goes to this deployment's own ``/responses``."""
+    o = dep.provider.options
+    return dep.provider.type == "openai" and isinstance(o, OpenAIOptions) and o.responses != "translate"
+
+
+def responses_request(dep: DeploymentConfig, body: Mapping[str, Any], *, stream: bool) -> UpstreamRequest:
+    """A Responses API request passed through: only ``model`` rewritten."""
+    headers = request_headers(dep)
+    if stream:
+        headers["Accept"] = "text/event-stream"
+    return UpstreamRequest(url=endpoint_url(dep, "responses"), headers=headers, body=with_model(body, dep.model))
+
+
+def responses_answer(data: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    """The provider's own Response bytes, once they are one; and its usage in chat shape (for accounting)."""
+    doc = load_object(data, "upstream", "response")
+    if not isinstance(doc.get("output"), list):
+        raise UpstreamProtocolError("upstream answered 200 without 'output'")
+    return data, responses_usage(doc.get("usage"))
+
+
+def responses_usage(usage: Any) -> dict[str, Any] | None:
+    if not isinstance(usage, dict):
+        return None
+    p, c = usage.get("input_tokens"), usage.get("output_tokens")
+    p = p if type(p) is int else 0
+    c = c if type(c) is int else 0
+    total = usage.get("total_tokens")
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": total if type(total) is int else p + c}
+
+
 # --------------------------------------------------------------------------- streams
+
+
+def _after(buf: bytes, sep: bytes) -> int:
+    """The offset just past the last ``sep`` in ``buf`` (0: none)."""
+    i = buf.rfind(sep)
+    return i + len(sep) if i >= 0 else 0
+
+
+class ResponsesRelay:
+    """Relays a Responses API SSE stream byte for byte, whole events at a time.
+
+    Pieces end at event boundaries (the redactor screens each on its own);
+    the terminal event's usage is noted for accounting; the stream must end
+    with a terminal event (``response.completed`` / ``.incomplete`` /
+    ``.failed``, or an ``error`` event), so a cut stream is an error.
+    """
+
+    __slots__ = ("_buf", "_max", "usage", "done")
+
+    _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"', b'"type":"error"')
+
+    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
+        self._buf = b""
+        self._max = max_event_size
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data if self._buf else data
+        end = max(_after(buf, b"\n\n"), _after(buf, b"\r\n\r\n"), _after(buf, b"\r\r"))
+        if end == 0:
+            self._buf = buf
+            if len(buf) > self._max:
+                raise too_large_event("server-sent event", self._max)
+            return b""
+        out, self._buf = buf[:end], buf[end:]
+        if len(self._buf) > self._max:
+            raise too_large_event("server-sent event", self._max)
+        if not self.done and any(t in out for t in self._TERMINAL):
+            self._inspect(out)
+        return out
+
+    def _inspect(self, block: bytes) -> None:
+        for _, payload in SSEDecoder(max(self._max, len(block) + 2)).feed(block + b"\n\n"):
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            etype = doc.get("type")
+            if etype == "error":
+                self.done = True
+            elif etype in ("response.completed", "response.incomplete", "response.failed"):
+                self.done = True
+                response = doc.get("response")
+                if isinstance(response, dict):
+                    self.usage = responses_usage(response.get("usage"))
+
+    def finish(self) -> bytes:
+        # An unterminated last event goes out as it came: a byte relay adds nothing.
+        tail, self._buf = self._buf, b""
+        if tail.strip():
+            self._inspect(tail)
+        if not self.done:
+            raise UpstreamProtocolError("upstream stream ended before its terminal event (response.completed)")
+        return tail
+
 
 
 class OpenAIStreamRelay:

@@ -39,9 +39,10 @@ from ..observe.observation import (
 )
 from ..observe.tracing import TRACER, make_tracer
 from . import door
-from .handlers import admin, chat, embeddings, health, models
+from .handlers import admin, chat, embeddings, health, models, responses
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
+from .response_store import RESPONSE_STORE, ResponseStore
 from .runtime import PROXY, REQUEST_ID, Proxy
 
 log = logging.getLogger("llmproxy")
@@ -152,11 +153,16 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(reload_ctx)
     app.cleanup_ctx.append(_observability_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
+    app[RESPONSE_STORE] = ResponseStore(proxy.clock)
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_post("/embeddings", embeddings.embeddings)
+    app.router.add_post("/v1/responses", responses.create_response)
+    app.router.add_post("/responses", responses.create_response)
+    app.router.add_get("/v1/responses/{id}", responses.get_response)
+    app.router.add_delete("/v1/responses/{id}", responses.delete_response)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
     # Open to clients without a key: probes, metrics, and admin (admin.token guards it).

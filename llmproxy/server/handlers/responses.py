@@ -1,0 +1,216 @@
+"""POST /v1/responses (OpenAI Responses API), GET and DELETE /v1/responses/{id}.
+
+The request goes through the same plan/attempt/forward path as chat
+completions; ``ResponsesWriter`` is its ``AnswerWriter``, chosen per
+attempt: ``type: openai`` deployments (``responses: native``, the default)
+get the client's body with only ``model`` rewritten and their answer relayed
+byte for byte; every other deployment gets the chat body
+(``ingress.responses.to_chat``) through its adapter, and its answer is
+written back as a Response. Stored responses (``store``, default true) are
+kept for translated deployments only: a native upstream keeps its own, and a
+follow-up's ``previous_response_id`` goes to it unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ...config.tree import DeploymentConfig
+from ...errors import InvalidRequest, ProxyError
+from ...ingress import responses as ingress
+from ...ingress.responses_stream import ResponsesStream
+from ...observe.logs import REDACTOR
+from ...observe.observation import OBSERVATION
+from ...providers import openai as openai_provider
+from ...providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
+from ...request.attempt import Call
+from ...request.forward import forward_stream, forward_unary
+from ...sse import encode_data
+from ..response_store import RESPONSE_STORE, ResponseStore, Stored
+from ..runtime import PROXY, REQUEST_ID
+from .common import json_response, read_json, resolve_model
+from .routing import make_plan
+
+
+class ResponsesWriter:
+    """One Responses request's answer writer (see the module docstring)."""
+
+    __slots__ = (
+        "body",
+        "chat",
+        "context",
+        "created",
+        "echo",
+        "ids",
+        "items",
+        "limits",
+        "store",
+        "untranslatable",
+    )
+
+    def __init__(self, body: Mapping[str, Any], chat: dict[str, Any], ids: ingress.Ids, created: int,
+                 items: list[dict[str, Any]], context: list[dict[str, Any]], store: ResponseStore | None,
+                 limits: tuple[int, float]) -> None:
+        self.body = body
+        self.chat = chat
+        self.echo = ingress.echo_of(body)
+        self.ids = ids
+        self.created = created
+        self.items = items
+        self.context = context  # the earlier turns' items this request continues
+        self.store = store  # None: store is false
+        self.limits = limits
+        self.untranslatable: InvalidRequest | None = None  # why the body has no chat form
+
+    def request(self, adapter: Adapter, dep: DeploymentConfig, body: Mapping[str, Any], *,
+                stream: bool) -> UpstreamRequest:
+        if openai_provider.native_responses(dep):
+            return openai_provider.responses_request(dep, self.body, stream=stream)
+        if self.untranslatable is not None:
+            raise self.untranslatable
+        return adapter.chat_request(dep, body, stream=stream)
+
+    def answer(self, adapter: Adapter, dep: DeploymentConfig, data: bytes,
+               ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
+        if openai_provider.native_responses(dep):
+            return openai_provider.responses_answer(data)
+        out, usage = adapter.chat_response(dep, data, ctx)
+        doc = ingress.response_from_chat(out, self.echo, self.ids, self.created)
+        self.keep(doc)
+        return orjson.dumps(doc), usage
+
+    def stream(self, adapter: Adapter, dep: DeploymentConfig, ctx: CallContext) -> StreamTranslator:
+        limit = dep.provider.limits.max_event_size
+        if openai_provider.native_responses(dep):
+            return openai_provider.ResponsesRelay(limit)
+        return _Stacked(adapter.chat_stream(dep, ctx), ResponsesStream(self.echo, self.ids, self.created, limit),
+                        self)
+
+    def failed(self, translator: StreamTranslator, exc: ProxyError) -> bytes:
+        if isinstance(translator, _Stacked):
+            return translator.outer.failed(exc)
+        # A native stream: its ids are the upstream's, so the spec's error event (§4.6).
+        doc = {"type": "error", "code": exc.code or "server_error", "message": exc.message, "param": exc.param}
+        return b"event: error\n" + encode_data(orjson.dumps(doc))
+
+    def keep(self, response: dict[str, Any]) -> None:
+        if self.store is not None and response.get("status") != "failed":
+            context = self.context + self.items + response["output"]
+            self.store.put(Stored(response, context), *self.limits)
+
+
+class _Stacked:
+    """The adapter's chat stream, then the Responses events it makes."""
+
+    __slots__ = ("inner", "outer", "writer")
+
+    def __init__(self, inner: StreamTranslator, outer: ResponsesStream, writer: ResponsesWriter) -> None:
+        self.inner = inner
+        self.outer = outer
+        self.writer = writer
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self.inner.usage
+
+    @usage.setter
+    def usage(self, value: dict[str, Any] | None) -> None:
+        self.inner.usage = value
+
+    def feed(self, data: bytes) -> bytes:
+        piece = self.inner.feed(data)
+        return self.outer.feed(piece) if piece else b""
+
+    def finish(self) -> bytes:
+        tail = self.inner.finish()
+        out = (self.outer.feed(tail) if tail else b"") + self.outer.finish()
+        if self.outer.response is not None:
+            self.writer.keep(self.outer.response)
+        return out
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[PROXY]
+    runtime = proxy.runtime
+    config = runtime.config
+    body = await read_json(request, config.server.max_body_size)
+    group = resolve_model(runtime, body)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    opts = body.get("stream_options")
+    if opts is not None and (not isinstance(opts, dict) or set(opts) - {"include_obfuscation"}):
+        # Obfuscation pads deltas against a side channel; not padding is allowed (§4.1).
+        raise InvalidRequest("'stream_options' may only hold include_obfuscation", param="stream_options")
+    store = request.app[RESPONSE_STORE]
+    context: list[dict[str, Any]] = []
+    previous = body.get("previous_response_id")
+    if previous is not None and not _all_native(group.config.deployments):
+        if not isinstance(previous, str):
+            raise InvalidRequest("'previous_response_id' must be a string", param="previous_response_id")
+        found = store.get(previous)
+        if found is None:
+            raise InvalidRequest(f"Previous response with id '{previous}' not found.",
+                                 param="previous_response_id", code="previous_response_not_found")
+        context = found.context
+    untranslatable: InvalidRequest | None = None
+    items: list[dict[str, Any]] = []
+    try:
+        items = ingress.input_items(body)
+        chat = ingress.to_chat(body, context, stream=stream)
+    except InvalidRequest as exc:
+        if not _all_native(group.config.deployments):
+            raise
+        # Native upstreams take what chat cannot carry; only a fallback to a
+        # translated deployment meets this error (ResponsesWriter.request).
+        untranslatable, chat = exc, dict(body)
+    obs = request[OBSERVATION]
+    obs.resolved(group.name, stream=stream)
+    # Usage is always asked for: the terminal event carries it.
+    ctx = CallContext(public_model=body["model"], request_id=request.get(REQUEST_ID, ""),
+                      created=int(time.time()), include_usage=True)
+    ids = ingress.Ids(uuid.uuid4().hex)
+    rc = config.responses
+    writer = ResponsesWriter(body, chat, ids, ctx.created, _with_ids(items, ids), context,
+                             store if body.get("store") is not False else None, (rc.store_max, rc.store_ttl))
+    writer.untranslatable = untranslatable
+    plan = make_plan(request, runtime.router, group, chat)
+    call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR))
+    if stream:
+        return await forward_stream(request, call, writer)
+    return await forward_unary(call, "chat", writer)
+
+
+def _all_native(deployments: Any) -> bool:
+    """A group whose every deployment keeps its own responses: their ids are not ours to check."""
+    return bool(deployments) and all(openai_provider.native_responses(d) for d in deployments)
+
+
+def _with_ids(items: list[dict[str, Any]], ids: ingress.Ids) -> list[dict[str, Any]]:
+    """Input items as stored: each with an id (listing pages by item id, §1)."""
+    return [item if "id" in item else {**item, "id": ids.item("in", i)} for i, item in enumerate(items)]
+
+
+async def get_response(request: web.Request) -> web.StreamResponse:
+    found = request.app[RESPONSE_STORE].get(request.match_info["id"])
+    if found is None:
+        raise _not_found(request.match_info["id"])
+    return json_response(found.response)
+
+
+async def delete_response(request: web.Request) -> web.StreamResponse:
+    rid = request.match_info["id"]
+    if not request.app[RESPONSE_STORE].delete(rid):
+        raise _not_found(rid)
+    return json_response({"id": rid, "object": "response", "deleted": True})
+
+
+def _not_found(rid: str) -> ProxyError:
+    return ProxyError(f"Response with id '{rid}' not found.", status=404, type="invalid_request_error",
+                      param="response_id", code="not_found")
