@@ -134,3 +134,29 @@ def test_native_relay_split_at_every_byte_offset():
     relay.feed(raw[: raw.find(b"response.completed")])
     with pytest.raises(UpstreamProtocolError):
         relay.finish()
+
+
+def _chat_chunks(*deltas: dict, finish: str = "stop") -> bytes:
+    chunks = [{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def test_a_streamed_refusal_is_a_refusal_part_not_dropped():
+    # §6.5: delta.refusal → a refusal content part with response.refusal.delta / .done.
+    chat = _chat_chunks({"role": "assistant", "content": None}, {"refusal": "I can't "}, {"refusal": "help."})
+    whole = _translate(chat, [])
+    for i in range(1, len(chat)):
+        assert _translate(chat, [i]) == whole, i
+    events = _events(whole)
+    types = [e["type"] for e in events]
+    assert "response.refusal.delta" in types and "response.refusal.done" in types
+    state: ResponseStreamState = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    adapter: TypeAdapter = TypeAdapter(ResponseStreamEvent)
+    for e in events:
+        state.handle_event(adapter.validate_python(e))
+    final = Response.model_validate(events[-1]["response"])
+    assert final.output[0].type == "message"
+    assert [p.model_dump() for p in final.output[0].content] == [{"type": "refusal", "refusal": "I can't help."}]

@@ -39,11 +39,12 @@ from .responses import (
 
 
 class _Item:
-    __slots__ = ("doc", "done", "index", "text")
+    __slots__ = ("doc", "done", "index", "kind", "text")
 
-    def __init__(self, index: int, doc: dict[str, Any]) -> None:
+    def __init__(self, index: int, doc: dict[str, Any], kind: str) -> None:
         self.index = index
         self.doc = doc
+        self.kind = kind  # message, refusal (a message whose part is a refusal), reasoning, function_call
         self.text: list[str] = []  # text, reasoning text or call arguments so far
         self.done = False
 
@@ -151,31 +152,37 @@ class ResponsesStream:
             content = delta.get("content")
             if isinstance(content, str) and content:
                 self._text(out, "message", content)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self._text(out, "refusal", refusal)
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict):
                     self._call(out, call)
         if choice.get("finish_reason") is not None:
             self._finish = choice["finish_reason"]
 
-    def _add(self, out: list[bytes], doc: dict[str, Any]) -> _Item:
-        item = _Item(len(self._items), doc)
+    def _add(self, out: list[bytes], doc: dict[str, Any], kind: str) -> _Item:
+        item = _Item(len(self._items), doc, kind)
         self._items.append(item)
         self._emit(out, "response.output_item.added", {"output_index": item.index, "item": doc})
         return item
 
     def _text(self, out: list[bytes], kind: str, text: str) -> None:
         item = self._open
-        if item is None or item.doc["type"] != kind:
+        if item is None or item.kind != kind:
             if item is not None:
                 self._close(out, item)
             n = len(self._items)
             if kind == "message":
-                item = self._add(out, message_item(self._ids.item("msg", n), [], "in_progress"))
-                part = {"type": "output_text", "text": "", "annotations": []}
+                item = self._add(out, message_item(self._ids.item("msg", n), [], "in_progress"), kind)
+                part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
+            elif kind == "refusal":  # §6.5: delta.refusal → a refusal content part
+                item = self._add(out, message_item(self._ids.item("msg", n), [], "in_progress"), kind)
+                part = {"type": "refusal", "refusal": ""}
             else:
                 doc = {"id": self._ids.item("rs", n), "type": "reasoning", "summary": [], "content": [],
                        "status": "in_progress"}
-                item = self._add(out, doc)
+                item = self._add(out, doc, kind)
                 part = {"type": "reasoning_text", "text": ""}
             self._emit(out, "response.content_part.added",
                        {"item_id": item.doc["id"], "output_index": item.index, "content_index": 0, "part": part})
@@ -184,6 +191,9 @@ class ResponsesStream:
         if kind == "message":
             self._emit(out, "response.output_text.delta", {"item_id": item.doc["id"], "output_index": item.index,
                                                            "content_index": 0, "delta": text, "logprobs": []})
+        elif kind == "refusal":
+            self._emit(out, "response.refusal.delta", {"item_id": item.doc["id"], "output_index": item.index,
+                                                       "content_index": 0, "delta": text})
         else:
             self._emit(out, "response.reasoning_text.delta", {"item_id": item.doc["id"], "output_index": item.index,
                                                               "content_index": 0, "delta": text})
@@ -198,7 +208,7 @@ class ResponsesStream:
                 self._open = None
             doc = call_item(self._ids.item("fc", len(self._items)), str(call.get("id") or ""),
                             str(fn.get("name") or ""), "", "in_progress")
-            item = self._calls[index] = self._add(out, doc)
+            item = self._calls[index] = self._add(out, doc, "function_call")
         args = fn.get("arguments")
         if isinstance(args, str) and args:
             item.text.append(args)
@@ -212,10 +222,15 @@ class ResponsesStream:
         status = "incomplete" if finish_status(self._finish)[0] == "incomplete" else "completed"
         text = "".join(item.text)
         ids = {"item_id": item.doc["id"], "output_index": item.index}
-        kind = item.doc["type"]
+        kind = item.kind
         if kind == "message":
             self._emit(out, "response.output_text.done", {**ids, "content_index": 0, "text": text, "logprobs": []})
             part = text_part(text)
+            self._emit(out, "response.content_part.done", {**ids, "content_index": 0, "part": part})
+            item.doc = message_item(item.doc["id"], [part], status)
+        elif kind == "refusal":
+            self._emit(out, "response.refusal.done", {**ids, "content_index": 0, "refusal": text})
+            part = {"type": "refusal", "refusal": text}
             self._emit(out, "response.content_part.done", {**ids, "content_index": 0, "part": part})
             item.doc = message_item(item.doc["id"], [part], status)
         elif kind == "reasoning":
