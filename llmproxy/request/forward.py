@@ -13,7 +13,8 @@ Invariants:
   only while nothing has been sent to the client, and only for retryable
   errors; a client's 4xx from upstream returns at once;
 - once a stream's first byte is out, an upstream failure ends the stream
-  with an OpenAI error event and no ``[DONE]``, never a silent cut;
+  with an error event in the client's format (``Ingress.error_event``) and
+  no end marker, never a silent cut;
 - no credential of the config leaves, whatever an upstream echoes: an
   upstream error's message is masked where it is caught (before the
   deployment's ``last_error``, a log line or the client sees it), every
@@ -27,14 +28,12 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
-import orjson
 from aiohttp import web
 
 from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
 from ..providers import adapter_for
 from ..providers.base import Adapter, StreamTranslator
 from ..server.door import CORS_ORIGIN, cors_headers
-from ..sse import encode_data
 from ..upstream import UpstreamResponse
 from .attempt import Attempt, Call
 
@@ -44,23 +43,28 @@ DEPLOYMENT_HEADER = "x-llmproxy-deployment"
 
 
 async def forward_unary(call: Call, kind: str) -> web.Response:
-    """A non-streaming chat completion (``kind="chat"``) or embeddings call."""
+    """A non-streaming chat completion (``kind="chat"``, in ``call.ingress``'s format) or embeddings call."""
     loop = asyncio.get_running_loop()
     while (attempt := await call.next_attempt()) is not None:
         dep = attempt.dep
         try:
             adapter = adapter_for(dep.provider.type)
+            ingress = call.ingress
             req = (
-                adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=False)
+                await ingress.request(call, attempt, adapter, stream=False)
                 if kind == "chat"
                 else adapter.embeddings_request(dep, call.body)
             )
+            if req is None:  # the ingress answers this one itself; nothing sent, no verdict owed
+                call.obs.attempt_succeeded(None)
+                return web.Response(body=ingress.local(dep, call.ctx), content_type="application/json",
+                                    headers={DEPLOYMENT_HEADER: dep.id})
             started = loop.time()
             resp = await attempt.open(req)
             data = await resp.read()
             _raise_for_status(adapter, resp, data)
             if kind == "chat":
-                out, usage = adapter.chat_response(dep, data, call.ctx)
+                out, usage = ingress.answer(adapter, dep, data, call.ctx)
             else:
                 out, usage = adapter.embeddings_response(dep, data, call.ctx)
             attempt.succeeded(loop.time() - started, usage)
@@ -111,7 +115,9 @@ async def _open_stream(call: Call, attempt: Attempt) -> _Opened:
     """Until the first bytes to relay. Raises UpstreamError with nothing sent."""
     dep = attempt.dep
     adapter = adapter_for(dep.provider.type)
-    req = adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=True)
+    req = await call.ingress.request(call, attempt, adapter, stream=True)
+    if req is None:
+        raise AssertionError("streams are always sent")
     loop = asyncio.get_running_loop()
     started = loop.time()
     resp = await attempt.open(req)
@@ -122,7 +128,7 @@ async def _open_stream(call: Call, attempt: Attempt) -> _Opened:
         raise UpstreamProtocolError(
             f"upstream answered a stream request with Content-Type {ctype or 'none'!r}"
         )
-    translator = adapter.chat_stream(dep, call.ctx)
+    translator = call.ingress.stream(adapter, dep, call.ctx)
     chunks = resp.chunks()
     # Nothing is sent until the provider produced something to relay, so
     # an attempt that fails before that can still move elsewhere.
@@ -196,7 +202,7 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
         attempt.succeeded(opened.ttft, translator.usage)
     try:
         if failure is not None:
-            await out.write(encode_data(orjson.dumps(failure.to_dict())))
+            await out.write(call.ingress.error_event(failure))
         await out.write_eof()
     except ConnectionResetError:
         pass  # the client left as the stream ended; nothing is owed to it
