@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import anthropic
-import orjson
 import pytest
 
 from .conftest import RunningProxy

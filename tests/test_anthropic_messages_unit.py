@@ -10,7 +10,12 @@ import orjson
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
-from llmproxy.errors import InvalidRequest, NoCapacity, UpstreamProtocolError, UpstreamStatusError
+from llmproxy.errors import (
+    InvalidRequest,
+    NoCapacity,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from llmproxy.ingress import anthropic_messages as am
 from llmproxy.sse import SSEDecoder
 

@@ -260,7 +260,9 @@ def messages_url(dep: DeploymentConfig) -> str:
 class AnthropicOptions(ProviderOptions):
     anthropic_version: str | None = key(None, kind="str", nonempty=True,
                                         help=f"the anthropic-version header (default {DEFAULT_VERSION})")
-    beta: tuple[str, ...] | None = key(None, kind="list", help="anthropic-beta features")
+    beta: tuple[str, ...] | None = key(None, kind="list",
+                                       help="anthropic-beta features, sent on every request; on /v1/messages "
+                                            "also the client's anthropic-beta values allowed (others: 400)")
 
 
 def request_headers(dep: DeploymentConfig, stream: bool) -> dict[str, str]:

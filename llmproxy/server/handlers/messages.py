@@ -20,7 +20,12 @@ from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
 from ...request.forward import forward_stream, forward_unary
-from ...request.messages import CountTokensIngress, MessagesIngress, count_locally, translate
+from ...request.messages import (
+    CountTokensIngress,
+    MessagesIngress,
+    count_locally,
+    translate,
+)
 from ...router import ModelGroup
 from ..runtime import PROXY, Runtime
 from .common import call_context, read_json, resolve_model
