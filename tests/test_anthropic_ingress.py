@@ -345,3 +345,35 @@ async def test_gemini_refuses_what_it_lacks_by_name(start_proxy, fake_upstream, 
     assert "parallel_tool_calls" in info.value.body["error"]["message"]
     await asyncio.sleep(0)
     assert fake.seen == []
+
+
+# --------------------------------------------------------------------------- POST /v1/completions (legacy)
+
+
+async def test_legacy_completions_pass_through_to_openai_deployments(start_proxy, fake_upstream, openai_client):
+    fake = await fake_upstream()
+    done = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "upstream-model",
+            "choices": [{"text": " world", "index": 0, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    piece = {**done, "usage": None}
+    fake.script(Reply(json=done), Reply(stream=[sse(piece), b"data: [DONE]\n\n"]))
+    proxy = await start_proxy(config("openai", fake.url))
+    client = openai_client(proxy, api_key=CLIENT_KEY)
+    out = await client.completions.create(model="claude", prompt="hello", max_tokens=3, extra_body={"best_of": 1})
+    assert out.choices[0].text == " world"
+    assert fake.seen[0].path == "/completions"
+    assert fake.seen[0].json == {"model": "upstream-model", "prompt": "hello", "max_tokens": 3, "best_of": 1}
+    texts = [c.choices[0].text async for c in await client.completions.create(
+        model="claude", prompt="hello", stream=True)]
+    assert texts == [" world"]
+
+
+async def test_legacy_completions_are_a_400_elsewhere(start_proxy, fake_upstream, openai_client):
+    import openai
+
+    fake = await fake_upstream()
+    proxy = await start_proxy(config("anthropic", fake.url))
+    with pytest.raises(openai.BadRequestError) as info:
+        await openai_client(proxy, api_key=CLIENT_KEY).completions.create(model="claude", prompt="hello")
+    assert "no legacy completions API" in info.value.message
+    assert fake.seen == []

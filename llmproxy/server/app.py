@@ -42,7 +42,7 @@ from ..observe.observation import (
 )
 from ..observe.tracing import TRACER, make_tracer
 from . import door
-from .handlers import admin, chat, embeddings, health, messages, models
+from .handlers import admin, chat, completions, embeddings, health, messages, models
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
@@ -168,6 +168,7 @@ def create_app(config: Config, config_path: str | None = None,
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_post("/embeddings", embeddings.embeddings)
+    app.router.add_post("/v1/completions", completions.completions)
     app.router.add_get("/v1/models", models.list_models)
     app[_ANTHROPIC_RESOURCES] = frozenset(r.resource for r in (
         app.router.add_post("/v1/messages", messages.messages),
