@@ -229,3 +229,26 @@ def test_error_chunk_becomes_an_error_event() -> None:
 def test_errors_in_anthropic_shape(exc: Any, status: int, etype: str) -> None:
     got_status, doc = am.render_error(exc)
     assert got_status == status and doc == {"type": "error", "error": {"type": etype, "message": exc.message}}
+
+
+def test_anthropic_passthrough_relay_split_at_every_byte_offset() -> None:
+    from llmproxy.providers.anthropic import AnthropicRelay
+
+    from .fakes_anthropic import message, stream_events
+
+    data = b"".join(stream_events(message([
+        {"type": "text", "text": "Hi there"},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": "b"}}], "tool_use"), piece=3))
+    data = data.replace(b"\n", b"\r\n")  # re-framed on the way: the client sees \n framing
+    whole = AnthropicRelay()
+    expected = whole.feed(data) + whole.finish()
+    assert expected == data.replace(b"\r\n", b"\n")
+    assert whole.usage == {"prompt_tokens": 25, "completion_tokens": 42, "total_tokens": 67,
+                           "prompt_tokens_details": {"cached_tokens": 0}}
+    for at in range(len(data) + 1):
+        tr = AnthropicRelay()
+        assert tr.feed(data[:at]) + tr.feed(data[at:]) + tr.finish() == expected, at
+    cut = AnthropicRelay()
+    cut.feed(data[: data.index(b"event: message_stop")])
+    with pytest.raises(UpstreamProtocolError):
+        cut.finish()
