@@ -23,6 +23,7 @@ TOP_LEVEL = {
     "metadata", "tools", "tool_choice", "stream", "output_config", "thinking", "service_tier",
 }
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+COUNTED = 1234  # what count_tokens answers, whatever it is asked
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 
 
@@ -84,14 +85,14 @@ def check(seen: Seen) -> Reply | None:
         return error(401, "authentication_error", "x-api-key header is required")
     if not headers.get("anthropic-version"):
         return error(400, "invalid_request_error", "anthropic-version: header is required")
-    if seen.path != "/v1/messages":
+    if seen.path not in ("/v1/messages", "/v1/messages/count_tokens"):
         return error(404, "not_found_error", f"Not Found: {seen.path}")
     body = seen.json
-    problem = _check_body(body)
+    problem = _check_body(body, count=seen.path.endswith("/count_tokens"))
     return error(400, "invalid_request_error", problem) if problem else None
 
 
-def _check_body(body: Any) -> str | None:
+def _check_body(body: Any, count: bool = False) -> str | None:
     if not isinstance(body, dict):
         return "body must be an object"
     for key in body:
@@ -100,9 +101,9 @@ def _check_body(body: Any) -> str | None:
     if not isinstance(body.get("model"), str):
         return "model: Field required"
     mt = body.get("max_tokens")
-    if mt is None:
+    if mt is None and not count:
         return "max_tokens: Field required"
-    if not isinstance(mt, int) or mt < 1:
+    if mt is not None and (not isinstance(mt, int) or mt < 1):
         return "max_tokens: Input should be a valid integer greater than 0"
     temp = body.get("temperature")
     if temp is not None and not 0 <= temp <= 1:
@@ -221,6 +222,8 @@ class AnthropicFake:
             return problem
         body = seen.json
         self.bodies.append(body)
+        if seen.path.endswith("/count_tokens"):
+            return Reply(json={"input_tokens": COUNTED})
         msg = self.messages.pop(0) if len(self.messages) > 1 else self.messages[0]
         if body.get("stream"):
             return Reply(stream=stream_events(msg, piece=self.piece),

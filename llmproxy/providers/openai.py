@@ -137,7 +137,7 @@ class OpenAIAdapter:
     def chat_response(
         self, dep: DeploymentConfig, data: bytes, ctx: CallContext
     ) -> tuple[bytes, dict[str, Any] | None]:
-        return _relayed(data, "chat completion", "choices")
+        return relayed(data, "chat completion", "choices")
 
     def chat_stream(self, dep: DeploymentConfig, ctx: CallContext) -> OpenAIStreamRelay:
         # Azure opens streams with a content-filter chunk whose "choices" is
@@ -162,7 +162,7 @@ class OpenAIAdapter:
     def embeddings_response(
         self, dep: DeploymentConfig, data: bytes, ctx: CallContext
     ) -> tuple[bytes, dict[str, Any] | None]:
-        return _relayed(data, "embeddings", "data")
+        return relayed(data, "embeddings", "data")
 
     def error_from_response(
         self, status: int, headers: Mapping[str, str], data: bytes
@@ -170,7 +170,7 @@ class OpenAIAdapter:
         return openai_style_error(status, headers, data)
 
 
-def _relayed(data: bytes, what: str, key: str) -> tuple[bytes, dict[str, Any] | None]:
+def relayed(data: bytes, what: str, key: str) -> tuple[bytes, dict[str, Any] | None]:
     """The provider's own bytes, once they are a JSON object with a ``key`` list; and its usage."""
     doc = load_object(data, "upstream", what)
     if not isinstance(doc.get(key), list):

@@ -26,6 +26,7 @@ from ..providers.base import CallContext, UpstreamRequest
 from ..providers.registry import spec_for
 from ..router.plan import Lease, Plan
 from ..upstream import RemoteImages, Upstream, UpstreamResponse
+from .ingress import CHAT, Ingress
 
 
 @dataclass(slots=True, eq=False)
@@ -38,6 +39,8 @@ class Call:
     ctx: CallContext
     obs: Observation
     redactor: Redactor | None = None
+    # The client's format: what to send and how the answer reads (chat: as the adapters speak).
+    ingress: Ingress = CHAT
     # Created on the first adapter that wants image URLs inlined; kept so a
     # retry on another deployment reuses what was fetched.
     _images: RemoteImages | None = field(default=None, init=False, repr=False)

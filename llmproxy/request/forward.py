@@ -13,7 +13,8 @@ Invariants:
   only while nothing has been sent to the client, and only for retryable
   errors; a client's 4xx from upstream returns at once;
 - once a stream's first byte is out, an upstream failure ends the stream
-  with an OpenAI error event and no ``[DONE]``, never a silent cut;
+  with an error event in the client's format (``Ingress.error_event``) and
+  no end marker, never a silent cut;
 - no credential of the config leaves, whatever an upstream echoes: an
   upstream error's message is masked where it is caught (before the
   deployment's ``last_error``, a log line or the client sees it), every
@@ -24,18 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any, NamedTuple, Protocol
+from collections.abc import AsyncGenerator
+from typing import NamedTuple
 
-import orjson
 from aiohttp import web
 
 from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
 from ..providers import adapter_for
-from ..config.tree import DeploymentConfig
-from ..providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
+from ..providers.base import Adapter, StreamTranslator
 from ..server.door import CORS_ORIGIN, cors_headers
-from ..sse import encode_data
 from ..upstream import UpstreamResponse
 from .attempt import Attempt, Call
 
@@ -44,45 +42,29 @@ log = logging.getLogger("llmproxy.forward")
 DEPLOYMENT_HEADER = "x-llmproxy-deployment"
 
 
-class AnswerWriter(Protocol):
-    """How a client format other than OpenAI chat asks a deployment and
-    answers its client (None: the chat body as it is, the adapter's answer as
-    it is). ``body`` is ``Call.body`` with images inlined for ``adapter``."""
-
-    def request(self, adapter: Adapter, dep: DeploymentConfig, body: Mapping[str, Any], *,
-                stream: bool) -> UpstreamRequest: ...
-
-    def answer(self, adapter: Adapter, dep: DeploymentConfig, data: bytes,
-               ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]: ...
-
-    def stream(self, adapter: Adapter, dep: DeploymentConfig, ctx: CallContext) -> StreamTranslator: ...
-
-    def failed(self, translator: StreamTranslator, exc: ProxyError) -> bytes:
-        """The event that ends a stream failing after its first byte."""
-
-
-async def forward_unary(call: Call, kind: str, writer: AnswerWriter | None = None) -> web.Response:
-    """A non-streaming chat completion (``kind="chat"``, in the ``writer``'s
-    format when there is one) or embeddings call."""
+async def forward_unary(call: Call, kind: str) -> web.Response:
+    """A non-streaming chat completion (``kind="chat"``, in ``call.ingress``'s format) or embeddings call."""
     loop = asyncio.get_running_loop()
     while (attempt := await call.next_attempt()) is not None:
         dep = attempt.dep
         try:
             adapter = adapter_for(dep.provider.type)
-            if writer is not None:
-                req = writer.request(adapter, dep, await call.body_for(adapter, attempt), stream=False)
-            elif kind == "chat":
-                req = adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=False)
-            else:
-                req = adapter.embeddings_request(dep, call.body)
+            ingress = call.ingress
+            req = (
+                await ingress.request(call, attempt, adapter, stream=False)
+                if kind == "chat"
+                else adapter.embeddings_request(dep, call.body)
+            )
+            if req is None:  # the ingress answers this one itself; nothing sent, no verdict owed
+                call.obs.attempt_succeeded(None)
+                return web.Response(body=ingress.local(dep, call.ctx), content_type="application/json",
+                                    headers={DEPLOYMENT_HEADER: dep.id})
             started = loop.time()
             resp = await attempt.open(req)
             data = await resp.read()
             _raise_for_status(adapter, resp, data)
-            if writer is not None:
-                out, usage = writer.answer(adapter, dep, data, call.ctx)
-            elif kind == "chat":
-                out, usage = adapter.chat_response(dep, data, call.ctx)
+            if kind == "chat":
+                out, usage = ingress.answer(adapter, dep, data, call.ctx)
             else:
                 out, usage = adapter.embeddings_response(dep, data, call.ctx)
             attempt.succeeded(loop.time() - started, usage)
@@ -101,19 +83,18 @@ async def forward_unary(call: Call, kind: str, writer: AnswerWriter | None = Non
     raise call.gave_up()
 
 
-async def forward_stream(request: web.Request, call: Call,
-                         writer: AnswerWriter | None = None) -> web.StreamResponse:
+async def forward_stream(request: web.Request, call: Call) -> web.StreamResponse:
     while (attempt := await call.next_attempt()) is not None:
         try:
             try:
-                opened = await _open_stream(call, attempt, writer)
+                opened = await _open_stream(call, attempt)
             except UpstreamError as exc:
                 attempt.failed(exc)
                 if not exc.retryable:
                     raise
                 log.debug("stream attempt on %s failed: %s", attempt.dep.id, exc.message)
                 continue
-            return await _relay(request, call, attempt, opened, writer)
+            return await _relay(request, call, attempt, opened)
         finally:
             attempt.release()
     raise call.gave_up()
@@ -130,15 +111,13 @@ class _Opened(NamedTuple):
     ttft: float
 
 
-async def _open_stream(call: Call, attempt: Attempt, writer: AnswerWriter | None) -> _Opened:
+async def _open_stream(call: Call, attempt: Attempt) -> _Opened:
     """Until the first bytes to relay. Raises UpstreamError with nothing sent."""
     dep = attempt.dep
     adapter = adapter_for(dep.provider.type)
-    body = await call.body_for(adapter, attempt)
-    if writer is None:
-        req = adapter.chat_request(dep, body, stream=True)
-    else:
-        req = writer.request(adapter, dep, body, stream=True)
+    req = await call.ingress.request(call, attempt, adapter, stream=True)
+    if req is None:
+        raise AssertionError("streams are always sent")
     loop = asyncio.get_running_loop()
     started = loop.time()
     resp = await attempt.open(req)
@@ -149,7 +128,7 @@ async def _open_stream(call: Call, attempt: Attempt, writer: AnswerWriter | None
         raise UpstreamProtocolError(
             f"upstream answered a stream request with Content-Type {ctype or 'none'!r}"
         )
-    translator = adapter.chat_stream(dep, call.ctx) if writer is None else writer.stream(adapter, dep, call.ctx)
+    translator = call.ingress.stream(adapter, dep, call.ctx)
     chunks = resp.chunks()
     # Nothing is sent until the provider produced something to relay, so
     # an attempt that fails before that can still move elsewhere.
@@ -169,8 +148,7 @@ async def _open_stream(call: Call, attempt: Attempt, writer: AnswerWriter | None
     return _Opened(resp, translator, chunks, first, ended, loop.time() - started)
 
 
-async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Opened,
-                 writer: AnswerWriter | None) -> web.StreamResponse:
+async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Opened) -> web.StreamResponse:
     """From the first bytes on: a failure ends the stream with an error event, no retry."""
     dep = attempt.dep
     obs = call.obs
@@ -224,10 +202,7 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
         attempt.succeeded(opened.ttft, translator.usage)
     try:
         if failure is not None:
-            if writer is None:
-                await out.write(encode_data(orjson.dumps(failure.to_dict())))
-            else:
-                await out.write(writer.failed(translator, failure))
+            await out.write(call.ingress.error_event(translator, failure))
         await out.write_eof()
     except ConnectionResetError:
         pass  # the client left as the stream ended; nothing is owed to it

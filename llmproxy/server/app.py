@@ -1,7 +1,8 @@
 """The aiohttp application: routes, the one error middleware, lifecycle.
 
 Every error leaves through ``error_middleware`` as an OpenAI error body
-(rule 4); nothing else in the package renders errors (aiohttp's own parser
+(rule 4), or in Anthropic's shape on the Messages routes (``create_app``
+lists them once); nothing else in the package renders errors (aiohttp's own parser
 errors, raised below the app, are rendered in the same shape by
 ``protocol``). Shared objects live under ``AppKey``s and open/close in
 ``cleanup_ctx``.
@@ -21,6 +22,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from .. import __version__
@@ -28,6 +30,7 @@ from ..config.tree import Config
 from ..config.validate import parse_listen
 from ..config.views import summarize
 from ..errors import AuthenticationFailed, ProxyError, RequestTimeout
+from ..ingress import anthropic_messages
 from ..observe.logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from ..observe.metrics import METRICS, Metrics, handle_metrics, metrics_app
 from ..observe.observation import (
@@ -39,7 +42,7 @@ from ..observe.observation import (
 )
 from ..observe.tracing import TRACER, make_tracer
 from . import door
-from .handlers import admin, chat, embeddings, health, models, responses
+from .handlers import admin, chat, completions, embeddings, health, messages, models, responses
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .response_store import RESPONSE_STORE, ResponseStore
@@ -53,12 +56,17 @@ _MAX_REQUEST_ID = 128
 
 # Resources answered without a client key (see the module's invariant).
 _OPEN_RESOURCES = web.AppKey("llmproxy.open_resources", frozenset)
+# Resources whose clients speak Anthropic's API: their errors are in its shape.
+_ANTHROPIC_RESOURCES = web.AppKey("llmproxy.anthropic_resources", frozenset)
 
 
-def _error_response(exc: ProxyError) -> web.Response:
-    response = web.Response(
-        body=exc.to_json(), status=exc.status, content_type="application/json", headers=exc.headers
-    )
+def _error_response(exc: ProxyError, anthropic: bool = False) -> web.Response:
+    if anthropic:
+        status, doc = anthropic_messages.render_error(exc)
+        body = orjson.dumps(doc)
+    else:
+        status, body = exc.status, exc.to_json()
+    response = web.Response(body=body, status=status, content_type="application/json", headers=exc.headers)
     if isinstance(exc, RequestTimeout):
         response.force_close()  # the rest of the body may still come: never parse it as a request
     return response
@@ -121,13 +129,16 @@ def _failed(request: web.Request, exc: ProxyError) -> web.Response:
         exc.message = redactor.redact(exc.message)
     if isinstance(exc, RequestTimeout) and isinstance(request.protocol, ProxyProtocol):
         request.protocol.close_after_answer()
-    return _error_response(exc)
+    return _error_response(exc, request.match_info.route.resource in request.app[_ANTHROPIC_RESOURCES])
 
 
 def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else request.headers.get("api-key", "")
+    if scheme.lower() == "bearer":
+        token = token.strip()
+    else:  # Azure's and Anthropic's SDKs send their key in these
+        token = request.headers.get("api-key") or request.headers.get("x-api-key") or ""
     if not token or not any(hmac.compare_digest(token, k) for k in keys):
         raise AuthenticationFailed("missing or invalid API key for this proxy")
 
@@ -163,7 +174,12 @@ def create_app(config: Config, config_path: str | None = None,
     app.router.add_post("/responses", responses.create_response)
     app.router.add_get("/v1/responses/{id}", responses.get_response)
     app.router.add_delete("/v1/responses/{id}", responses.delete_response)
+    app.router.add_post("/v1/completions", completions.completions)
     app.router.add_get("/v1/models", models.list_models)
+    app[_ANTHROPIC_RESOURCES] = frozenset(r.resource for r in (
+        app.router.add_post("/v1/messages", messages.messages),
+        app.router.add_post("/v1/messages/count_tokens", messages.count_tokens),
+    ))
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
     # Open to clients without a key: probes, metrics, and admin (admin.token guards it).
     open_routes = [

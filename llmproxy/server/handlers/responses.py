@@ -1,7 +1,7 @@
 """POST /v1/responses (OpenAI Responses API), GET and DELETE /v1/responses/{id}.
 
 The request goes through the same plan/attempt/forward path as chat
-completions; ``ResponsesWriter`` is its ``AnswerWriter``, chosen per
+completions; ``ResponsesWriter`` is its ``Ingress`` (request/ingress.py), chosen per
 attempt: ``type: openai`` deployments (``responses: native``, the default)
 get the client's body with only ``model`` rewritten and their answer relayed
 byte for byte; every other deployment gets the chat body
@@ -29,7 +29,7 @@ from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...providers import openai as openai_provider
 from ...providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
-from ...request.attempt import Call
+from ...request.attempt import Attempt, Call
 from ...request.forward import forward_stream, forward_unary
 from ...sse import encode_data
 from ..response_store import RESPONSE_STORE, ResponseStore, Stored
@@ -68,13 +68,17 @@ class ResponsesWriter:
         self.limits = limits
         self.untranslatable: InvalidRequest | None = None  # why the body has no chat form
 
-    def request(self, adapter: Adapter, dep: DeploymentConfig, body: Mapping[str, Any], *,
-                stream: bool) -> UpstreamRequest:
+    async def request(self, call: Call, attempt: Attempt, adapter: Adapter, *,
+                      stream: bool) -> UpstreamRequest | None:
+        dep = attempt.dep
         if openai_provider.native_responses(dep):
             return openai_provider.responses_request(dep, self.body, stream=stream)
         if self.untranslatable is not None:
             raise self.untranslatable
-        return adapter.chat_request(dep, body, stream=stream)
+        return adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=stream)
+
+    def local(self, dep: DeploymentConfig, ctx: CallContext) -> bytes:
+        raise AssertionError("a Responses request is always sent")
 
     def answer(self, adapter: Adapter, dep: DeploymentConfig, data: bytes,
                ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
@@ -92,7 +96,7 @@ class ResponsesWriter:
         return _Stacked(adapter.chat_stream(dep, ctx), ResponsesStream(self.echo, self.ids, self.created, limit),
                         self)
 
-    def failed(self, translator: StreamTranslator, exc: ProxyError) -> bytes:
+    def error_event(self, translator: StreamTranslator, exc: ProxyError) -> bytes:
         if isinstance(translator, _Stacked):
             return translator.outer.failed(exc)
         # A native stream: its ids are the upstream's, so the spec's error event (§4.6).
@@ -181,10 +185,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                              store if body.get("store") is not False else None, (rc.store_max, rc.store_ttl))
     writer.untranslatable = untranslatable
     plan = make_plan(request, runtime.router, group, chat)
-    call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR))
+    call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR), ingress=writer)
     if stream:
-        return await forward_stream(request, call, writer)
-    return await forward_unary(call, "chat", writer)
+        return await forward_stream(request, call)
+    return await forward_unary(call, "chat")
 
 
 def _all_native(deployments: Any) -> bool:
