@@ -42,7 +42,16 @@ from ..observe.observation import (
 )
 from ..observe.tracing import TRACER, make_tracer
 from . import door
-from .handlers import admin, chat, completions, embeddings, health, messages, models, responses
+from .handlers import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    health,
+    messages,
+    models,
+    responses,
+)
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .response_store import RESPONSE_STORE, ResponseStore
