@@ -30,6 +30,7 @@ from ...observe.observation import OBSERVATION
 from ...providers import openai as openai_provider
 from ...providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
 from ...request.attempt import Attempt, Call
+from ...request.ingress import Chained
 from ...request.forward import forward_stream, forward_unary
 from ...sse import encode_data
 from ..response_store import RESPONSE_STORE, ResponseStore, Stored
@@ -109,31 +110,19 @@ class ResponsesWriter:
             self.store.put(Stored(response, context), *self.limits)
 
 
-class _Stacked:
-    """The adapter's chat stream, then the Responses events it makes."""
+class _Stacked(Chained):
+    """The adapter's chat stream, then the Responses events it makes; the
+    finished Response is stored (``ResponsesWriter.keep``)."""
 
-    __slots__ = ("inner", "outer", "writer")
+    __slots__ = ("writer",)
+    outer: ResponsesStream
 
     def __init__(self, inner: StreamTranslator, outer: ResponsesStream, writer: ResponsesWriter) -> None:
-        self.inner = inner
-        self.outer = outer
+        super().__init__(inner, outer)
         self.writer = writer
 
-    @property
-    def usage(self) -> dict[str, Any] | None:
-        return self.inner.usage
-
-    @usage.setter
-    def usage(self, value: dict[str, Any] | None) -> None:
-        self.inner.usage = value
-
-    def feed(self, data: bytes) -> bytes:
-        piece = self.inner.feed(data)
-        return self.outer.feed(piece) if piece else b""
-
     def finish(self) -> bytes:
-        tail = self.inner.finish()
-        out = (self.outer.feed(tail) if tail else b"") + self.outer.finish()
+        out = super().finish()
         if self.outer.response is not None:
             self.writer.keep(self.outer.response)
         return out
