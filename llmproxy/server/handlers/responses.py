@@ -30,8 +30,8 @@ from ...observe.observation import OBSERVATION
 from ...providers import openai as openai_provider
 from ...providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
 from ...request.attempt import Attempt, Call
-from ...request.ingress import Chained
 from ...request.forward import forward_stream, forward_unary
+from ...request.ingress import Chained
 from ...sse import encode_data
 from ..response_store import RESPONSE_STORE, ResponseStore, Stored
 from ..runtime import PROXY, REQUEST_ID
