@@ -252,3 +252,26 @@ def test_anthropic_passthrough_relay_split_at_every_byte_offset() -> None:
     cut.feed(data[: data.index(b"event: message_stop")])
     with pytest.raises(UpstreamProtocolError):
         cut.finish()
+
+
+def test_anthropic_passthrough_fast_path_relays_the_same_bytes_read_by_read() -> None:
+    # The byte fast path (whole canonical events that need no look) must give
+    # what the event path gives, for every way the stream can arrive in reads,
+    # and still read usage and the end from the events it looks at.
+    from llmproxy.providers.anthropic import AnthropicRelay
+
+    from .fakes_anthropic import message, stream_events
+
+    events = stream_events(message([{"type": "text", "text": "Hi there, how are you"}], "end_turn"), piece=2)
+    data = b"".join(events)
+    for split in range(1, len(events)):  # reads of whole events, cut at every event boundary
+        tr = AnthropicRelay()
+        head, tail = b"".join(events[:split]), b"".join(events[split:])
+        assert tr.feed(head) + tr.feed(tail) + tr.finish() == data, split
+        assert tr.usage is not None and tr.done
+    for at in range(len(data) + 1):  # and at every byte offset
+        tr = AnthropicRelay()
+        assert tr.feed(data[:at]) + tr.feed(data[at:]) + tr.finish() == data, at
+    deltas = b"".join(e for e in events if b"content_block_delta" in e)
+    tr = AnthropicRelay()
+    assert tr.feed(deltas) is deltas  # relayed as they are, not re-framed

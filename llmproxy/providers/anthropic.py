@@ -341,10 +341,11 @@ class AnthropicRelay:
     raises on it).
     """
 
-    __slots__ = ("_decoder", "_usage", "usage", "done")
+    __slots__ = ("_decoder", "_max", "_usage", "usage", "done")
 
     def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
         self._decoder = SSEDecoder(max_event_size)
+        self._max = max_event_size
         self._usage: dict[str, Any] = {}
         self.usage: dict[str, Any] | None = None
         self.done = False
@@ -352,6 +353,9 @@ class AnthropicRelay:
     def feed(self, data: bytes) -> bytes:
         if self.done:
             return b""
+        # A read no longer than one event's limit cannot hold an event past it.
+        if self._decoder.empty and len(data) < self._max and _canonical(data):
+            return data  # already framed as we would frame it, nothing to read
         out: list[bytes] = []
         for event in self._decoder.feed(data):
             if self.done:
@@ -385,6 +389,21 @@ class AnthropicRelay:
         if not self.done:
             raise UpstreamProtocolError("anthropic stream ended before message_stop")
         return b"".join(out)
+
+
+def _canonical(data: bytes) -> bool:
+    """Whole ``event: T\ndata: D\n\n`` events whose bytes need no look:
+    pure byte counting in C, no per-event Python work. Anything unusual (CRLF,
+    comments, multi-line data, a cut event) or any event the relay reads
+    (``message_start`` / ``_delta`` / ``_stop`` for usage and the end,
+    ``error``) takes the event path. JSON data holds no raw newline, so
+    ``\ndata: `` and ``\n\nevent: `` only occur at line starts."""
+    if not data.endswith(b"\n\n") or not data.startswith(b"event: ") or b"\r" in data:
+        return False
+    n = data.count(b"\n\n")
+    if data.count(b"\n") != 3 * n or data.count(b"\n\nevent: ") != n - 1 or data.count(b"\ndata: ") != n:
+        return False
+    return b"event: message_" not in data and b"event: error" not in data
 
 
 # --------------------------------------------------------------------------- answers
