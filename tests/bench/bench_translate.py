@@ -353,6 +353,18 @@ def responses_prep(store: ResponseStore) -> ResponsesWriter:
     return ResponsesWriter(body, chat, ids, 1700000000, _with_ids(items, ids), [], store, (10000, 3600.0))
 
 
+def messages_passthrough_prep() -> dict:
+    """handlers/messages.py for a model whose every deployment is anthropic (no fallbacks): no chat form."""
+    return MESSAGES_REQUEST
+
+
+def responses_native_prep(store: ResponseStore) -> ResponsesWriter:
+    """handlers/responses.py for a model whose every deployment is native (no fallbacks): no chat form."""
+    body = RESPONSES_REQUEST
+    ids = responses_ingress.Ids("0123456789abcdef0123456789abcdef")
+    return ResponsesWriter(body, body, ids, 1700000000, [], [], store, (10000, 3600.0))
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     n, repeats = (300, 3) if quick else (3000, 7)
@@ -423,11 +435,11 @@ def main() -> None:
         lambda: openai.chat_request(o_dep, REQUEST, stream=True),
         lambda: openai.chat_response(o_dep, OPENAI_ANSWER, CTX),
         lambda: run_stream(lambda: openai.chat_stream(o_dep, CTX), o_events), n, repeats))]
-    passthrough.append(("messages → anthropic", timeit(messages_prep, n, repeats), *measure(
+    passthrough.append(("messages → anthropic", timeit(messages_passthrough_prep, n, repeats), *measure(
         lambda: anthropic_provider.passthrough_request(a_dep, MESSAGES_REQUEST, stream=True, client_betas=None),
         lambda: messages_ingress.answer(anthropic, a_dep, ANTHROPIC_ANSWER, CTX),
         lambda: run_stream(lambda: messages_ingress.stream(anthropic, a_dep, CTX), a_events), n, repeats)))
-    passthrough.append(("responses → openai", timeit(lambda: responses_prep(store), n, repeats), *measure(
+    passthrough.append(("responses → openai", timeit(lambda: responses_native_prep(store), n, repeats), *measure(
         lambda: openai_provider.responses_request(o_dep, RESPONSES_REQUEST, stream=True),
         lambda: writer.answer(openai, o_dep, NATIVE_ANSWER, CTX),
         lambda: run_stream(lambda: writer.stream(openai, o_dep, CTX), r_events), n, repeats)))

@@ -61,9 +61,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
-    internal, refused = translate(body)
-    if refused is not None and not _reaches_anthropic(runtime, group):
-        raise refused
+    if not group.config.fallbacks and all(m.config.provider.type == "anthropic" for m in group.members):
+        # Every attempt relays the client's body as it is: no chat form to
+        # build (the plan estimates from the Messages body as it is).
+        internal, refused = None, None
+    else:
+        internal, refused = translate(body)
+        if refused is not None and not _reaches_anthropic(runtime, group):
+            raise refused
     routed = internal if internal is not None else body
     obs = request[OBSERVATION]
     obs.resolved(group.name, stream=stream)

@@ -154,15 +154,22 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         context = found.context
     untranslatable: InvalidRequest | None = None
     items: list[dict[str, Any]] = []
-    try:
-        items = ingress.input_items(body)
-        chat = ingress.to_chat(body, context, stream=stream)
-    except InvalidRequest as exc:
-        if not _all_native(group.config.deployments):
-            raise
-        # Native upstreams take what chat cannot carry; only a fallback to a
-        # translated deployment meets this error (ResponsesWriter.request).
-        untranslatable, chat = exc, dict(body)
+    native = _all_native(group.config.deployments)
+    if native and not group.config.fallbacks:
+        # Every attempt relays the client's body as it is: no chat form to
+        # build (the plan estimates from the Responses body, whose ``input``
+        # the estimator reads).
+        chat = body
+    else:
+        try:
+            items = ingress.input_items(body)
+            chat = ingress.to_chat(body, context, stream=stream)
+        except InvalidRequest as exc:
+            if not native:
+                raise
+            # Native upstreams take what chat cannot carry; only a fallback to a
+            # translated deployment meets this error (ResponsesWriter.request).
+            untranslatable, chat = exc, dict(body)
     obs = request[OBSERVATION]
     obs.resolved(group.name, stream=stream)
     # Usage is always asked for: the terminal event carries it.
