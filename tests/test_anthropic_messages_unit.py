@@ -232,7 +232,7 @@ def test_errors_in_anthropic_shape(exc: Any, status: int, etype: str) -> None:
 
 
 def test_anthropic_passthrough_relay_split_at_every_byte_offset() -> None:
-    from llmproxy.providers.anthropic import AnthropicRelay
+    from llmproxy.providers.anthropic_passthrough import AnthropicRelay
 
     from .fakes_anthropic import message, stream_events
 
@@ -258,7 +258,7 @@ def test_anthropic_passthrough_fast_path_relays_the_same_bytes_read_by_read() ->
     # The byte fast path (whole canonical events that need no look) must give
     # what the event path gives, for every way the stream can arrive in reads,
     # and still read usage and the end from the events it looks at.
-    from llmproxy.providers.anthropic import AnthropicRelay
+    from llmproxy.providers.anthropic_passthrough import AnthropicRelay
 
     from .fakes_anthropic import message, stream_events
 

@@ -2,7 +2,7 @@
 
 Per attempt: a ``type: anthropic`` deployment gets the client's body with
 only ``model`` rewritten and its answer relayed as Anthropic sent it
-(``providers/anthropic.py`` passthrough); any other deployment gets the
+(``providers/anthropic_passthrough.py``); any other deployment gets the
 internal chat body (``ingress/anthropic_messages.to_chat``, made once per
 request) through its adapter, and its answer or stream translated back.
 A request whose fields cannot be translated may still go to an anthropic
@@ -19,7 +19,7 @@ import orjson
 from ..config.tree import DeploymentConfig
 from ..errors import InvalidRequest, ProxyError
 from ..ingress import anthropic_messages as am
-from ..providers import anthropic
+from ..providers import anthropic_passthrough
 from ..providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
 from ..router.estimate import prompt_tokens
 from .ingress import Chained
@@ -44,7 +44,7 @@ class MessagesIngress:
                       stream: bool) -> UpstreamRequest | None:
         dep = attempt.dep
         if dep.provider.type == _ANTHROPIC:
-            return anthropic.passthrough_request(dep, self.raw, stream=stream, client_betas=self.betas)
+            return anthropic_passthrough.passthrough_request(dep, self.raw, stream=stream, client_betas=self.betas)
         if self.refused is not None:
             raise self.refused
         return adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=stream)
@@ -55,14 +55,14 @@ class MessagesIngress:
     def answer(self, adapter: Adapter, dep: DeploymentConfig, data: bytes,
                ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
         if dep.provider.type == _ANTHROPIC:
-            return anthropic.passthrough_answer(data)
+            return anthropic_passthrough.passthrough_answer(data)
         out, usage = adapter.chat_response(dep, data, ctx)
         return am.from_completion(out, ctx.public_model, ctx.request_id), usage
 
     def stream(self, adapter: Adapter, dep: DeploymentConfig, ctx: CallContext) -> StreamTranslator:
         limit = dep.provider.limits.max_event_size
         if dep.provider.type == _ANTHROPIC:
-            return anthropic.AnthropicRelay(limit)
+            return anthropic_passthrough.AnthropicRelay(limit)
         return Chained(adapter.chat_stream(dep, ctx), am.MessagesStream(ctx.public_model, ctx.request_id, limit))
 
     def error_event(self, translator: StreamTranslator, exc: ProxyError) -> bytes:
@@ -85,7 +85,7 @@ class CountTokensIngress(MessagesIngress):
         dep = attempt.dep
         if dep.provider.type != _ANTHROPIC:
             return None
-        return anthropic.passthrough_request(dep, self.raw, stream=False, client_betas=self.betas,
+        return anthropic_passthrough.passthrough_request(dep, self.raw, stream=False, client_betas=self.betas,
                                              path="messages/count_tokens")
 
     def local(self, dep: DeploymentConfig, ctx: CallContext) -> bytes:
@@ -93,7 +93,7 @@ class CountTokensIngress(MessagesIngress):
 
     def answer(self, adapter: Adapter, dep: DeploymentConfig, data: bytes,
                ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
-        return anthropic.count_answer(data)
+        return anthropic_passthrough.count_answer(data)
 
 
 def count_locally(internal: Mapping[str, Any] | None, refused: InvalidRequest | None) -> bytes:

@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from llmproxy.config.tree import parse_config  # noqa: E402
 from llmproxy.ingress import responses as responses_ingress  # noqa: E402
 from llmproxy.providers import adapter_for  # noqa: E402
-from llmproxy.providers import anthropic as anthropic_provider  # noqa: E402
+from llmproxy.providers import anthropic_passthrough  # noqa: E402
 from llmproxy.providers import openai as openai_provider  # noqa: E402
 from llmproxy.providers.base import CallContext  # noqa: E402
 from llmproxy.request.messages import MessagesIngress, translate  # noqa: E402
@@ -428,7 +428,7 @@ def main() -> None:
     check(run_stream(lambda: openai.chat_stream(o_dep, CTX), o_events), b"data: [DONE]")
     check(run_stream(lambda: messages_ingress.stream(anthropic, a_dep, CTX), a_events), b"event: message_stop")
     check(run_stream(lambda: writer.stream(openai, o_dep, CTX), r_events), b"event: response.completed")
-    assert isinstance(messages_ingress.stream(anthropic, a_dep, CTX), anthropic_provider.AnthropicRelay)
+    assert isinstance(messages_ingress.stream(anthropic, a_dep, CTX), anthropic_passthrough.AnthropicRelay)
     assert isinstance(writer.stream(openai, o_dep, CTX), openai_provider.ResponsesRelay)
     assert writer.answer(openai, o_dep, NATIVE_ANSWER, CTX)[0] is NATIVE_ANSWER
     passthrough = [("chat → openai", 0.0, *measure(
@@ -436,7 +436,7 @@ def main() -> None:
         lambda: openai.chat_response(o_dep, OPENAI_ANSWER, CTX),
         lambda: run_stream(lambda: openai.chat_stream(o_dep, CTX), o_events), n, repeats))]
     passthrough.append(("messages → anthropic", timeit(messages_passthrough_prep, n, repeats), *measure(
-        lambda: anthropic_provider.passthrough_request(a_dep, MESSAGES_REQUEST, stream=True, client_betas=None),
+        lambda: anthropic_passthrough.passthrough_request(a_dep, MESSAGES_REQUEST, stream=True, client_betas=None),
         lambda: messages_ingress.answer(anthropic, a_dep, ANTHROPIC_ANSWER, CTX),
         lambda: run_stream(lambda: messages_ingress.stream(anthropic, a_dep, CTX), a_events), n, repeats)))
     passthrough.append(("responses → openai", timeit(lambda: responses_native_prep(store), n, repeats), *measure(
