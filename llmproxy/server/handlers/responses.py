@@ -47,7 +47,7 @@ class ResponsesWriter:
         "chat",
         "context",
         "created",
-        "echo",
+        "_echo",
         "ids",
         "items",
         "limits",
@@ -60,7 +60,7 @@ class ResponsesWriter:
                  limits: tuple[int, float]) -> None:
         self.body = body
         self.chat = chat
-        self.echo = ingress.echo_of(body)
+        self._echo: ingress.Echo | None = None  # built on the first translated attempt
         self.ids = ids
         self.created = created
         self.items = items
@@ -68,6 +68,13 @@ class ResponsesWriter:
         self.store = store  # None: store is false
         self.limits = limits
         self.untranslatable: InvalidRequest | None = None  # why the body has no chat form
+
+    @property
+    def echo(self) -> ingress.Echo:
+        """The request fields a translated Response repeats; a native relay needs none."""
+        if self._echo is None:
+            self._echo = ingress.echo_of(self.body)
+        return self._echo
 
     async def request(self, call: Call, attempt: Attempt, adapter: Adapter, *,
                       stream: bool) -> UpstreamRequest | None:
