@@ -344,17 +344,8 @@ class Validator:
 
     def providers(self, node: Any, timeouts: Timeouts, limits: BodyLimits) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
-        if node is None:
-            self.fail("providers", "is required: name at least one provider")
-            return out
-        if not isinstance(node, dict):
-            self.fail("providers", f"must be a mapping of names to providers, got {_kind(node)}")
-            return out
-        for key, body in node.items():
-            path = _join("providers", key)
-            name = self.name(key, path)
-            if name is None:
-                continue
+        for name, path, body in self.named("providers", node, "name at least one provider",
+                                           "a mapping of names to providers"):
             if not isinstance(body, dict):
                 self.fail(path, f"must be a mapping, got {_kind(body)}")
                 continue
@@ -399,6 +390,23 @@ class Validator:
                 self.fail(f"{path}.base_url", "has user:password@, which is sent as 'Authorization: Basic', "
                           "but this provider sends its own Authorization header (api_key, headers or AWS "
                           "signing); keep one of the two")
+        return out
+
+    def named(self, section: str, node: Any, required: str, shape: str) -> list[tuple[str, str, Any]]:
+        """``providers:`` / ``models:``: (name, path, body) of each entry of a
+        required mapping whose keys are names."""
+        if node is None:
+            self.fail(section, f"is required: {required}")
+            return []
+        if not isinstance(node, dict):
+            self.fail(section, f"must be {shape}, got {_kind(node)}")
+            return []
+        out: list[tuple[str, str, Any]] = []
+        for key, body in node.items():
+            path = _join(section, key)
+            name = self.name(key, path)
+            if name is not None:
+                out.append((name, path, body))
         return out
 
     def name(self, key: Any, path: str) -> str | None:
@@ -475,18 +483,9 @@ class Validator:
 
     def models(self, node: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
         out: dict[str, ModelConfig] = {}
-        if node is None:
-            self.fail("models", "is required: name at least one model")
-            return out
-        if not isinstance(node, dict):
-            self.fail("models", f"must be a mapping of model names, got {_kind(node)}")
-            return out
         ids: dict[str, str] = {}
-        for key, body in node.items():
-            path = _join("models", key)
-            name = self.name(key, path)
-            if name is None:
-                continue
+        for name, path, body in self.named("models", node, "name at least one model",
+                                           "a mapping of model names"):
             base = {"retry": self.retry_defaults}
             values = self.walk([ModelConfig], body, path, base) or self.walk([ModelConfig], {}, path, base)
             assert values is not None
