@@ -58,14 +58,14 @@ class Call:
             raise
         return Attempt(self, lease)
 
-    async def body_for(self, adapter: object, attempt: Attempt) -> Mapping[str, Any]:
-        """The request body, image URLs inlined when ``adapter`` takes only inline images."""
+    async def body_for(self, attempt: Attempt) -> Mapping[str, Any]:
+        """The request body, image URLs inlined when the attempt's provider takes only inline images."""
         if spec_for(attempt.dep.provider.type).image_urls_to_fetch is None:
             return self.body  # most providers take URLs as they are: nothing to allocate
         images = self._images
         if images is None:
             images = self._images = RemoteImages(self.upstream.images)
-        return await images.inline(adapter, attempt.dep, self.body)
+        return await images.inline(attempt.dep, self.body)
 
     def mask(self, exc: ProxyError) -> None:
         """Mask credentials in an error's message where it is caught, before

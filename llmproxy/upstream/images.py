@@ -66,7 +66,7 @@ class RemoteImages:
         self._fetcher = fetcher
         self._fetched: dict[str, str] = {}
 
-    async def inline(self, adapter: object, dep: DeploymentConfig, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def inline(self, dep: DeploymentConfig, body: Mapping[str, Any]) -> Mapping[str, Any]:
         urls = urls_to_fetch(dep, body)
         if not urls:
             return body

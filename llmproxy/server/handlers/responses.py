@@ -83,7 +83,7 @@ class ResponsesWriter:
             return openai_provider.responses_request(dep, self.body, stream=stream)
         if self.untranslatable is not None:
             raise self.untranslatable
-        return adapter.chat_request(dep, await call.body_for(adapter, attempt), stream=stream)
+        return adapter.chat_request(dep, await call.body_for(attempt), stream=stream)
 
     def local(self, dep: DeploymentConfig, ctx: CallContext) -> bytes:
         raise AssertionError("a Responses request is always sent")
