@@ -20,6 +20,7 @@ from llmproxy.server.protocol import ProxyRunner
 from llmproxy.server.runtime import PROXY, Proxy
 
 from .fakes import FakeUpstream
+from .redis_server import RedisServer
 
 
 class ProxyTestServer(TestServer):
@@ -118,3 +119,34 @@ async def openai_client() -> AsyncIterator[Callable[[RunningProxy], "openai.Asyn
     yield make
     for c in clients:
         await c.close()
+
+
+@pytest.fixture(scope="session")
+def _shared_redis() -> Iterator[RedisServer]:
+
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(_shared_redis: RedisServer) -> str:
+    """The URL of the session's real redis-server, emptied for this test."""
+    assert _shared_redis.command("FLUSHALL") == b"+OK"
+    return _shared_redis.url
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[[], RedisServer]]:
+    """Servers of the test's own, for stopping and restarting (outages)."""
+
+    servers: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer().start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.close()

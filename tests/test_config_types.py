@@ -34,6 +34,7 @@ FULL: dict[str, Any] = {
                 "redact_cards": False, "log_bodies": False},
     "metrics": {"enabled": True, "listen": "127.0.0.1:9464"},
     "responses": {"store_max": 100, "store_ttl": 60},
+    "state": {"path": "state/llmproxy.db", "redis": "redis://:hunter2@127.0.0.1:6379/0"},
     "tracing": {"enabled": False, "endpoint": "http://otel:4318/v1/traces", "service_name": "llmproxy",
                 "sample_ratio": 0.5, "headers": {"Authorization": "Bearer otel-token"}},
     "defaults": {

@@ -306,6 +306,22 @@ class ResponsesConfig:
     store_ttl: float = key(3600.0, help="seconds a stored response is kept")
 
 
+def _check_redis_url(value: str) -> str | None:
+    if re.match(r"^(redis|rediss|unix)://", value):
+        return None
+    return "must be a redis://[user:password@]host:port/db (or rediss://, unix://) URL"
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where state that outlives a request lives: spend, shared limits, cache."""
+
+    path: str | None = key(None, kind="str", nullable=True,
+                           help="embedded SQLite store (relative to the config's directory); null: memory only")
+    redis: str | None = key(None, kind="str", nullable=True, secret=True, check=_check_redis_url,
+                            help="share limits, spend and the cache across processes and pods")
+
+
 @dataclass(frozen=True, slots=True)
 class TracingConfig:
     enabled: bool = key(False, help="needs the otel extra: pip install 'llmproxy[otel]'")
@@ -344,6 +360,7 @@ class Config:
     metrics: MetricsConfig = key(MetricsConfig(), help="")
     tracing: TracingConfig = key(TracingConfig(), help="")
     responses: ResponsesConfig = key(ResponsesConfig(), help="")
+    state: StateConfig = key(StateConfig(), help="")
     source: str = "<memory>"
     sha256: str = ""
 

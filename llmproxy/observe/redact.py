@@ -425,6 +425,9 @@ def config_secrets(config: Any) -> list[str]:
     tracing = getattr(config, "tracing", None)  # the proposed ``tracing:`` section
     if tracing is not None:
         found.extend(v for k, v in tracing.headers.items() if _SECRETISH.search(k))
+    state = getattr(config, "state", None)
+    if state is not None and state.redis:
+        found.extend(url_credentials(state.redis))
     return found
 
 
@@ -482,7 +485,7 @@ def secrets_in_raw_config(doc: Any, env: Mapping[str, str] | None = None) -> set
                 add(v)
             elif key == "headers" and isinstance(v, dict):
                 add([hv for hk, hv in v.items() if _SECRETISH.search(str(hk))])
-            elif key == "base_url" and (url := text(v)):
+            elif key in ("base_url", "redis") and (url := text(v)):
                 found.update(url_credentials(url))
             if isinstance(v, (dict, list)):
                 stack.append(v)

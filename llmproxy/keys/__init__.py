@@ -1,0 +1,1 @@
+"""Who is calling: client keys, their policies, limits and spend."""
