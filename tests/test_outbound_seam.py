@@ -73,7 +73,10 @@ def test_one_deadline_to_timeout_mapping_used_at_every_site():
                                                      p.read_text()))
         for p in PACKAGE.rglob("*.py")
     }
-    assert {k: v for k, v in excepts.items() if v} == {}
+    # The one exception: a --workers group's own IPC over unix sockets in a
+    # private directory (server/siblings.py), which never leaves the machine
+    # and whose failure means "that worker is left out of this answer".
+    assert {k: v for k, v in excepts.items() if v} == {"server/siblings.py": 1}
     assert not (PACKAGE / "upstream.py").exists() and not (PACKAGE / "fetch.py").exists()
     mock_importers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                       if re.search(r"from \.+providers import mock|providers\.mock", p.read_text())]
