@@ -269,11 +269,14 @@ class Metrics:
                             "gauge", ())
         self._reload_at = f("llmproxy_config_last_reload_success_timestamp_seconds",
                             "Unix time of the last successful config load", "gauge", ())
+        # No sample until state.redis is configured (redis_up() sets it).
+        self._redis_up = f("llmproxy_redis_up", "1 while state.redis answers, 0 during an outage "
+                           "(the proxy then serves on local state)", "gauge", ())
         build = f("llmproxy_build_info", "llmproxy version", "gauge", ("version",))
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, build,
+            self._reloads, self._reload_ok, self._reload_at, self._redis_up, build,
         )
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
@@ -461,6 +464,10 @@ class Metrics:
         self._reload_ok.value(()).v = 1.0 if ok else 0.0
         if ok:
             self._reload_at.value(()).v = time.time()
+
+    def redis_up(self, up: bool) -> None:
+        """state.redis health (pushed by SharedRedis on every change)."""
+        self._redis_up.value(()).v = 1.0 if up else 0.0
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its Content-Type."""
