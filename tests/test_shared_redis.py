@@ -287,3 +287,16 @@ async def test_cli_check_refuses_state_redis_without_the_package(tmp_path: Any, 
     rc: Callable[[], Awaitable[int]] | int = await asyncio.to_thread(main, ["check", str(path)])
     assert rc == 1
     assert "pip install 'llmproxy[redis]'" in capsys.readouterr().err
+
+
+async def test_a_restart_while_idle_is_not_an_outage(redis_factory: Callable[..., RedisServer],
+                                                     shared: Any) -> None:
+    server = redis_factory()
+    r = await shared(server.url)
+    assert await r.set("k", b"v", ttl=60) is True  # a pooled connection now
+    server.stop()
+    await asyncio.to_thread(server.start)
+    # The pooled connection died with the old server: its first use is
+    # retried once on a new connection, not reported as an outage.
+    assert await r.get("k") is None  # the new server is empty
+    assert r.up and r.outages == 0

@@ -9,8 +9,8 @@ gets ``UNAVAILABLE`` back, at once, to fall back on. Invariants:
   start-up does not stop the proxy from starting;
 - every command is bounded: connect and reply each time out after
   ``timeout`` seconds (default 0.5), the pool hands out at most
-  ``max_connections`` and waits for one at most ``timeout``; redis-py's
-  own retries are off (one slow Redis must not become three);
+  ``max_connections`` and waits for one at most ``timeout``; redis-py retries
+  once, at once, only a connection that died (never a timeout);
 - health is ``up`` or ``down``. The first failed command turns it ``down``:
   one WARNING per outage, ``llmproxy_redis_up`` 0, ``/readyz`` detail
   ``redis: down`` (still 200). While down no command touches the network;
@@ -79,7 +79,7 @@ class Unavailable:
         return "UNAVAILABLE"
 
 
-UNAVAILABLE: Final = Unavailable()
+UNAVAILABLE: Final[Unavailable] = Unavailable()
 
 
 class RedisExtraMissing(RuntimeError):
@@ -150,7 +150,7 @@ class SharedRedis:
         self._noscript: tuple[type[BaseException], ...] = ()
         self._up = False
         self._reconnect: asyncio.Task[None] | None = None
-        self._callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._callbacks: list[Callable[[], Awaitable[object]]] = []
         self._logged_reply_errors: set[str] = set()
         self.outages = 0  # how many times it went down (tests, /admin)
 
@@ -162,6 +162,7 @@ class SharedRedis:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
             from redis.exceptions import NoScriptError, RedisError, ResponseError
         except ImportError as exc:
             raise RedisExtraMissing(f"state.redis {redis_package_missing()}") from exc
@@ -170,7 +171,11 @@ class SharedRedis:
         self._errors = (RedisError, OSError, asyncio.TimeoutError)
         self._reply_errors = (ResponseError,)
         self._noscript = (NoScriptError,)
-        no_retry = Retry(NoBackoff(), 0)
+        # One immediate retry, on a new connection, for a connection that
+        # died: after a Redis restart every pooled connection is dead, and
+        # its first use must not look like an outage. Never after a timeout:
+        # the command may have run, and a script must not run twice.
+        one_retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
             **_driver_info(),
@@ -178,10 +183,10 @@ class SharedRedis:
             timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             socket_timeout=self.timeout,
-            retry=no_retry,
+            retry=one_retry,
             health_check_interval=0,
         )
-        self._client = aioredis.Redis(connection_pool=pool, retry=no_retry)
+        self._client = aioredis.Redis(connection_pool=pool, retry=one_retry)
         self._up = True  # until the first PING says otherwise (that is an outage)
         if await self._ping():
             self._health(True)
@@ -211,7 +216,7 @@ class SharedRedis:
         """``up`` or ``down``, for /readyz and /admin."""
         return "up" if self._up else "down"
 
-    def on_up(self, callback: Callable[[], Awaitable[None]]) -> None:
+    def on_up(self, callback: Callable[[], Awaitable[object]]) -> None:
         """Run ``callback`` each time Redis comes back after an outage."""
         self._callbacks.append(callback)
 
@@ -244,24 +249,29 @@ class SharedRedis:
             return False
 
     async def _reconnect_loop(self) -> None:
-        delay = self.retry_min
-        while True:
-            # Connections opened before the outage are dead: drop them, so
-            # the first commands after recovery do not fail on them.
-            if self._client is not None:
-                await self._client.connection_pool.disconnect()
-            # Jitter: a fleet of proxies must not reconnect in lockstep.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            if await self._ping():
-                break
-            delay = min(delay * 2, self.retry_max)
-        self._health(True)
-        log.info("state.redis %s is reachable again", self.shown_url)
-        for callback in self._callbacks:
-            try:
-                await callback()
-            except Exception:  # one callback's bug must not stop the others
-                log.exception("state.redis: a recovery callback failed")
+        # One task per outage; _down() starts none while this one runs. A
+        # callback that finds Redis gone again (a second outage) makes the
+        # outer loop go round once more, so the process never stays down
+        # without a task that brings it back.
+        while not self._up:
+            delay = self.retry_min
+            while True:
+                # Connections opened before the outage are dead: drop them, so
+                # the first commands after recovery do not fail on them.
+                if self._client is not None:
+                    await self._client.connection_pool.disconnect()
+                # Jitter: a fleet of proxies must not reconnect in lockstep.
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                if await self._ping():
+                    break
+                delay = min(delay * 2, self.retry_max)
+            self._health(True)
+            log.info("state.redis %s is reachable again", self.shown_url)
+            for callback in self._callbacks:
+                try:
+                    await callback()
+                except Exception:  # one callback's bug must not stop the others
+                    log.exception("state.redis: a recovery callback failed")
 
     # -- commands
 
