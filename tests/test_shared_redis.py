@@ -184,7 +184,8 @@ async def test_the_proxy_reports_redis_in_readyz_and_metrics(redis_factory: Call
             assert resp.status == 200
             assert (await resp.json())["redis"] == "up"
         async with s.get(proxy.url + "/metrics") as resp:
-            assert "llmproxy_redis_up 1.0" in await resp.text()
+            text = await resp.text()
+            assert "# TYPE llmproxy_redis_up gauge" in text and "llmproxy_redis_up 1.0" in text
         server.stop()
         assert await redis.get("k") is UNAVAILABLE
         async with s.get(proxy.url + "/readyz") as resp:
@@ -214,7 +215,7 @@ models:
         async with s.get(proxy.url + "/readyz") as resp:
             assert "redis" not in await resp.json()
         async with s.get(proxy.url + "/metrics") as resp:
-            assert "\nllmproxy_redis_up " not in await resp.text()  # a family without a sample
+            assert "llmproxy_redis_up" not in await resp.text()
 
 
 PASSWORD = "s3cret-redis-pw"

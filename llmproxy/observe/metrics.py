@@ -269,14 +269,15 @@ class Metrics:
                             "gauge", ())
         self._reload_at = f("llmproxy_config_last_reload_success_timestamp_seconds",
                             "Unix time of the last successful config load", "gauge", ())
-        # No sample until state.redis is configured (redis_up() sets it).
+        # Not in `families`: scraped() shows it once state.redis is configured
+        # (redis_up() sets it), so a proxy without Redis has no such family.
         self._redis_up = f("llmproxy_redis_up", "1 while state.redis answers, 0 during an outage "
                            "(the proxy then serves on local state)", "gauge", ())
         build = f("llmproxy_build_info", "llmproxy version", "gauge", ("version",))
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, self._redis_up, build,
+            self._reloads, self._reload_ok, self._reload_at, build,
         )
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
@@ -487,6 +488,8 @@ class Metrics:
             for st in BREAKER_STATES:
                 fam.add_metric([dep, st], 1.0 if st == current else 0.0)
         yield fam
+        if self._redis_up.children:
+            yield self._redis_up.collect()
         if samples is None:
             return
         in_flight = GaugeMetricFamily("llmproxy_deployment_in_flight", "Upstream attempts in flight per deployment",
