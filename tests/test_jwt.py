@@ -456,3 +456,18 @@ def test_jwks_url_credentials_are_secrets() -> None:
 
     cfg = parse_config(BASE + "    {issuer: i, audience: a, jwks_url: 'https://u:jwks-pw-1@idp/jwks'}", env={})
     assert "jwks-pw-1" in config_secrets(cfg)
+
+
+async def test_an_unreachable_jwks_url_is_a_warning_and_jwks_unavailable(upstream: Upstream,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    v = JwtVerifier(config(f"http://user:jwks-pw@127.0.0.1:{port}/jwks"), upstream=upstream)
+    with caplog.at_level(logging.WARNING, "llmproxy.auth"):
+        await v.start()
+    assert "cannot connect" in caplog.text and "jwks-pw" not in caplog.text
+    rejected(await v.verify(forged({"alg": "RS256", "kid": "k"}, {})), "jwks_unavailable")
+    await v.close()

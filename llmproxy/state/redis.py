@@ -188,11 +188,12 @@ class SharedRedis:
         )
         self._client = aioredis.Redis(connection_pool=pool, retry=one_retry)
         self._up = True  # until the first PING says otherwise (that is an outage)
-        if await self._ping():
+        failure = await self._ping()
+        if failure is None:
             self._health(True)
             log.info("state.redis %s: connected", self.shown_url)
         else:
-            self._down(None)
+            self._down(failure)
 
     async def close(self) -> None:
         if self._reconnect is not None:
@@ -238,15 +239,17 @@ class SharedRedis:
         if self._reconnect is None or self._reconnect.done():
             self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
-    async def _ping(self) -> bool:
+    async def _ping(self) -> BaseException | None:
+        """None if Redis answers PING; else why not."""
         client = self._client
         if client is None:
-            return False
+            return RuntimeError("not started")
         try:
             async with asyncio.timeout(self.timeout * 2):
-                return bool(await client.ping())
-        except self._errors:
-            return False
+                await client.ping()
+        except self._errors as exc:
+            return exc
+        return None
 
     async def _reconnect_loop(self) -> None:
         # One task per outage; _down() starts none while this one runs. A
@@ -262,7 +265,7 @@ class SharedRedis:
                     await self._client.connection_pool.disconnect()
                 # Jitter: a fleet of proxies must not reconnect in lockstep.
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                if await self._ping():
+                if await self._ping() is None:
                     break
                 delay = min(delay * 2, self.retry_max)
             self._health(True)
