@@ -27,6 +27,8 @@ counters and nothing is read-modified-written across the network.
 
 Refusals say why (``rpm`` | ``tpm`` | ``parallel`` | ``budget``) and when to
 retry; nothing is taken from any counter by a refused request.
+A key with none of the four limits needs no ``admit`` (``settle`` with no
+lease records its spend), so it costs one round trip, not two.
 
 **Outages**: every call returns ``UNAVAILABLE`` while Redis is down (the
 caller falls back on its local limits). Spend that could not be settled is

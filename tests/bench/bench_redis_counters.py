@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from llmproxy.state.counters import KeyLimits, Lease, SharedCounters  # noqa: E402
-from llmproxy.state.redis import SharedRedis  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from llmproxy.state.counters import KeyLimits, Lease, SharedCounters
+from llmproxy.state.redis import SharedRedis
+from tests.redis_server import RedisServer
 
 LIMITS = KeyLimits(rpm=10**9, tpm=10**12, max_parallel=10**6, budget_usd=10**9, period="30d:1",
                    period_end=time.time() + 86400)
@@ -44,7 +44,7 @@ async def run(url: str, n: int) -> None:
     for label, concurrency in (("sequential", 1), ("50 in flight", 50)):
         gate = asyncio.Semaphore(concurrency)
 
-        async def bounded(i: int) -> None:
+        async def bounded(i: int, gate: asyncio.Semaphore = gate) -> None:
             async with gate:
                 await one(c, i)
 
