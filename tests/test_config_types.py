@@ -35,6 +35,9 @@ FULL: dict[str, Any] = {
     "metrics": {"enabled": True, "listen": "127.0.0.1:9464"},
     "responses": {"store_max": 100, "store_ttl": 60},
     "state": {"path": "state/llmproxy.db", "redis": "redis://:hunter2@127.0.0.1:6379/0"},
+    "auth": {"jwt": {"issuer": "https://idp.example.com/", "audience": "llmproxy", "jwks_file": "jwks.json",
+                     "jwks_url": "https://idp.example.com/.well-known/jwks.json", "algorithms": ["RS256", "EdDSA"],
+                     "key_claim": "team", "leeway": 10, "jwks_refresh": 600, "jwks_refresh_min": 5}},
     "tracing": {"enabled": False, "endpoint": "http://otel:4318/v1/traces", "service_name": "llmproxy",
                 "sample_ratio": 0.5, "headers": {"Authorization": "Bearer otel-token"}},
     "defaults": {

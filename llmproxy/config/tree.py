@@ -307,9 +307,11 @@ class ResponsesConfig:
 
 
 def _check_redis_url(value: str) -> str | None:
-    if re.match(r"^(redis|rediss|unix)://", value):
-        return None
-    return "must be a redis://[user:password@]host:port/db (or rediss://, unix://) URL"
+    if not re.match(r"^(redis|rediss|unix)://", value):
+        return "must be a redis://[user:password@]host:port/db (or rediss://, unix://) URL"
+    from ..state.redis import redis_package_missing  # the check, declared where the client lives
+
+    return redis_package_missing()
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,42 @@ class StateConfig:
                            help="embedded SQLite store (relative to the config's directory); null: memory only")
     redis: str | None = key(None, kind="str", nullable=True, secret=True, check=_check_redis_url,
                             help="share limits, spend and the cache across processes and pods")
+
+
+# Signature algorithms auth.jwt may accept: public-key ones only. HS* (a
+# shared secret) is never accepted: with a JWKS of public keys it is the
+# classic key-confusion forgery, and "none" is no signature at all.
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+def _check_http_url(value: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+", value) else "must be an http:// or https:// URL"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """Callers authenticated by a signed JWT (Bearer) instead of a key."""
+
+    issuer: str = key("", kind="str", required=True, help="the `iss` every token must carry")
+    audience: str = key("", kind="str", required=True, help="the `aud` every token must carry (one of its values)")
+    jwks_file: str | None = key(None, kind="str", nullable=True,
+                                help="JWKS of the issuer's public keys (relative to the config's directory)")
+    jwks_url: str | None = key(None, kind="str", nullable=True, url=True, check=_check_http_url,
+                               help="JWKS fetched from the issuer (with jwks_file: the union of both)")
+    algorithms: tuple[str, ...] = key(("RS256", "ES256", "EdDSA"), kind="list",
+                                      what="a list of JWS algorithms",
+                                      help="accepted `alg`s, of " + ", ".join(JWT_ALGORITHMS)
+                                           + " (never none or HS*)")
+    key_claim: str = key("sub", help="the claim whose value names the `keys:` entry (its policy) of the caller")
+    leeway: float = key(30.0, positive=False, max=600, help="seconds of clock skew allowed on exp, nbf and iat")
+    jwks_refresh: float = key(300.0, help="seconds a fetched JWKS is used before it is fetched again")
+    jwks_refresh_min: float = key(10.0, positive=False,
+                                  help="seconds between fetches that an unknown `kid` may trigger")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    jwt: JwtConfig | None = key(None, kind="section", cls=JwtConfig, help="JWT bearer tokens (off without it)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +399,7 @@ class Config:
     tracing: TracingConfig = key(TracingConfig(), help="")
     responses: ResponsesConfig = key(ResponsesConfig(), help="")
     state: StateConfig = key(StateConfig(), help="")
+    auth: AuthConfig = key(AuthConfig(), help="")
     source: str = "<memory>"
     sha256: str = ""
 

@@ -35,11 +35,13 @@ from .schema import did_you_mean as _did_you_mean
 from .schema import kind_of as _kind
 from .secrets import is_secret_key
 from .tree import (
+    JWT_ALGORITHMS,
     MAX_PROBLEMS,
     BodyLimits,
     BreakerConfig,
     Config,
     DeploymentConfig,
+    JwtConfig,
     ModelConfig,
     ProviderConfig,
     RetryConfig,
@@ -315,6 +317,7 @@ class Validator:
                 self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {show(listen_s)}")
             else:
                 server = dataclasses.replace(server, host=parsed[0], port=parsed[1])
+        self.jwt(v["auth"].jwt)
         providers = self.providers(v.get("providers"), v["timeouts"], v["limits"])
         models = self.models(v.get("models"), providers)
         return Config(**{
@@ -322,6 +325,26 @@ class Validator:
             "providers": MappingProxyType(providers), "models": MappingProxyType(models),
             "source": source, "sha256": sha,
         })
+
+    def jwt(self, jwt: JwtConfig | None) -> None:
+        """auth.jwt: a key source, public-key algorithms only, the extra installed."""
+        if jwt is None:
+            return
+        if not jwt.jwks_file and not jwt.jwks_url:
+            self.fail("auth.jwt", "needs jwks_file or jwks_url (where the issuer's public keys are)")
+        for i, alg in enumerate(jwt.algorithms):
+            if alg not in JWT_ALGORITHMS:
+                never = alg.lower() == "none" or alg.upper().startswith("HS")
+                why = ("is never accepted (no signature, or a shared secret that a public JWKS key "
+                       "would let anyone forge)") if never else "is not a supported JWS algorithm"
+                self.fail(f"auth.jwt.algorithms[{i}]", f"{show(alg)} {why}; use {one_of(JWT_ALGORITHMS)}")
+        if not jwt.algorithms:
+            self.fail("auth.jwt.algorithms", "must name at least one algorithm")
+        try:
+            import cryptography  # noqa: F401
+            import jwt as _pyjwt  # noqa: F401
+        except ImportError:
+            self.fail("auth.jwt", "needs the jwt extra: pip install 'llmproxy[jwt]'")
 
     def names(self, node: Any, path: str, shape: re.Pattern[str], what: str) -> tuple[str, ...]:
         """A list of origins or host names, lower-cased; ``"*"`` is always accepted."""

@@ -269,6 +269,10 @@ class Metrics:
                             "gauge", ())
         self._reload_at = f("llmproxy_config_last_reload_success_timestamp_seconds",
                             "Unix time of the last successful config load", "gauge", ())
+        # Not in `families`: scraped() shows it once state.redis is configured
+        # (redis_up() sets it), so a proxy without Redis has no such family.
+        self._redis_up = f("llmproxy_redis_up", "1 while state.redis answers, 0 during an outage "
+                           "(the proxy then serves on local state)", "gauge", ())
         build = f("llmproxy_build_info", "llmproxy version", "gauge", ("version",))
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
@@ -462,6 +466,10 @@ class Metrics:
         if ok:
             self._reload_at.value(()).v = time.time()
 
+    def redis_up(self, up: bool) -> None:
+        """state.redis health (pushed by SharedRedis on every change)."""
+        self._redis_up.value(()).v = 1.0 if up else 0.0
+
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its Content-Type."""
         return generate_latest(self.registry), CONTENT_TYPE
@@ -480,6 +488,8 @@ class Metrics:
             for st in BREAKER_STATES:
                 fam.add_metric([dep, st], 1.0 if st == current else 0.0)
         yield fam
+        if self._redis_up.children:
+            yield self._redis_up.collect()
         if samples is None:
             return
         in_flight = GaugeMetricFamily("llmproxy_deployment_in_flight", "Upstream attempts in flight per deployment",

@@ -428,6 +428,9 @@ def config_secrets(config: Any) -> list[str]:
     state = getattr(config, "state", None)
     if state is not None and state.redis:
         found.extend(url_credentials(state.redis))
+    jwt = getattr(getattr(config, "auth", None), "jwt", None)
+    if jwt is not None and jwt.jwks_url:
+        found.extend(url_credentials(jwt.jwks_url))
     return found
 
 
@@ -485,7 +488,7 @@ def secrets_in_raw_config(doc: Any, env: Mapping[str, str] | None = None) -> set
                 add(v)
             elif key == "headers" and isinstance(v, dict):
                 add([hv for hk, hv in v.items() if _SECRETISH.search(str(hk))])
-            elif key in ("base_url", "redis") and (url := text(v)):
+            elif key in ("base_url", "redis", "jwks_url") and (url := text(v)):
                 found.update(url_credentials(url))
             if isinstance(v, (dict, list)):
                 stack.append(v)

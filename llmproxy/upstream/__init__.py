@@ -6,7 +6,9 @@
 - ``errors``: aiohttp errors and deadline cancellations → our errors, once;
 - ``mock``: the in-process transport for ``type: mock`` deployments;
 - ``images``: image URLs fetched (SSRF-checked) for providers that take only
-  inline images, on a pooled session the ``Upstream`` owns.
+  inline images, on a pooled session the ``Upstream`` owns;
+- ``documents``: small documents the proxy needs itself (the JWKS of
+  ``auth.jwt.jwks_url``), bounded, on the deployments' pooled session.
 """
 
 from .client import HTTPResponse, Upstream, UpstreamResponse

@@ -22,6 +22,7 @@ from yarl import URL
 from ..config.tree import DeploymentConfig, UpstreamPoolConfig
 from ..providers.base import UpstreamRequest
 from .deadlines import Deadline, Deadlines
+from .documents import fetch_document
 from .errors import too_large
 from .images import ImageFetcher
 from .mock import MOCK_SCHEME, MockTransport
@@ -145,6 +146,14 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def fetch_document(self, url: str, *, max_bytes: int, timeout: float,
+                             accept: str = "application/json") -> bytes:
+        """GET a small document the proxy needs (a JWKS): bounded in size and
+        time, no redirects; raises ``documents.FetchError``."""
+        session = self._session
+        assert session is not None, "Upstream.start() was not called"
+        return await fetch_document(session, url, max_bytes=max_bytes, timeout=timeout, accept=accept)
 
     def _url(self, url: str) -> URL:
         parsed = self._urls.get(url)
