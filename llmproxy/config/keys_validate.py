@@ -89,6 +89,10 @@ def virtual_keys(v: Validator, node: Any, models: Mapping[str, ModelConfig],
             v.fail(f"{path}.name", f"must be letters, digits and ._:@/- (at most 64, not starting with "
                                    f"punctuation), got {show(name)}")
             continue
+        if name.startswith("api-key-"):
+            v.fail(f"{path}.name", "names starting with 'api-key-' are what server.api_keys entries are called; "
+                                   "choose another")
+            continue
         if name in names:
             v.fail(f"{path}.name", f"duplicate key name {show(name)} (also keys[{names[name]}])")
             continue

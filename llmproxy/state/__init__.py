@@ -1,0 +1,1 @@
+"""State that outlives a request: the embedded spend store (``sqlite``); shared counters on Redis."""
