@@ -15,7 +15,7 @@ from ...keys.table import KeyTable
 
 
 def _spend(s: Spend) -> dict[str, Any]:
-    return {"usd": round(s.usd, 6), "requests": s.requests, "tokens": s.tokens,
+    return {"usd": round(s.usd, 9), "requests": s.requests, "tokens": s.tokens,
             "window_start": iso(s.window_start) if s.resets_at is not None else None,
             "resets_at": None if s.resets_at is None else iso(s.resets_at)}
 
@@ -27,7 +27,7 @@ def key_view(policy: KeyPolicy, service: KeyService) -> dict[str, Any]:
     budget = None
     if policy.budget_usd is not None:
         budget = {"usd": policy.budget_usd, "period": policy.period_label,
-                  "remaining_usd": round(max(policy.budget_usd - period.usd, 0.0), 6),
+                  "remaining_usd": round(max(policy.budget_usd - period.usd, 0.0), 9),
                   "resets_at": None if period.resets_at is None else iso(period.resets_at)}
     return {
         "name": policy.name,
