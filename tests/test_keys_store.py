@@ -241,7 +241,7 @@ def test_keys_must_be_a_list_and_a_key_is_hashed_at_load():
                           env={"K": "sk-llmp-0123456789abcdef"})
     (k,) = config.keys
     assert k.key_sha256 == hashlib.sha256(b"sk-llmp-0123456789abcdef").hexdigest()
-    assert k.key_text is None and "sk-llmp-0123456789abcdef" not in repr(config)
+    assert k.key_text == "hashed" and "sk-llmp-0123456789abcdef" not in repr(config)
 
 
 def test_prices_file_errors():

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .schema import did_you_mean, kind_of, show
-from .tree import DeploymentConfig, KeyConfig, ModelConfig, Price
+from .tree import KEY_GIVEN, DeploymentConfig, KeyConfig, ModelConfig, Price
 
 if TYPE_CHECKING:
     from .validate import Validator
@@ -115,7 +115,8 @@ def virtual_keys(v: Validator, node: Any, models: Mapping[str, ModelConfig],
         if budget is not None and budget.usd is None:
             budget = None
         out.append(KeyConfig(**{
-            **k, "key_sha256": digest, "key_text": None, "budget": budget,
+            **k, "key_sha256": digest, "budget": budget,
+            "key_text": KEY_GIVEN if k.get("key_text") is not None else None,
             "key_file": k["key_file"] if isinstance(k.get("key_file"), str) else None,
         }))
     return tuple(out)

@@ -341,6 +341,9 @@ class BudgetConfig:
         return 0 if self.period is None else BUDGET_PERIODS[self.period]
 
 
+KEY_GIVEN = "hashed"
+
+
 @dataclass(frozen=True, slots=True)
 class KeyConfig:
     """One virtual key (``keys:``): who a caller is and what it may do.
@@ -353,9 +356,10 @@ class KeyConfig:
                     help="unique; shown in logs, metrics and /admin/keys (never the key itself)")
     key_sha256: str | None = key(None, kind="manual", shape="str", secret=True,
                                  help="hex sha256 of the key (llmproxy key new NAME prints one)")
-    # Always None once loaded: the plaintext is hashed into key_sha256.
-    key_text: None = key(None, kind="manual", yaml="key", shape="str", secret=True,
-                         help="the key itself (e.g. ${VAR}); hashed at load, never kept")
+    # Never the plaintext: it is hashed into key_sha256 at load, and this says
+    # only that the entry gave one (KEY_GIVEN; the admin view masks it).
+    key_text: str | None = key(None, kind="manual", yaml="key", shape="str", secret=True,
+                               help="the key itself (e.g. ${VAR}); hashed at load, never kept")
     key_file: str | None = key(None, kind="manual", shape="str",
                                help="file holding the key (relative to the config's directory); hashed at load")
     models: tuple[str, ...] = key((), kind="list", what="a list of model names or globs",

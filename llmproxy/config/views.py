@@ -70,7 +70,7 @@ def section_view(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in keys_of(type(obj)):
         value = getattr(obj, k.name)
-        if k.name in ("providers", "models", "deployments", "keys"):
+        if k.kind == "manual" and k.name in ("providers", "models", "deployments", "keys"):
             continue  # listed by the caller, entry by entry
         at = out
         for part in k.path[:-1]:
