@@ -512,4 +512,4 @@ async def test_no_keys_configured_means_no_auth_and_no_key_in_the_access_line(
     fake = await _fake(fake_upstream)
     proxy = await start_proxy(config(fake.url, ""))
     assert (await openai_client(proxy, api_key="anything").chat.completions.create(**_ask())).choices
-    assert proxy.proxy.keys.ledger.store is None
+    assert proxy.proxy.keys.local.store is None

@@ -153,7 +153,7 @@ async def test_state_path_null_is_memory_only_without_a_warning(start_proxy, fak
     fake = await fake_upstream()
     with caplog.at_level(logging.WARNING, logger="llmproxy.keys"):
         proxy = await start_proxy(_config(fake.url, "state: {path: null}\n"))
-    assert proxy.proxy.keys.ledger.store is None
+    assert proxy.proxy.keys.local.store is None
     assert not caplog.records
 
 

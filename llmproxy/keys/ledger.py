@@ -51,15 +51,28 @@ class Spend:
 
 
 class SpendLedger(Protocol):
+    """What the request path and /admin/keys need of a ledger. A shared one
+    (Redis) implements it over ``LocalLedger``, which stays the fallback and
+    the owner of the embedded store."""
+
     def spent(self, name: str, period: int) -> Spend:
         """``name``'s spend in the ``period`` window open now (0: lifetime)."""
         ...
 
+    def period_usd(self, name: str, period: int) -> float:
+        """``spent(...).usd``, on the request path (the budget check)."""
+        ...
+
     def add(self, name: str, usd: float, tokens: int) -> None:
-        """One finished request of ``name``: its cost and tokens."""
+        """One finished request of ``name``: its cost and tokens (never blocks)."""
+        ...
+
+    def forget(self, keep: set[str]) -> None:
+        """A reload removed every key not in ``keep``."""
         ...
 
     async def flush(self) -> None:
+        """Persist what is pending (reload, shutdown)."""
         ...
 
 

@@ -41,7 +41,7 @@ from ..errors import AuthenticationFailed, KeyRateLimited, ModelNotAllowed, Quot
 from ..router.estimate import completion_tokens, prompt_tokens
 from ..state.sqlite import SpendStore
 from .counters import KeyCounters, LocalCounters
-from .ledger import LocalLedger
+from .ledger import LocalLedger, SpendLedger
 from .caller import Caller
 from .policy import KeyPolicy
 from .table import NO_KEYS, KeyTable
@@ -76,9 +76,12 @@ def iso(ts: float) -> str:
 
 class KeyService:
     def __init__(self, clock: Callable[[], float], wall: Callable[[], float] = time.time,
-                 counters: KeyCounters | None = None, ledger: LocalLedger | None = None) -> None:
+                 counters: KeyCounters | None = None, ledger: SpendLedger | None = None) -> None:
+        # The seams: a shared implementation (Redis) passes its own counters
+        # and ledger; the local ledger still owns the embedded store.
         self.counters: KeyCounters = counters if counters is not None else LocalCounters(clock)
-        self.ledger = ledger if ledger is not None else LocalLedger(wall)
+        self.local = LocalLedger(wall)
+        self.ledger: SpendLedger = ledger if ledger is not None else self.local
         self.wall = wall
         self._table: KeyTable = NO_KEYS
         self._store_path: Path | None = None
@@ -98,12 +101,12 @@ class KeyService:
             await self._open_store()
 
     async def _open_store(self) -> None:
-        if self._store_path is None or self.ledger.store is not None or self._opening:
+        if self._store_path is None or self.local.store is not None or self._opening:
             return
         self._opening = True
         try:
-            if await self.ledger.open(SpendStore(self._store_path)) and self._flusher is None:
-                self._flusher = asyncio.create_task(self.ledger.run(), name="llmproxy-spend-flusher")
+            if await self.local.open(SpendStore(self._store_path)) and self._flusher is None:
+                self._flusher = asyncio.create_task(self.local.run(), name="llmproxy-spend-flusher")
         finally:
             self._opening = False
 
@@ -149,7 +152,8 @@ class KeyService:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.ledger.close()
+        await self.ledger.flush()
+        await self.local.close()
 
     # -- the request path
 

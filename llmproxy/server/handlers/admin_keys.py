@@ -44,9 +44,9 @@ def key_view(policy: KeyPolicy, service: KeyService) -> dict[str, Any]:
 
 
 def keys_view(table: KeyTable, service: KeyService) -> dict[str, Any]:
-    ledger = service.ledger
-    store = ledger.store
+    local = service.local
+    store = local.store
     return {
         "keys": [key_view(p, service) for p in table.policies()],
-        "store": {"path": None if store is None else str(store.path), "problem": ledger.store_problem},
+        "store": {"path": None if store is None else str(store.path), "problem": local.store_problem},
     }
