@@ -262,5 +262,5 @@ def test_key_new_prints_a_key_its_hash_and_an_entry():
     config = parse_config(BASE + "keys:\n" + entry + "\n")
     assert config.keys[0].name == "search-team" and config.keys[0].key_sha256 == digest
     bad = subprocess.run([sys.executable, "-m", "llmproxy", "key", "new", "bad name"], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "not a key name" in bad.stderr

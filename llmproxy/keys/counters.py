@@ -45,7 +45,7 @@ class KeyCounters(Protocol):
 
 
 class _Slots:
-    __slots__ = ("policy", "rpm", "tpm", "in_flight")
+    __slots__ = ("in_flight", "policy", "rpm", "tpm")
 
     def __init__(self) -> None:
         self.policy: KeyPolicy | None = None  # the one the limiters were last set for
@@ -92,14 +92,12 @@ class LocalCounters:
         if policy.max_parallel is not None and s.in_flight >= policy.max_parallel:
             return Refusal("max_parallel", self.PARALLEL_RETRY_AFTER)
         rpm, tpm = s.rpm, s.tpm
-        if rpm is not None and not rpm.has_capacity(1):
+        if rpm is not None and not rpm.take(1):
             return Refusal("rpm", rpm.seconds_until(1))
-        if tpm is not None and not tpm.has_capacity(min(tokens, tpm.max_rate)):
+        if tpm is not None and not tpm.take(tokens):
+            if rpm is not None:
+                rpm.adjust(-1)  # all or nothing: the request was not admitted
             return Refusal("tpm", tpm.seconds_until(tokens))
-        if rpm is not None:
-            rpm.take(1)
-        if tpm is not None:
-            tpm.take(tokens)
         s.in_flight += 1
         return None
 

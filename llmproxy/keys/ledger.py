@@ -13,9 +13,12 @@ Invariants:
   batch dirty; the flusher writes it within ``FLUSH_INTERVAL`` seconds, so a
   SIGKILL loses at most that much spend (plus a write in progress);
 - ``flush`` hands each increment to the store exactly once; a failed write
-  puts it back for the next flush (logged once per failure streak);
+  keeps its rows for the next flush (logged once per failure streak);
 - memory is bounded by the configured keys × 5 windows (windows roll over in
-  place; pending increments of one window merge).
+  place; a key's pending amounts are one triple, the same for each window),
+  plus the rows of a failed write while the store stays unwritable;
+- the request path looks for a window's end once per call (one comparison
+  against the earliest end), not once per window.
 """
 
 from __future__ import annotations
@@ -77,13 +80,49 @@ class SpendLedger(Protocol):
 
 
 class _Window:
-    __slots__ = ("start", "usd", "requests", "tokens")
+    __slots__ = ("period", "requests", "start", "tokens", "usd")
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, period: int, start: int) -> None:
+        self.period = period
         self.start = start
         self.usd = 0.0
         self.requests = 0
         self.tokens = 0
+
+
+class _Totals:
+    """One key's open windows. Every request adds the same amounts to all of
+    them, so what is not yet written is one triple per key (``pending``),
+    turned into one row per window when flushed."""
+
+    __slots__ = ("by_period", "name", "pending", "valid_until", "windows")
+
+    def __init__(self, name: str, now: float) -> None:
+        self.name = name
+        self.windows = [_Window(p, window_start(p, now)) for p in PERIODS]
+        self.by_period = {w.period: w for w in self.windows}
+        self.valid_until = self._next_end()
+        self.pending: list[float] | None = None  # [usd, requests, tokens] not yet written
+
+    def _next_end(self) -> float:
+        return min((w.start + w.period for w in self.windows if w.period), default=float("inf"))
+
+    def rows(self) -> list[Row]:
+        """The pending amounts as one row per open window (and no longer pending)."""
+        inc, self.pending = self.pending, None
+        if inc is None:
+            return []
+        return [(self.name, w.period, w.start, inc[0], int(inc[1]), int(inc[2])) for w in self.windows]
+
+    def roll(self, now: float) -> list[Row]:
+        """Windows that ended start again empty; returns what was pending for the old ones."""
+        rows = self.rows()
+        for w in self.windows:
+            start = window_start(w.period, now)
+            if w.start != start:
+                w.start, w.usd, w.requests, w.tokens = start, 0.0, 0, 0
+        self.valid_until = self._next_end()
+        return rows
 
 
 class LocalLedger:
@@ -93,60 +132,56 @@ class LocalLedger:
         self.wall = wall
         self.store: SpendStore | None = None
         self.store_problem: str | None = None  # why the store is not in use (shown by /admin/keys)
-        self._windows: dict[str, dict[int, _Window]] = {}
-        self._pending: dict[tuple[str, int, int], list[float]] = {}
+        self._totals: dict[str, _Totals] = {}
+        self._dirty_keys: set[_Totals] = set()
+        self._rolled: list[Row] = []  # pending rows of windows that ended (or keys removed) before a flush
+        self._retry: list[Row] = []  # rows of a failed write, for the next flush
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._failing = False
 
     # -- the request path (memory only)
 
-    def _key(self, name: str) -> dict[int, _Window]:
-        w = self._windows.get(name)
-        if w is None:
-            now = self.wall()
-            w = self._windows[name] = {p: _Window(window_start(p, now)) for p in PERIODS}
-        return w
-
-    def _window(self, name: str, period: int, now: float) -> _Window:
-        win = self._key(name)[period]
-        start = window_start(period, now)
-        if win.start != start:  # the window rolled over: a new one starts empty
-            win.start, win.usd, win.requests, win.tokens = start, 0.0, 0, 0
-        return win
+    def _open(self, name: str, now: float) -> _Totals:
+        t = self._totals.get(name)
+        if t is None:
+            t = self._totals[name] = _Totals(name, now)
+        elif now >= t.valid_until:  # a window ended: it starts again empty
+            self._rolled.extend(t.roll(now))
+        return t
 
     def spent(self, name: str, period: int) -> Spend:
-        now = self.wall()
-        win = self._window(name, period, now)
+        win = self._open(name, self.wall()).by_period[period]
         return Spend(win.usd, win.requests, win.tokens, win.start, None if period == 0 else win.start + period)
 
     def period_usd(self, name: str, period: int) -> float:
         """``spent(...).usd`` without building a ``Spend`` (the admission check)."""
-        return self._window(name, period, self.wall()).usd
+        return self._open(name, self.wall()).by_period[period].usd
 
     def add(self, name: str, usd: float, tokens: int) -> None:
-        now = self.wall()
-        pending = self._pending
-        for period in PERIODS:
-            win = self._window(name, period, now)
+        t = self._open(name, self.wall())
+        for win in t.windows:
             win.usd += usd
             win.requests += 1
             win.tokens += tokens
-            if self.store is not None:
-                inc = pending.get((name, period, win.start))
-                if inc is None:
-                    pending[(name, period, win.start)] = [usd, 1, tokens]
-                else:
-                    inc[0] += usd
-                    inc[1] += 1
-                    inc[2] += tokens
         if self.store is not None:
-            self._dirty.set()
+            inc = t.pending
+            if inc is None:
+                t.pending = [usd, 1, tokens]
+                self._dirty_keys.add(t)
+                self._dirty.set()
+            else:
+                inc[0] += usd
+                inc[1] += 1
+                inc[2] += tokens
 
     def forget(self, keep: set[str]) -> None:
-        """Drop the memory of keys a reload removed (their stored rows stay)."""
-        for name in [n for n in self._windows if n not in keep]:
-            del self._windows[name]
+        """Drop the memory of keys a reload removed (their stored rows stay,
+        and what they had pending is still written)."""
+        for name in [n for n in self._totals if n not in keep]:
+            t = self._totals.pop(name)
+            self._rolled.extend(t.rows())
+            self._dirty_keys.discard(t)
 
     # -- the store (every call off the event loop)
 
@@ -163,10 +198,8 @@ class LocalLedger:
                         self.store_problem)
             return False
         for name, period, start, usd, requests, tokens in rows:
-            if period not in PERIODS:
-                continue
-            win = self._window(name, period, now)
-            if win.start == start:
+            win = self._open(name, now).by_period.get(period)
+            if win is not None and win.start == start:
                 win.usd += usd
                 win.requests += requests
                 win.tokens += tokens
@@ -185,17 +218,18 @@ class LocalLedger:
         async with self._lock:
             self._dirty.clear()
             store = self.store
-            if store is None or not self._pending:
+            if store is None:
                 return
-            batch, self._pending = self._pending, {}
-            rows: list[Row] = [(n, p, s, inc[0], int(inc[1]), int(inc[2])) for (n, p, s), inc in batch.items()]
+            rows, self._rolled, self._retry = self._rolled + self._retry, [], []
+            for t in self._dirty_keys:
+                rows.extend(t.rows())
+            self._dirty_keys.clear()
+            if not rows:
+                return
             try:
                 await asyncio.to_thread(store.write, rows)
             except (OSError, sqlite3.Error) as exc:
-                for k, inc in batch.items():  # back for the next try, merged with what came since
-                    cur = self._pending.setdefault(k, [0.0, 0, 0])
-                    for i in range(3):
-                        cur[i] += inc[i]
+                self._retry = rows  # for the next flush (rows add up: their order does not matter)
                 self._dirty.set()
                 if not self._failing:
                     log.warning("state.path: writing key spend to %s failed: %s; retrying", store.path, exc)

@@ -37,12 +37,17 @@ from typing import Any
 from aiohttp import web
 
 from ..config.tree import DeploymentConfig
-from ..errors import AuthenticationFailed, KeyRateLimited, ModelNotAllowed, QuotaExceeded
+from ..errors import (
+    AuthenticationFailed,
+    KeyRateLimited,
+    ModelNotAllowed,
+    QuotaExceeded,
+)
 from ..router.estimate import completion_tokens, prompt_tokens
 from ..state.sqlite import SpendStore
+from .caller import Caller
 from .counters import KeyCounters, LocalCounters
 from .ledger import LocalLedger, SpendLedger
-from .caller import Caller
 from .policy import KeyPolicy
 from .table import NO_KEYS, KeyTable
 
@@ -210,8 +215,18 @@ def _limit(policy: KeyPolicy, kind: str) -> str:
 class Ticket:
     """One admitted request's account: released and settled exactly once (``finish``)."""
 
-    __slots__ = ("service", "policy", "body", "tokens", "usd", "used", "answered_by", "estimated",
-                 "is_free", "_done")
+    __slots__ = (
+        "_done",
+        "answered_by",
+        "body",
+        "estimated",
+        "is_free",
+        "policy",
+        "service",
+        "tokens",
+        "usd",
+        "used",
+    )
 
     def __init__(self, service: KeyService, policy: KeyPolicy, body: Mapping[str, Any], tokens: int) -> None:
         self.service = service
