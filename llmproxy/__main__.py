@@ -1,4 +1,4 @@
-"""Command line: ``llmproxy serve`` and ``llmproxy check``."""
+"""Command line: ``llmproxy serve``, ``llmproxy check`` and ``llmproxy key new``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key_new(args: argparse.Namespace) -> int:
+    """A fresh client key, its sha256 and the ``keys:`` entry to paste.
+
+    The key is printed once and kept nowhere: the config holds its hash.
+    """
+    import hashlib
+    import secrets
+
+    from .config.keys_validate import KEY_NAME
+
+    name = args.name
+    if not KEY_NAME.fullmatch(name) or name.startswith("api-key-"):
+        print(f"llmproxy key new: {name[:80]!r} is not a key name: letters, digits and ._:@/- "
+              "(at most 64, not starting with punctuation or 'api-key-')", file=sys.stderr)
+        return 2
+    key = "sk-llmp-" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"key:    {key}")
+    print(f"sha256: {digest}")
+    print()
+    print("# Give the key to its user once; put this entry under keys: in the config:")
+    print(f"  - name: {name}")
+    print(f"    key_sha256: {digest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmproxy", description="OpenAI-compatible LLM sidecar proxy")
     parser.add_argument("--version", action="version", version=f"llmproxy {__version__}")
@@ -116,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--explain", action="store_true",
                        help="print every config key with its kind, default and help, and exit")
     check.set_defaults(func=cmd_check)
+    key = sub.add_parser("key", help="client keys (keys: in the config)")
+    key_sub = key.add_subparsers(dest="key_command", required=True)
+    new = key_sub.add_parser("new", help="print a fresh key, its sha256 and a keys: entry")
+    new.add_argument("name", help="the key's name (keys[].name)")
+    new.set_defaults(func=cmd_key_new)
     return parser
 
 

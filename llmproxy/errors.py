@@ -4,10 +4,13 @@
     ├── InvalidRequest              400 invalid_request_error
     ├── AuthenticationFailed        401
     ├── Forbidden                   403 (Origin / Host refused at the door)
+    ├── ModelNotAllowed             403 model_not_allowed (the key's models:)
     ├── ModelNotFound               404
     ├── RequestTimeout              408 (the client's body stalled)
     ├── PayloadTooLarge             413
     ├── NoCapacity                  429 (every deployment busy / limited)
+    ├── KeyRateLimited              429 rate_limit_exceeded (the key's rpm / tpm / max_parallel)
+    ├── QuotaExceeded               429 insufficient_quota (the key's budget is spent)
     ├── ServiceUnavailable          503 (draining, no usable deployment)
     └── UpstreamError               what went wrong talking to a provider
         ├── UpstreamStatusError     the provider answered with an error status
@@ -109,6 +112,30 @@ class NoCapacity(ProxyError):
     status = 429
     type = "rate_limit_error"
     code = "no_capacity"
+
+
+class ModelNotAllowed(ProxyError):
+    """The caller's key may not use the model it asked for (``keys[].models``)."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class KeyRateLimited(ProxyError):
+    """The caller's own rpm / tpm / max_parallel, not a deployment's."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(ProxyError):
+    """The caller's budget for this period is spent (OpenAI's own code for it)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class ServiceUnavailable(ProxyError):

@@ -121,7 +121,7 @@ async def test_the_view_lists_what_it_used_to_omit(start_proxy):
     dep = view["models"]["x"]["deployments"][0]
     assert view["models"]["x"]["fallbacks"] == ["y"]
     assert (dep["priority"], dep["rpm"], dep["tpm"]) == (1, 60, 6000)
-    assert dep["price"] == {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    assert dep["price"] == {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "cached_input_per_mtok": None}
     assert dep["breaker"]["failures"] == 7
     assert view["models"]["x"]["retry"]["retries"] == 3
     assert view["logging"]["level"] == "debug"

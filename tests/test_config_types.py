@@ -38,6 +38,14 @@ FULL: dict[str, Any] = {
     "auth": {"jwt": {"issuer": "https://idp.example.com/", "audience": "llmproxy", "jwks_file": "jwks.json",
                      "jwks_url": "https://idp.example.com/.well-known/jwks.json", "algorithms": ["RS256", "EdDSA"],
                      "key_claim": "team", "leeway": 10, "jwks_refresh": 600, "jwks_refresh_min": 5}},
+    "keys": [
+        {"name": "search-team", "key_sha256": "9f86d081884c7d659a2feae0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+         "models": ["small", "o*"], "rpm": 600, "tpm": 200000, "max_parallel": 20,
+         "budget": {"usd": 50, "period": "30d"}, "metadata": {"team": "search"}, "role": "admin"},
+        {"name": "env-key", "key": "sk-llmp-0123456789abcdef0123"},
+        {"name": "file-key", "key_file": str(Path(__file__).parent / "fixtures" / "client_key.txt")},
+    ],
+    "prices_file": str(Path(__file__).parent / "fixtures" / "litellm_prices.json"),
     "tracing": {"enabled": False, "endpoint": "http://otel:4318/v1/traces", "service_name": "llmproxy",
                 "sample_ratio": 0.5, "headers": {"Authorization": "Bearer otel-token"}},
     "defaults": {
@@ -86,7 +94,7 @@ FULL: dict[str, Any] = {
                  "timeouts": {"connect": 2, "first_byte": 50, "idle": 10, "total": 100}, "max_tokens": 1000,
                  "priority": 0, "max_concurrency": 64,
                  "queue_timeout": 2, "rpm": 5000, "tpm": 800000,
-                 "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
+                 "price": {"input_per_mtok": 2.5, "output_per_mtok": 10, "cached_input_per_mtok": 1.25},
                  "breaker": {"failures": 3, "failure_ratio": 0.4, "min_requests": 10, "window": 20, "cooldown": 10,
                              "half_open_probes": 2, "max_retry_after": 60, "when_all_open": "fail_fast"}},
                 {"provider": "az", "model": "dep"},

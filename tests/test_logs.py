@@ -344,7 +344,8 @@ def test_access_line_is_one_json_object(root_logging: None) -> None:
     assert doc == {
         "level": "info", "logger": "llmproxy.access", "msg": "request",
         "request_id": "0e6c565e2f054cb190208227df2bb922", "method": "POST", "path": "/v1/chat/completions",
-        "model": "gpt-4o", "deployment": "up/gpt-4o", "status": 200, "duration_ms": 12.346, "ttft_ms": 3.21,
+        "model": "gpt-4o", "deployment": "up/gpt-4o", "key": None, "status": 200, "duration_ms": 12.346,
+            "ttft_ms": 3.21,
         "prompt_tokens": 5, "completion_tokens": 2, "retries": 1, "stream": True, "error": None,
     }
 

@@ -42,7 +42,9 @@ def test_a_yaml_example_parses_as_written(where: str, text: str, tmp_path: Path)
         key = tmp_path / "key"
         key.write_text("file-key")
         text = re.sub(r"api_key_file: \S+", f"api_key_file: {key}", text)
-        env = {name: "dummy-value" for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)}
+        # Distinct, and long enough for client keys (keys[].key: at least 16 characters, each given once).
+        env = {name: f"dummy-value-{name}-0123456789"
+               for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)}
         parse_config(text, env=env, source=where)
 
 

@@ -46,6 +46,9 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_ALIAS_NODES = 10_000
 # A rejected file can be wrong in every line: the first problems say what to fix.
 MAX_PROBLEMS = 100
+# The embedded store's default file; a read-only directory (a ConfigMap mount)
+# is a WARNING and memory-only spend, never a proxy that will not start.
+DEFAULT_STATE_PATH = "state/llmproxy.db"
 
 # breaker.when_all_open, the default first.
 WHEN_ALL_OPEN = ("route_oldest", "fail_fast")
@@ -172,9 +175,16 @@ class ProviderConfig:
 class Price:
     input_per_mtok: float = key(0.0, positive=False, help="USD per million prompt tokens")
     output_per_mtok: float = key(0.0, positive=False, help="USD per million completion tokens")
+    cached_input_per_mtok: float | None = key(None, kind="number", positive=False,
+                                              help="USD per million prompt tokens read from the provider's "
+                                                   "prompt cache (default: input_per_mtok)")
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """USD; ``cached_tokens`` are part of ``prompt_tokens`` (OpenAI's and our usage shape)."""
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        return ((prompt_tokens - cached) * self.input_per_mtok + cached * cached_rate
+                + completion_tokens * self.output_per_mtok) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,12 +324,66 @@ def _check_redis_url(value: str) -> str | None:
     return redis_package_missing()
 
 
+# budget.period: the fixed windows a budget counts over (seconds), aligned on
+# the Unix epoch, so every process and every restart agrees on where a window
+# starts without a calendar (a "30d" window is not a calendar month).
+BUDGET_PERIODS: Mapping[str, int] = MappingProxyType({"1h": 3600, "1d": 86400, "7d": 7 * 86400,
+                                                       "30d": 30 * 86400})
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    usd: float = key(0.0, kind="number", required=True, help="spend cap in USD")
+    period: str | None = key(None, kind="enum", choices=tuple(BUDGET_PERIODS), nullable=True,
+                             help="window the cap counts over (epoch-aligned); omitted: lifetime")
+
+    @property
+    def seconds(self) -> int:
+        """The window's length; 0 for a lifetime budget."""
+        return 0 if self.period is None else BUDGET_PERIODS[self.period]
+
+
+KEY_GIVEN = "hashed"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    """One virtual key (``keys:``): who a caller is and what it may do.
+
+    The plaintext key is never kept: ``key`` and ``key_file`` are hashed
+    while the config is validated, and only ``key_sha256`` stays.
+    """
+
+    name: str = key(kind="str", required=True,
+                    help="unique; shown in logs, metrics and /admin/keys (never the key itself)")
+    key_sha256: str | None = key(None, kind="manual", shape="str", secret=True,
+                                 help="hex sha256 of the key (llmproxy key new NAME prints one)")
+    # Never the plaintext: it is hashed into key_sha256 at load, and this says
+    # only that the entry gave one (KEY_GIVEN; the admin view masks it).
+    key_text: str | None = key(None, kind="manual", yaml="key", shape="str", secret=True,
+                               help="the key itself (e.g. ${VAR}); hashed at load, never kept")
+    key_file: str | None = key(None, kind="manual", shape="str",
+                               help="file holding the key (relative to the config's directory); hashed at load")
+    models: tuple[str, ...] = key((), kind="list", what="a list of model names or globs",
+                                  help="public model names or fnmatch globs (\"claude-*\") this key may use; "
+                                       "empty: all")
+    rpm: int | None = key(None, kind="int", help="requests per minute for this key")
+    tpm: int | None = key(None, kind="int", help="tokens per minute for this key (estimated before, settled after)")
+    max_parallel: int | None = key(None, kind="int", help="this key's requests in flight at once")
+    budget: BudgetConfig | None = key(None, kind="section", cls=BudgetConfig, help="spend cap")
+    metadata: Mapping[str, str] = key(kind="map", factory=lambda: MappingProxyType({}),
+                                      help="free-form strings, shown in /admin/keys and the access line")
+    role: str | None = key(None, kind="enum", choices=("admin",), nullable=True,
+                           help="admin: this key may also use /admin/*")
+
+
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     """Where state that outlives a request lives: spend, shared limits, cache."""
 
-    path: str | None = key(None, kind="str", nullable=True,
-                           help="embedded SQLite store (relative to the config's directory); null: memory only")
+    path: str | None = key(DEFAULT_STATE_PATH, kind="str", nullable=True,
+                           help="embedded SQLite store of key spend (relative to the config's directory; "
+                                "opened only when keys: is set); null: memory only")
     redis: str | None = key(None, kind="str", nullable=True, secret=True, check=_check_redis_url,
                             help="share limits, spend and the cache across processes and pods")
 
@@ -400,6 +464,12 @@ class Config:
     responses: ResponsesConfig = key(ResponsesConfig(), help="")
     state: StateConfig = key(StateConfig(), help="")
     auth: AuthConfig = key(AuthConfig(), help="")
+    keys: tuple[KeyConfig, ...] = key((), kind="manual", shape="list",
+                                      help="virtual keys: a list of entries (below); server.api_keys are "
+                                           "keys without a policy")
+    prices_file: str | None = key(None, kind="manual", shape="str",
+                                  help="LiteLLM model_prices_and_context_window.json: prices of deployments "
+                                       "without price: (relative to the config's directory)")
     source: str = "<memory>"
     sha256: str = ""
 

@@ -320,8 +320,15 @@ class Validator:
         self.jwt(v["auth"].jwt)
         providers = self.providers(v.get("providers"), v["timeouts"], v["limits"])
         models = self.models(v.get("models"), providers)
+        from .keys_validate import apply_prices, prices_file, virtual_keys  # they use this class
+
+        prices = prices_file(self, v.get("prices_file"))
+        if prices:
+            models = apply_prices(models, prices)
+        keys = virtual_keys(self, v.get("keys"), models, server.api_keys)
         return Config(**{
-            **v, "server": server, "listen": f"{server.host}:{server.port}",
+            **v, "server": server, "listen": f"{server.host}:{server.port}", "keys": keys,
+            "prices_file": v.get("prices_file") if isinstance(v.get("prices_file"), str) else None,
             "providers": MappingProxyType(providers), "models": MappingProxyType(models),
             "source": source, "sha256": sha,
         })
@@ -484,25 +491,29 @@ class Validator:
         if "api_key" in p and "api_key_file" in p:
             self.fail(path, "set api_key or api_key_file, not both")
         if "api_key_file" in p:
-            fpath = self.string(p["api_key_file"], f"{path}.api_key_file", required=True)
-            if not fpath:
-                return None
-            resolved = Path(fpath) if os.path.isabs(fpath) else self.base_dir / fpath
-            try:
-                with resolved.open("rb") as f:
-                    data = f.read(MAX_SECRET_FILE + 1)
-            except OSError as exc:
-                self.fail(f"{path}.api_key_file", f"cannot read {fpath[:200]}: {exc.strerror or exc}")
-                return None
-            if len(data) > MAX_SECRET_FILE:
-                self.fail(f"{path}.api_key_file", f"{fpath[:200]} is larger than {MAX_SECRET_FILE} bytes")
-                return None
-            try:
-                return data.decode().strip()
-            except UnicodeDecodeError:
-                self.fail(f"{path}.api_key_file", f"{fpath[:200]} is not UTF-8 text")
-                return None
+            return self.secret_file(p["api_key_file"], f"{path}.api_key_file")
         return self.string(p.get("api_key"), f"{path}.api_key")
+
+    def secret_file(self, node: Any, path: str) -> str | None:
+        """The stripped text of a secret file (relative to the config's directory)."""
+        fpath = self.string(node, path, required=True)
+        if not fpath:
+            return None
+        resolved = Path(fpath) if os.path.isabs(fpath) else self.base_dir / fpath
+        try:
+            with resolved.open("rb") as f:
+                data = f.read(MAX_SECRET_FILE + 1)
+        except OSError as exc:
+            self.fail(path, f"cannot read {fpath[:200]}: {exc.strerror or exc}")
+            return None
+        if len(data) > MAX_SECRET_FILE:
+            self.fail(path, f"{fpath[:200]} is larger than {MAX_SECRET_FILE} bytes")
+            return None
+        try:
+            return data.decode().strip()
+        except UnicodeDecodeError:
+            self.fail(path, f"{fpath[:200]} is not UTF-8 text")
+            return None
 
     def models(self, node: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelConfig]:
         out: dict[str, ModelConfig] = {}

@@ -56,6 +56,7 @@ def redacted_view(config: Config) -> dict[str, Any]:
         name: {**section_view(m), "deployments": [section_view(d) for d in m.deployments]}
         for name, m in config.models.items()
     }
+    view["keys"] = [section_view(k) for k in config.keys]
     return view
 
 
@@ -69,7 +70,7 @@ def section_view(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in keys_of(type(obj)):
         value = getattr(obj, k.name)
-        if k.name in ("providers", "models", "deployments"):
+        if k.kind == "manual" and k.name in ("providers", "models", "deployments", "keys"):
             continue  # listed by the caller, entry by entry
         at = out
         for part in k.path[:-1]:
@@ -103,7 +104,7 @@ def explain_keys() -> list[tuple[str, str, str, str]]:
     """(dotted path, kind, default, help) of every config key, from the
     schema: what ``llmproxy check --explain`` prints."""
     from ..providers.registry import PROVIDER_SPECS
-    from .tree import Config, DeploymentConfig, ModelConfig
+    from .tree import Config, DeploymentConfig, KeyConfig, ModelConfig
 
     rows: list[tuple[str, str, str, str]] = []
     for row in explain(Config):
@@ -119,6 +120,8 @@ def explain_keys() -> list[tuple[str, str, str, str]]:
         elif row[0] == "models":
             rows.extend(r for r in explain(ModelConfig, "models.<name>"))
             rows.extend(explain(DeploymentConfig, "models.<name>.deployments[]"))
+        elif row[0] == "keys":
+            rows.extend(explain(KeyConfig, "keys[]"))
     return [r for r in rows if r[1] != "section"]
 
 

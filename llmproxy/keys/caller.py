@@ -11,12 +11,20 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .policy import KeyPolicy
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    # The key's ``name`` (``keys:``), or "" for a caller the proxy does not
-    # tell apart (no keys configured, or a plain ``server.api_keys`` entry).
+    # The key's ``name`` (``keys:``); ``api-key-<8 hex of its sha256>`` for a
+    # plain ``server.api_keys`` entry; "" when the proxy asks for no key.
     name: str
+    # What the key may do; None for a caller the proxy does not tell apart.
+    policy: KeyPolicy | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.policy is not None and self.policy.admin
 
 
 ANONYMOUS = Caller("")

@@ -406,11 +406,11 @@ def _json_int(value: object) -> bytes:
 def _access_fields(
     request_id: str, method: str, path: str, model: str | None, deployment: str | None, status: int,
     duration_ms: float, ttft_ms: float | None, prompt_tokens: int | None, completion_tokens: int | None,
-    retries: int, stream: bool, error: str | None,
+    retries: int, stream: bool, error: str | None, key: str | None = None,
 ) -> dict[str, Any]:
     return {
         "request_id": request_id, "method": method, "path": path, "model": model,
-        "deployment": deployment, "status": status, "duration_ms": _ms(duration_ms), "ttft_ms": _ms(ttft_ms),
+        "deployment": deployment, "key": key, "status": status, "duration_ms": _ms(duration_ms), "ttft_ms": _ms(ttft_ms),
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "retries": retries, "stream": stream, "error": error,
     }
@@ -446,7 +446,7 @@ class AccessLog:
         self._body_logger = logging.getLogger("llmproxy.body")
         self._template: tuple[type[logging.LogRecord], dict[str, Any], float] | None = None
         self._pid = -1
-        self._fragments: dict[tuple[str, str, str | None, str | None], bytes] = {}
+        self._fragments: dict[tuple[str, str, str | None, str | None, str | None], bytes] = {}
         self._fragments_for: Redactor | None = None  # the redactor that masked them,
         self._fragments_gen = -1  # at this generation of its secrets
 
@@ -485,16 +485,17 @@ class AccessLog:
         retries: int,
         stream: bool,
         error: str | None = None,
+        key: str | None = None,
     ) -> None:
         self.write(request_id, method, path, model, deployment, status, duration_ms, ttft_ms, prompt_tokens,
-                   completion_tokens, retries, stream, error)
+                   completion_tokens, retries, stream, error, key)
 
     def write(
         self, request_id: str, method: str, path: str, model: str | None, deployment: str | None, status: int,
         duration_ms: float, ttft_ms: float | None, prompt_tokens: int | None, completion_tokens: int | None,
-        retries: int, stream: bool, error: str | None,
+        retries: int, stream: bool, error: str | None, key: str | None = None,
     ) -> None:
-        """``log`` with positional arguments (the per-request call)."""
+        """``log`` with positional arguments (the per-request call); ``key``: the caller's key name."""
         logger = self._logger
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
@@ -504,28 +505,29 @@ class AccessLog:
             # rendered with the rest of this loop iteration's lines.
             direct.write_deferred(self._render, (
                 direct, time.time(), request_id, method, path, model, deployment, status, duration_ms, ttft_ms,
-                prompt_tokens, completion_tokens, retries, stream, error))
+                prompt_tokens, completion_tokens, retries, stream, error, key))
             return
         record = self._record(time.time())
         record.fields = _access_fields(request_id, method, path, model, deployment, status, duration_ms, ttft_ms,
-                                       prompt_tokens, completion_tokens, retries, stream, error)
+                                       prompt_tokens, completion_tokens, retries, stream, error, key)
         logger.handle(record)
 
     def _render(
         self, handler: LineHandler, now: float, request_id: str, method: str, path: str, model: str | None,
         deployment: str | None, status: int, duration_ms: float, ttft_ms: float | None,
         prompt_tokens: int | None, completion_tokens: int | None, retries: int, stream: bool, error: str | None,
+        key: str | None = None,
     ) -> bytes:
         """The JSON line the record path would write (same keys, same order, same masking)."""
         redactor: Redactor = handler.filters[0].redactor  # type: ignore[union-attr]
         fmt: JSONFormatter = handler.formatter  # type: ignore[assignment]
         try:
             return self._line(redactor, fmt, now, request_id, method, path, model, deployment, status,
-                              duration_ms, ttft_ms, prompt_tokens, completion_tokens, retries, stream, error)
+                              duration_ms, ttft_ms, prompt_tokens, completion_tokens, retries, stream, error, key)
         except (TypeError, ValueError, OverflowError):  # an argument of an unexpected type
             record = self._record(now)
             record.fields = _access_fields(request_id, method, path, model, deployment, status, duration_ms,
-                                           ttft_ms, prompt_tokens, completion_tokens, retries, stream, error)
+                                           ttft_ms, prompt_tokens, completion_tokens, retries, stream, error, key)
             handler.filters[0].filter(record)  # type: ignore[union-attr]  # the RedactingFilter (_direct_handler checked)
             return fmt.format_bytes(record)
 
@@ -533,9 +535,10 @@ class AccessLog:
         self, redactor: Redactor, fmt: JSONFormatter, now: float, request_id: str, method: str, path: str,
         model: str | None, deployment: str | None, status: int, duration_ms: float, ttft_ms: float | None,
         prompt_tokens: int | None, completion_tokens: int | None, retries: int, stream: bool, error: str | None,
+        key_name: str | None = None,
     ) -> bytes:
         redact = redactor.redact
-        key = (method, path, model, deployment)
+        key = (method, path, model, deployment, key_name)
         middle = self._fragments.get(key)
         if middle is None or redactor is not self._fragments_for or redactor.generation != self._fragments_gen:
             middle = self._fragment(redactor, key)
@@ -553,14 +556,15 @@ class AccessLog:
                    _NULL if error is None else orjson.dumps(redact(error)),
                )
 
-    def _fragment(self, redactor: Redactor, key: tuple[str, str, str | None, str | None]) -> bytes:
+    def _fragment(self, redactor: Redactor, key: tuple[str, str, str | None, str | None, str | None]) -> bytes:
         if (redactor is not self._fragments_for or redactor.generation != self._fragments_gen
                 or len(self._fragments) >= _FRAGMENTS_MAX):
             self._fragments.clear()  # new secrets to mask, or a client inventing paths: start over
             self._fragments_for, self._fragments_gen = redactor, redactor.generation
-        method, path, model, deployment = (None if v is None else redactor.redact(v) for v in key)
-        frag = b'"method":%b,"path":%b,"model":%b,"deployment":%b,' % (
-            orjson.dumps(method), orjson.dumps(path), orjson.dumps(model), orjson.dumps(deployment))
+        method, path, model, deployment, key_name = (None if v is None else redactor.redact(v) for v in key)
+        frag = b'"method":%b,"path":%b,"model":%b,"deployment":%b,"key":%b,' % (
+            orjson.dumps(method), orjson.dumps(path), orjson.dumps(model), orjson.dumps(deployment),
+            orjson.dumps(key_name))
         self._fragments[key] = frag
         return frag
 

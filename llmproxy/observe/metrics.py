@@ -235,6 +235,25 @@ class _Collector(Collector):
         yield from m.scraped()
 
 
+def _key_families(samples: Iterable[tuple[str, int, float, float | None, int]]) -> Iterator[Metric]:
+    # Lifetime totals from the spend ledger: they survive restarts (the
+    # embedded store), so they only ever grow, as a counter must.
+    requests = CounterMetricFamily("llmproxy_key_requests", "Requests admitted per key (keys:)", labels=["key"])
+    spend = CounterMetricFamily("llmproxy_key_spend_usd", "Spend per key in US dollars", labels=["key"])
+    remaining = GaugeMetricFamily("llmproxy_key_budget_remaining_usd",
+                                  "Budget left in the key's current period, US dollars", labels=["key"])
+    estimated = CounterMetricFamily("llmproxy_key_usage_estimated",
+                                    "Answers whose usage the upstream never reported, charged from the estimate",
+                                    labels=["key"])
+    for name, n, usd, left, est in samples:
+        requests.add_metric([name], float(n))
+        spend.add_metric([name], usd)
+        estimated.add_metric([name], float(est))
+        if left is not None:
+            remaining.add_metric([name], left)
+    yield from (requests, spend, remaining, estimated)
+
+
 # --------------------------------------------------------------------------- the API
 
 
@@ -294,6 +313,7 @@ class Metrics:
         self._known_deployments: set[str] | None = None
         self._breakers: dict[str, str] = {}  # pushed by breaker_state()
         self._source: Callable[[], Iterable[DeploymentSample]] | None = None
+        self._keys: Callable[[], Iterable[tuple[str, int, float, float | None, int]]] | None = None
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -317,6 +337,11 @@ class Metrics:
     def watch_deployments(self, source: Callable[[], Iterable[DeploymentSample]]) -> None:
         """Read breaker state, in-flight and breaker opens per deployment at scrape time."""
         self._source = source
+
+    def watch_keys(self, source: Callable[[], Iterable[tuple[str, int, float, float | None, int]]]) -> None:
+        """Per-key series, read at scrape time from the key service (their
+        labels: configured key names only; the request path pays nothing)."""
+        self._keys = source
 
     def forget_deployment(self, deployment: str) -> None:
         """Drop every series labelled with ``deployment`` (removed by a reload)."""
@@ -501,6 +526,8 @@ class Metrics:
             opens.add_metric([dep], float(opened))
         yield in_flight
         yield opens
+        if self._keys is not None:
+            yield from _key_families(self._keys())
 
     # -- cache misses: resolve label values, create series
 

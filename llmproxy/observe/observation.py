@@ -28,6 +28,7 @@ from aiohttp import web
 
 from ..config.tree import Config, DeploymentConfig
 from ..errors import ProxyError, UpstreamError
+from ..keys.caller import CALLER
 from ..providers.base import UpstreamRequest
 from ..server.runtime import PROXY, REQUEST_ID
 from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
@@ -185,9 +186,10 @@ class Observation:
                 rid = request[REQUEST_ID]
             except KeyError:  # answered before error_middleware named it
                 rid = ""
+            caller = request.get(CALLER)
             access.write(rid, request.method, request.path, model, dep_id, status, duration * 1000.0,
                          None if ttft is None else ttft * 1000.0, prompt, completion, self.retries, self.stream,
-                         self.error_code)
+                         self.error_code, None if caller is None else caller.name)
 
 
 class Unobserved(Observation):

@@ -436,7 +436,7 @@ def config_secrets(config: Any) -> list[str]:
 
 # Keys whose value is a credential wherever they appear in a config file.
 _RAW_SECRET_KEYS = frozenset(("api_key", "api_keys", "token", "aws_access_key_id", "aws_secret_access_key",
-                              "aws_session_token"))
+                              "aws_session_token", "key", "key_sha256"))
 _RAW_SECRET_WORDS = re.compile(r"secret|password|passwd|credential", re.IGNORECASE)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 

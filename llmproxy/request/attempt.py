@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProxyError, UpstreamError
+from ..keys.service import Ticket
 from ..observe.observation import Observation
 from ..observe.redact import Redactor
 from ..providers.base import CallContext, UpstreamRequest
@@ -39,6 +40,8 @@ class Call:
     ctx: CallContext
     obs: Observation
     redactor: Redactor | None = None
+    # The caller's key account (keys:): told of the answer's usage; None without keys.
+    ticket: Ticket | None = None
     # The client's format: what to send and how the answer reads (chat: as the adapters speak).
     ingress: Ingress = CHAT
     # Created on the first adapter that wants image URLs inlined; kept so a
@@ -99,7 +102,10 @@ class Attempt:
 
     def succeeded(self, latency: float, usage: dict[str, Any] | None) -> None:
         self.lease.success(latency, usage)
-        self.call.obs.attempt_succeeded(usage)
+        call = self.call
+        call.obs.attempt_succeeded(usage)
+        if call.ticket is not None:
+            call.ticket.answered(self.dep, usage)
 
     def failed(self, exc: ProxyError) -> None:
         """Masks ``exc``; an upstream's failure also goes to the lease, the observation and the plan."""

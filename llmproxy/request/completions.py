@@ -34,15 +34,19 @@ class CompletionsIngress(ChatIngress):
         headers = openai.request_headers(dep)
         if stream:
             headers["Accept"] = "text/event-stream"
+        # Streams ask for the usage chunk as chat streams do (spend is exact),
+        # and the client sees it only if it asked too.
         return UpstreamRequest(url=openai.endpoint_url(dep, "completions"), headers=headers,
-                               body=openai.with_model(call.body, dep.model))
+                               body=openai.with_model(call.body, dep.model,
+                                                      stream_usage=stream and openai.asks_stream_usage(dep)))
 
     def answer(self, adapter: Adapter, dep: DeploymentConfig, data: bytes,
                ctx: CallContext) -> tuple[bytes, dict[str, Any] | None]:
         return openai.relayed(data, "completion", "choices")
 
     def stream(self, adapter: Adapter, dep: DeploymentConfig, ctx: CallContext) -> StreamTranslator:
-        return openai.OpenAIStreamRelay(max_event_size=dep.provider.limits.max_event_size)
+        return openai.OpenAIStreamRelay(drop_usage_chunk=not ctx.include_usage,
+                                        max_event_size=dep.provider.limits.max_event_size)
 
 
 COMPLETIONS = CompletionsIngress()

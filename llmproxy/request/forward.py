@@ -194,9 +194,18 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
                 gone = True
     except ProxyError as exc:  # an upstream failure or timeout, or a translator's error
         failure = exc
+    except asyncio.CancelledError:  # the client left (handler cancellation): still charged
+        if call.ticket is not None:
+            call.ticket.answered(dep, translator.usage)
+        raise
     finally:
         await chunks.aclose()
         attempt.close_response()
+    if gone or failure is not None:
+        # The upstream produced (and bills) tokens before the end: charged
+        # from its usage if it came, else the estimate.
+        if call.ticket is not None:
+            call.ticket.answered(dep, translator.usage)
     if gone:
         obs.client_gone()
         return out  # the client left between our last read and this write

@@ -7,20 +7,23 @@ errors, raised below the app, are rendered in the same shape by
 ``protocol``). Shared objects live under ``AppKey``s and open/close in
 ``cleanup_ctx``.
 
-Invariant: with ``server.api_keys`` set, every route asks for a key except
-those ``create_app`` lists as open (probes, /metrics, /admin with its own
-token): a route added later is closed unless it is listed there.
+Invariant: with ``server.api_keys`` or ``keys:`` set, every route asks for a
+key except those ``create_app`` lists as open (probes, /metrics, /admin with
+its own token): a route added later is closed unless it is listed there.
+The caller it names is ``request[CALLER]``; a request a key admitted
+(``TICKET``) is finished here, in ``finally``, whatever way it ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -29,8 +32,10 @@ from .. import __version__
 from ..config.tree import Config
 from ..config.validate import parse_listen
 from ..config.views import summarize
-from ..errors import AuthenticationFailed, ProxyError, RequestTimeout
+from ..errors import ProxyError, RequestTimeout
 from ..ingress import anthropic_messages
+from ..keys.caller import CALLER
+from ..keys.service import TICKET
 from ..observe.logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from ..observe.metrics import METRICS, Metrics, handle_metrics, metrics_app
 from ..observe.observation import (
@@ -102,13 +107,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         rid = proxy.new_request_id()
     request[REQUEST_ID] = rid
     try:
-        server = proxy.runtime.config.server
-        preflight = door.admit(request, server, request.app[door.LOOPBACK])
+        runtime = proxy.runtime
+        preflight = door.admit(request, runtime.config.server, request.app[door.LOOPBACK])
         if preflight is not None:
             response: web.StreamResponse = preflight
         else:
-            if server.api_keys and request.match_info.route.resource not in request.app[_OPEN_RESOURCES]:
-                _authenticate(request, server.api_keys)
+            if runtime.keys.enabled and request.match_info.route.resource not in request.app[_OPEN_RESOURCES]:
+                request[CALLER] = proxy.keys.authenticate(runtime.keys, request.headers)
             response = await handler(request)
     except ProxyError as exc:
         response = _failed(request, exc)
@@ -121,6 +126,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
         response = _failed(request, ProxyError("internal error in llmproxy; see its logs", status=500))
+    finally:
+        ticket = request.get(TICKET)
+        if ticket is not None:  # its parallel slot freed and its spend settled, once
+            ticket.finish()
     # Streams set these themselves before their headers went out.
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
@@ -146,17 +155,6 @@ def _failed(request: web.Request, exc: ProxyError) -> web.Response:
     return _error_response(exc, request.match_info.route.resource in request.app[_ANTHROPIC_RESOURCES])
 
 
-def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer":
-        token = token.strip()
-    else:  # Azure's and Anthropic's SDKs send their key in these
-        token = request.headers.get("api-key") or request.headers.get("x-api-key") or ""
-    if not token or not any(hmac.compare_digest(token, k) for k in keys):
-        raise AuthenticationFailed("missing or invalid API key for this proxy")
-
-
 def create_app(config: Config, config_path: str | None = None,
                clock: Callable[[], float] = time.monotonic, worker: WorkerInfo | None = None) -> web.Application:
     # The body limit is enforced per request from the live config
@@ -171,6 +169,7 @@ def create_app(config: Config, config_path: str | None = None,
     metrics.watch_deployments(lambda: [
         (s.id, s.breaker.state, s.in_flight, s.breaker.opened_count) for s in proxy.registry.all()
     ])
+    metrics.watch_keys(proxy.keys.samples)
     configure_observability(app, config)
     app[TRACER] = make_tracer(config.tracing, redactor=app[REDACTOR])
     app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
@@ -182,6 +181,7 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(shared_redis_ctx)
     app.cleanup_ctx.append(reload_ctx)
     app.cleanup_ctx.append(_observability_ctx)
+    app.cleanup_ctx.append(_keys_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
     app[RESPONSE_STORE] = ResponseStore(proxy.clock)
     if worker is not None:
@@ -210,6 +210,7 @@ def create_app(config: Config, config_path: str | None = None,
         app.router.add_post("/admin/reload", admin.post_reload),
         app.router.add_get("/admin/deployments", admin.get_deployments),
         app.router.add_get("/admin/models", admin.get_models),
+        app.router.add_get("/admin/keys", admin.get_keys),
     ]
     if config.metrics.enabled:
         open_routes.append(app.router.add_get("/metrics", handle_metrics if worker is None
@@ -235,6 +236,26 @@ async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:
     if runner is not None:
         await runner.cleanup()
     await asyncio.to_thread(app[TRACER].shutdown)
+
+
+def store_path(config: Config, config_path: str | None) -> Path | None:
+    """``state.path`` resolved against the config file's directory; None
+    without one (a relative path of an app built from a string has no
+    directory to be relative to, and the cwd is no place for state)."""
+    path = config.state.path
+    if path is None:
+        return None
+    if os.path.isabs(path):
+        return Path(path)
+    return None if config_path is None else Path(config_path).parent / path
+
+
+async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The embedded spend store: opened and read back before serving, flushed and closed last."""
+    proxy = app[PROXY]
+    await proxy.keys.start(proxy.runtime.keys, store_path(proxy.runtime.config, proxy.config_path))
+    yield
+    await proxy.keys.stop()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

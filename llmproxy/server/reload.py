@@ -15,7 +15,7 @@ Invariants:
 - nothing ends the watching: an unexpected exception in one attempt is a
   rejected reload (logged, kept in ``last_error``), and a watcher or poller
   task that dies anyway is logged and restarted after a short backoff;
-- settings that only apply at start (``listen``, ``defaults.upstream``) are
+- settings that only apply at start (``listen``, ``defaults.upstream``, ``state.path``) are
   reported as needing a restart, not half-applied.
 """
 
@@ -156,6 +156,8 @@ class Reloader:
         if old.state.redis != new.state.redis:
             log.warning("state.redis changed: the Redis connection is opened at start-up, "
                         "the new one applies after a restart")
+        if old.state.path != new.state.path:
+            log.warning("state.path changed: spend keeps going to the store opened at start until a restart")
 
     async def _maybe_reload(self, reason: str) -> None:
         await self.reload(reason)

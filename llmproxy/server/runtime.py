@@ -16,17 +16,20 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ..config.tree import Config
+from ..keys.service import KeyService
+from ..keys.table import key_table
 from ..router import Router, StateRegistry
 from ..upstream import Upstream
 from .workers import WorkerInfo
 
 
 class Runtime:
-    __slots__ = ("config", "router", "loaded_at")
+    __slots__ = ("config", "router", "keys", "loaded_at")
 
     def __init__(self, config: Config, registry: StateRegistry) -> None:
         self.config = config
         self.router = Router(config, registry)
+        self.keys = key_table(config)
         self.loaded_at = time.time()
 
 
@@ -43,6 +46,8 @@ class Proxy:
         self.clock = clock
         self.registry = StateRegistry(clock, worker.count if worker is not None else 1)
         self.runtime = Runtime(config, self.registry)
+        # Per-key counters and spend, keyed by key name: they outlive reloads.
+        self.keys = KeyService(clock)
         self.upstream = Upstream(config.pool)
         self.draining = False
         # The address ``serve`` listens on (the CLI's --host/--port win over
@@ -59,6 +64,7 @@ class Proxy:
 
     def swap(self, config: Config) -> Runtime:
         self.runtime = Runtime(config, self.registry)
+        self.keys.reconfigured(self.runtime.keys)
         return self.runtime
 
 

@@ -1,2 +1,3 @@
-"""State that outlives a request: the Redis connection shared by a fleet
-(``redis``), per-key counters and spend on it (``counters``)."""
+"""State that outlives a request: the embedded spend store (``sqlite``), the
+Redis connection shared by a fleet (``redis``), per-key counters and spend
+on it (``counters``)."""

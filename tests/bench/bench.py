@@ -252,14 +252,16 @@ end
 """
 
 
-def write_wrk_script(tmp: Path, name: str, body: bytes) -> Path:
+def write_wrk_script(tmp: Path, name: str, body: bytes, headers: dict[str, str] | None = None) -> Path:
     text = body.decode()
     if "]==]" in text:
         raise BenchError("request body cannot be embedded in a Lua long string")
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     lua = (
         'wrk.method = "POST"\n'
         f"wrk.body = [==[{text}]==]\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
+        + extra
         + WRK_DONE
     )
     path = tmp / f"{name}.lua"
@@ -994,6 +996,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "(default: both at once on one core)")
     ap.add_argument("--ab-sessions", type=int, default=2,
                     help="fresh pairs of proxies the --observability-ab / --versus rounds are split over (default 2)")
+    ap.add_argument("--keys-ab", action="store_true",
+                    help="keys off vs 100 keys configured with the embedded spend store on, side by side "
+                         "with the --ab-* options (tests/bench/ab_keys.py)")
     ap.add_argument("--versus", metavar="REV",
                     help="instead of the table: the code at git revision REV ('base', from a temporary worktree) "
                          "vs the current tree ('new'), side by side with the --ab-* options (tests/bench/ab_versus.py)")
@@ -1004,6 +1009,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.versus and (args.observability_ab or args.floor):
         ap.error("--versus cannot be combined with --observability-ab or --floor")
+    if args.keys_ab and (args.versus or args.observability_ab or args.floor):
+        ap.error("--keys-ab cannot be combined with --versus, --observability-ab or --floor")
     global FLOOR
     FLOOR = args.floor
     if args.duration is None:
@@ -1029,6 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
         from ab_observability import ObservabilityAB
 
         bench = ObservabilityAB(args)
+    elif args.keys_ab:
+        from ab_keys import KeysAB
+
+        bench = KeysAB(args)
     elif args.versus:
         from ab_versus import VersusAB
 

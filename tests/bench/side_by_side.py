@@ -52,6 +52,7 @@ class SideBySide(Bench):
     TITLE = "A/B"  # the table's first words
     OUT_NAME = "ab"  # out/<OUT_NAME>-<time>.json / .txt
     LIMIT: float | None = None  # verdict "pass" when capacity second/first >= 1 - LIMIT; None: no verdict
+    HEADERS: dict[str, str] = {}  # sent with every request to both variants (a client key)
 
     def __init__(self, args: Any) -> None:
         super().__init__(args)
@@ -120,7 +121,7 @@ class SideBySide(Bench):
             for mode in MODES:
                 req = bodies.request_body(MODEL[mode], stream=mode == "stream")
                 status, _, body = http_request(self.proxy_port, "POST", PROXY_PATH, req,
-                                               {"Content-Type": "application/json"})
+                                               {"Content-Type": "application/json", **self.HEADERS})
                 self.answered[variant] += 1
                 if status != 200:
                     raise BenchError(f"sanity check ({variant}) {mode}: HTTP {status}: {body[:300]!r}")
@@ -218,8 +219,8 @@ class SideBySide(Bench):
             os.sched_setaffinity(0, {self.other_core})
         log(f"work dir {self.tmp}")
         self.prepare()
-        write_wrk_script(self.tmp, "plain", bodies.request_body(MODEL["plain"], stream=False))
-        write_wrk_script(self.tmp, "stream", bodies.request_body(MODEL["stream"], stream=True))
+        write_wrk_script(self.tmp, "plain", bodies.request_body(MODEL["plain"], stream=False), self.HEADERS)
+        write_wrk_script(self.tmp, "stream", bodies.request_body(MODEL["stream"], stream=True), self.HEADERS)
         self.start_nginx()
         sessions = max(1, min(self.args.ab_sessions, self.args.ab_rounds))
         done = 0

@@ -1,7 +1,8 @@
 """/admin/*: live config, reloads and routing state.
 
 Admin endpoints require ``Authorization: Bearer <admin.token>`` when a token
-is configured, and are refused to anything but loopback clients when none is.
+is configured, and are refused to anything but loopback clients when none is;
+a ``keys:`` entry with ``role: admin`` is accepted as well as the token.
 Nothing here ever shows a credential: the config view replaces them
 (``config.views.redacted_view``) and every document passes the redactor
 before it is sent, so an upstream error quoting a key (a deployment's
@@ -19,16 +20,23 @@ from aiohttp import web
 
 from ...config.views import redacted_view
 from ...errors import AuthenticationFailed, ProxyError
+from ...keys.service import lookup, presented_key
 from ...observe.logs import REDACTOR
 from ...router import DeploymentState
 from ..reload import RELOADER
 from ..runtime import PROXY
 from ..siblings import SIBLINGS, merge_deployments
+from .admin_keys import keys_view
 from .common import json_response
 
 
 def require_admin(request: web.Request) -> None:
-    token = request.app[PROXY].runtime.config.admin.token
+    runtime = request.app[PROXY].runtime
+    if runtime.keys.enabled:  # a ``role: admin`` key opens /admin/* as admin.token does
+        caller = lookup(runtime.keys, presented_key(request.headers))
+        if caller is not None and caller.admin:
+            return
+    token = runtime.config.admin.token
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
@@ -139,6 +147,10 @@ def _deployment_view(state: DeploymentState) -> dict[str, Any]:
 def deployment_views(app: web.Application) -> list[dict[str, Any]]:
     """This process's view of each deployment (a worker's own, in a group)."""
     return [_deployment_view(s) for s in app[PROXY].runtime.router.states.values()]
+async def get_keys(request: web.Request) -> web.Response:
+    require_admin(request)
+    proxy = request.app[PROXY]
+    return _masked(request, keys_view(proxy.runtime.keys, proxy.keys))
 
 
 async def get_deployments(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import InvalidRequest
+from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
@@ -18,7 +19,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     runtime = proxy.runtime  # this request finishes on this config, whatever reloads
     body = await read_json(request, runtime.config.server.max_body_size)
-    group = resolve_model(runtime, body)
+    group = await resolve_model(request, runtime, body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")
@@ -35,7 +36,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     obs.resolved(group.name, stream=stream)
     ctx = call_context(request, body)
     plan = make_plan(request, runtime.router, group, body)
-    call = Call(proxy.upstream, plan, body, ctx, obs, request.app.get(REDACTOR))
+    call = Call(proxy.upstream, plan, body, ctx, obs, request.app.get(REDACTOR), ticket=request.get(TICKET))
     if stream:
         return await forward_stream(request, call)
     return await forward_unary(call, "chat")

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ...keys.caller import CALLER
+from ...keys.service import TICKET
 from ...errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
 from ...providers.base import CallContext
 from ...router import ModelGroup
@@ -95,7 +97,17 @@ def _too_deep() -> InvalidRequest:
     return InvalidRequest(f"request body nests deeper than {MAX_DEPTH} levels", code="json_too_deep")
 
 
-def resolve_model(runtime: Runtime, body: dict[str, Any]) -> ModelGroup:
+async def resolve_model(request: web.Request, runtime: Runtime, body: dict[str, Any]) -> ModelGroup:
+    """The model group the body names, once the caller's key may use it and
+    is within its limits (every model route passes here: the one check)."""
+    group = _group(runtime, body)
+    caller = request.get(CALLER)
+    if caller is not None and caller.policy is not None:
+        request[TICKET] = await request.app[PROXY].keys.admit(caller.policy, group.name, body)
+    return group
+
+
+def _group(runtime: Runtime, body: dict[str, Any]) -> ModelGroup:
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import InvalidRequest
+from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
@@ -19,7 +20,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     runtime = proxy.runtime
     body = await read_json(request, runtime.config.server.max_body_size)
-    group = resolve_model(runtime, body)
+    group = await resolve_model(request, runtime, body)
     if body.get("prompt") is None:
         raise InvalidRequest("'prompt' is required", param="prompt")
     stream = body.get("stream", False)
@@ -28,7 +29,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     obs = request[OBSERVATION]
     obs.resolved(group.name, stream=stream)
     plan = make_plan(request, runtime.router, group, body)
-    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR),
+    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
                 ingress=COMPLETIONS)
     if stream:
         return await forward_stream(request, call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import InvalidRequest
+from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
@@ -18,7 +19,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     runtime = proxy.runtime
     body = await read_json(request, runtime.config.server.max_body_size)
-    group = resolve_model(runtime, body)
+    group = await resolve_model(request, runtime, body)
     value = body.get("input")
     if value is None or value == "" or value == []:
         raise InvalidRequest("'input' is required: a string, an array of strings or token arrays",
@@ -28,5 +29,5 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     obs = request[OBSERVATION]
     obs.resolved(group.name)
     plan = make_plan(request, runtime.router, group, body)
-    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR))
+    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR), ticket=request.get(TICKET))
     return await forward_unary(call, "embeddings")

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidRequest
+from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
@@ -56,7 +57,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     runtime = proxy.runtime  # this request finishes on this config, whatever reloads
     body = await read_json(request, runtime.config.server.max_body_size)
-    group = resolve_model(runtime, body)
+    group = await resolve_model(request, runtime, body)
     _check(body, count_only=False)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -74,7 +75,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     obs.resolved(group.name, stream=stream)
     plan = make_plan(request, runtime.router, group, routed)
     ingress = MessagesIngress(body, refused, request.headers.get("anthropic-beta"))
-    call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR),
+    call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
                 ingress=ingress)
     if stream:
         return await forward_stream(request, call)
@@ -85,7 +86,10 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     runtime = proxy.runtime
     body = await read_json(request, runtime.config.server.max_body_size)
-    group = resolve_model(runtime, body)
+    group = await resolve_model(request, runtime, body)
+    ticket = request.get(TICKET)
+    if ticket is not None:
+        ticket.free()  # counting tokens is free at Anthropic, and costs nothing here
     _check(body, count_only=True)
     internal, refused = translate(body, count_only=True)
     obs = request[OBSERVATION]
@@ -96,7 +100,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     routed = internal if internal is not None else body
     plan = make_plan(request, runtime.router, group, routed)
     ingress = CountTokensIngress(body, internal, refused, request.headers.get("anthropic-beta"))
-    call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR),
+    call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
                 ingress=ingress)
     return await forward_unary(call, "chat")
 

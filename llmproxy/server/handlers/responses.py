@@ -31,6 +31,7 @@ from ...config.tree import DeploymentConfig
 from ...errors import InvalidRequest, ProxyError
 from ...ingress import responses as ingress
 from ...ingress.responses_stream import ResponsesStream
+from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...providers import openai as openai_provider
@@ -164,7 +165,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     runtime = proxy.runtime
     config = runtime.config
     body = await read_json(request, config.server.max_body_size)
-    group = resolve_model(runtime, body)
+    group = await resolve_model(request, runtime, body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
@@ -216,7 +217,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                              store if body.get("store") is not False else None, (rc.store_max, rc.store_ttl))
     writer.untranslatable = untranslatable
     plan = make_plan(request, runtime.router, group, chat, exclude)
-    call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR), ingress=writer)
+    call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
+                ingress=writer)
     if stream:
         return await forward_stream(request, call)
     return await forward_unary(call, "chat")
