@@ -269,11 +269,16 @@ class Metrics:
                             "gauge", ())
         self._reload_at = f("llmproxy_config_last_reload_success_timestamp_seconds",
                             "Unix time of the last successful config load", "gauge", ())
+        self._cache_requests = f("llmproxy_cache_requests", "Response cache verdicts: hit, miss, bypass", "counter",
+                                 ("result",))
+        self._cache_backend_errors = f("llmproxy_cache_backend_errors",
+                                       "Response cache backend operations that failed (Redis unreachable...): "
+                                       "served from upstream instead", "counter", ())
         build = f("llmproxy_build_info", "llmproxy version", "gauge", ("version",))
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, build,
+            self._reloads, self._reload_ok, self._reload_at, self._cache_requests, self._cache_backend_errors, build,
         )
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
@@ -290,6 +295,8 @@ class Metrics:
         self._known_deployments: set[str] | None = None
         self._breakers: dict[str, str] = {}  # pushed by breaker_state()
         self._source: Callable[[], Iterable[DeploymentSample]] | None = None
+        self._cache_source: Callable[[], tuple[float, float]] | None = None
+        self._cache_values: dict[str, _Value] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -456,6 +463,20 @@ class Metrics:
         """Push a breaker transition (ignored once ``watch_deployments`` has a source)."""
         self._breakers[self._deployment(deployment)] = state if state in BREAKER_STATES else OTHER
 
+    def watch_cache(self, source: Callable[[], tuple[float, float]]) -> None:
+        """Read the response cache's (bytes, evictions so far) at scrape time."""
+        self._cache_source = source
+
+    def cache_request(self, result: str) -> None:
+        """One request's cache verdict (keying.RESULTS)."""
+        v = self._cache_values.get(result)
+        if v is None:
+            v = self._cache_values[result] = self._cache_requests.value((result,))
+        v.v += 1
+
+    def cache_backend_error(self) -> None:
+        self._cache_backend_errors.value(()).v += 1
+
     def reload(self, ok: bool) -> None:
         self._reload_values[0 if ok else 1].v += 1
         self._reload_ok.value(()).v = 1.0 if ok else 0.0
@@ -469,6 +490,16 @@ class Metrics:
     # -- scrape time
 
     def scraped(self) -> Iterator[Metric]:
+        if self._cache_source is not None:
+            used, evictions = self._cache_source()
+            size = GaugeMetricFamily("llmproxy_cache_bytes", "Bytes the response cache holds (memory backend; "
+                                     "Redis: not counted here)", labels=[])
+            size.add_metric([], used)
+            yield size
+            ev = CounterMetricFamily("llmproxy_cache_evictions", "Response cache entries evicted to make room "
+                                     "(least recently used first)", labels=[])
+            ev.add_metric([], evictions)
+            yield ev
         samples = list(self._source()) if self._source is not None else None
         states = {s[0]: s[1] for s in samples} if samples is not None else self._breakers
         fam = GaugeMetricFamily(

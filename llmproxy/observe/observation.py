@@ -61,6 +61,7 @@ class Observation:
     completion_tokens: int | None = None
     error_status: int | None = None  # a stream that failed after its first byte
     error_code: str | None = None
+    cache: str | None = None  # the response cache's verdict: hit, miss, bypass (None: no cache)
     span: ActiveSpan = NOOP_SPAN
     _pending: tuple[str, str] | None = None  # (deployment, kind) of a failed attempt
 
@@ -78,6 +79,10 @@ class Observation:
         self.model = model
         self.stream = stream
         self.metrics.started(self.operation or "chat", model)
+
+    def cache_result(self, result: str) -> None:
+        """The response cache's verdict; a hit costs nothing (no deployment, no usage: no spend)."""
+        self.cache = result
 
     def failed(self, exc: ProxyError) -> None:
         """The error the client gets (error_middleware): its code goes to the access line."""
@@ -187,7 +192,7 @@ class Observation:
                 rid = ""
             access.write(rid, request.method, request.path, model, dep_id, status, duration * 1000.0,
                          None if ttft is None else ttft * 1000.0, prompt, completion, self.retries, self.stream,
-                         self.error_code)
+                         self.error_code, self.cache)
 
 
 class Unobserved(Observation):
@@ -204,6 +209,9 @@ class Unobserved(Observation):
         pass
 
     def failed(self, exc: ProxyError) -> None:
+        pass
+
+    def cache_result(self, result: str) -> None:
         pass
 
     def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:

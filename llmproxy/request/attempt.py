@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProxyError, UpstreamError
 from ..observe.observation import Observation
@@ -27,6 +27,9 @@ from ..providers.registry import spec_for
 from ..router.plan import Lease, Plan
 from ..upstream import RemoteImages, Upstream, UpstreamResponse
 from .ingress import CHAT, Ingress
+
+if TYPE_CHECKING:
+    from .cached import Capture, Ticket
 
 
 @dataclass(slots=True, eq=False)
@@ -41,6 +44,10 @@ class Call:
     redactor: Redactor | None = None
     # The client's format: what to send and how the answer reads (chat: as the adapters speak).
     ingress: Ingress = CHAT
+    # The response cache's ticket (None: the cache is off); ``capture`` holds
+    # a stream's pieces while one is being answered for the cache.
+    cache: Ticket | None = None
+    capture: Capture | None = None
     # Created on the first adapter that wants image URLs inlined; kept so a
     # retry on another deployment reuses what was fetched.
     _images: RemoteImages | None = field(default=None, init=False, repr=False)

@@ -26,6 +26,8 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
+from ..cache.keying import CACHE_HEADER
+from ..cache.response_cache import RESPONSE_CACHE, CacheSlot
 from ..config.tree import Config
 from ..config.validate import parse_listen
 from ..config.views import summarize
@@ -52,6 +54,7 @@ from .handlers import (
     models,
     responses,
 )
+from ..request.cached import CACHE_TICKET
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .response_store import RESPONSE_STORE, ResponseStore
@@ -121,6 +124,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     # Streams set these themselves before their headers went out.
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
+        ticket = request.get(CACHE_TICKET)
+        if ticket is not None:  # the response cache's verdict, on error answers too
+            response.headers[CACHE_HEADER] = ticket.result
         origin = request.get(door.CORS_ORIGIN)
         if origin is not None:
             door.cors_headers(response, origin)
@@ -142,12 +148,7 @@ def _failed(request: web.Request, exc: ProxyError) -> web.Response:
 
 
 def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer":
-        token = token.strip()
-    else:  # Azure's and Anthropic's SDKs send their key in these
-        token = request.headers.get("api-key") or request.headers.get("x-api-key") or ""
+    token = door.presented_key(request)
     if not token or not any(hmac.compare_digest(token, k) for k in keys):
         raise AuthenticationFailed("missing or invalid API key for this proxy")
 
@@ -174,6 +175,8 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(_observability_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
     app[RESPONSE_STORE] = ResponseStore(proxy.clock)
+    app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics)
+    app.cleanup_ctx.append(_cache_ctx)
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
@@ -198,6 +201,8 @@ def create_app(config: Config, config_path: str | None = None,
         app.router.add_post("/admin/reload", admin.post_reload),
         app.router.add_get("/admin/deployments", admin.get_deployments),
         app.router.add_get("/admin/models", admin.get_models),
+        app.router.add_get("/admin/cache", admin.get_cache),
+        app.router.add_delete("/admin/cache", admin.delete_cache),
     ]
     if config.metrics.enabled:
         open_routes.append(app.router.add_get("/metrics", handle_metrics))
@@ -220,6 +225,11 @@ async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:
     if runner is not None:
         await runner.cleanup()
     await asyncio.to_thread(app[TRACER].shutdown)
+
+
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[RESPONSE_CACHE].close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -135,3 +135,12 @@ def cors_headers(response: web.StreamResponse, origin: str) -> None:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = "X-Request-ID"
         headers.add("Vary", "Origin")
+
+
+def presented_key(request: web.Request) -> str:
+    """The client key a request presents: ``Authorization: Bearer``, else the
+    ``api-key`` (Azure SDK) or ``x-api-key`` (Anthropic SDK) header; "" if none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return token.strip()
+    return request.headers.get("api-key") or request.headers.get("x-api-key") or ""

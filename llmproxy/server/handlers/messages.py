@@ -18,7 +18,9 @@ from aiohttp import web
 from ...errors import InvalidRequest
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
+from ...cache.keying import MESSAGES
 from ...request.attempt import Call
+from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary
 from ...request.messages import (
     CountTokensIngress,
@@ -75,7 +77,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     plan = make_plan(request, runtime.router, group, routed)
     ingress = MessagesIngress(body, refused, request.headers.get("anthropic-beta"))
     call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR),
-                ingress=ingress)
+                ingress=ingress, cache=ticket_for(request, runtime.config, MESSAGES, group.name, body))
     if stream:
         return await forward_stream(request, call)
     return await forward_unary(call, "chat")
