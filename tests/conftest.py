@@ -137,13 +137,13 @@ def redis_url(_shared_redis: RedisServer) -> str:
 
 
 @pytest.fixture
-def redis_factory() -> Iterator[Callable[[], RedisServer]]:
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     """Servers of the test's own, for stopping and restarting (outages)."""
 
     servers: list[RedisServer] = []
 
-    def make() -> RedisServer:
-        server = RedisServer().start()
+    def make(password: str | None = None) -> RedisServer:
+        server = RedisServer(password=password).start()
         servers.append(server)
         return server
 

@@ -25,14 +25,16 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
         self.port = port or _free_port()
+        self.password = password  # requirepass: the URL carries it, command() sends AUTH
         self.dir = Path(tempfile.mkdtemp(prefix="llmproxy-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -40,7 +42,8 @@ class RedisServer:
             pytest.fail("redis-server is not installed; .ci/run installs it (apt-get install redis-server)")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--protected-mode", "no", "--loglevel", "warning"],
+             "--dir", str(self.dir), "--protected-mode", "no", "--loglevel", "warning",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -59,11 +62,17 @@ class RedisServer:
     def command(self, *args: str) -> bytes | None:
         """One RESP command over a plain socket; the first reply line, or None
         when nothing listens."""
-        wire = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        def wire(*words: str) -> str:
+            return f"*{len(words)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in words)
+
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                s.sendall(wire.encode())
-                return s.makefile("rb").readline().rstrip(b"\r\n")
+                replies = s.makefile("rb")
+                if self.password:
+                    s.sendall(wire("AUTH", self.password).encode())
+                    replies.readline()
+                s.sendall(wire(*args).encode())
+                return replies.readline().rstrip(b"\r\n")
         except OSError:
             return None
 

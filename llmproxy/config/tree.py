@@ -322,9 +322,11 @@ class ResponsesConfig:
 
 
 def _check_redis_url(value: str) -> str | None:
-    if re.match(r"^(redis|rediss|unix)://", value):
-        return None
-    return "must be a redis://[user:password@]host:port/db (or rediss://, unix://) URL"
+    if not re.match(r"^(redis|rediss|unix)://", value):
+        return "must be a redis://[user:password@]host:port/db (or rediss://, unix://) URL"
+    from ..state.redis import redis_package_missing  # the check, declared where the client lives
+
+    return redis_package_missing()
 
 
 @dataclass(frozen=True, slots=True)

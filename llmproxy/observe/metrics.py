@@ -274,11 +274,15 @@ class Metrics:
         self._cache_backend_errors = f("llmproxy_cache_backend_errors",
                                        "Response cache backend operations that failed (Redis unreachable...): "
                                        "served from upstream instead", "counter", ())
+        # No sample until state.redis is configured (redis_up() sets it).
+        self._redis_up = f("llmproxy_redis_up", "1 while state.redis answers, 0 during an outage "
+                           "(the proxy then serves on local state)", "gauge", ())
         build = f("llmproxy_build_info", "llmproxy version", "gauge", ("version",))
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, self._cache_requests, self._cache_backend_errors, build,
+            self._reloads, self._reload_ok, self._reload_at, self._cache_requests, self._cache_backend_errors,
+            self._redis_up, build,
         )
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
@@ -482,6 +486,10 @@ class Metrics:
         self._reload_ok.value(()).v = 1.0 if ok else 0.0
         if ok:
             self._reload_at.value(()).v = time.time()
+
+    def redis_up(self, up: bool) -> None:
+        """state.redis health (pushed by SharedRedis on every change)."""
+        self._redis_up.value(()).v = 1.0 if up else 0.0
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its Content-Type."""

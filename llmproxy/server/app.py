@@ -43,6 +43,7 @@ from ..observe.observation import (
     observe_middleware,
 )
 from ..observe.tracing import TRACER, make_tracer
+from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
 from .handlers import (
     admin,
@@ -170,7 +171,12 @@ def create_app(config: Config, config_path: str | None = None,
     configure_observability(app, config)
     app[TRACER] = make_tracer(config.tracing, redactor=app[REDACTOR])
     app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
+    if config.state.redis:
+        # Opened at start-up and kept for the process's life (a reload that
+        # changes state.redis is reported as needing a restart).
+        app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(shared_redis_ctx)
     app.cleanup_ctx.append(reload_ctx)
     app.cleanup_ctx.append(_observability_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)

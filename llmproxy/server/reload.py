@@ -154,6 +154,9 @@ class Reloader:
             )
         if old.pool != new.pool:
             log.warning("defaults.upstream changed: the connection pool settings apply after a restart")
+        if old.state.redis != new.state.redis:
+            log.warning("state.redis changed: the Redis connection is opened at start-up, "
+                        "the new one applies after a restart")
 
     async def _maybe_reload(self, reason: str) -> None:
         await self.reload(reason)

@@ -3,13 +3,16 @@
 Ready means: a config is loaded, the process is not draining, and at least
 one deployment of any model is usable, i.e. its breaker lets traffic through
 and it is not cooling after an upstream's Retry-After. Concurrency and rate
-limits do not count: a full deployment is busy, not broken.
+limits do not count: a full deployment is busy, not broken. Neither does
+``state.redis``: without it the proxy serves on local state, so /readyz stays
+200 and says ``"redis": "down"`` (``"up"`` when it answers).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from ...state.redis import shared_redis
 from ..runtime import PROXY
 from .common import json_response
 
@@ -32,6 +35,8 @@ async def readyz(request: web.Request) -> web.Response:
             },
             status=503,
         )
-    return json_response(
-        {"status": "ready", "config_sha256": proxy.runtime.config.sha256}
-    )
+    body = {"status": "ready", "config_sha256": proxy.runtime.config.sha256}
+    redis = shared_redis(request.app)
+    if redis is not None:
+        body["redis"] = redis.detail()
+    return json_response(body)
