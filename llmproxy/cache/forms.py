@@ -107,7 +107,7 @@ def _unary_finished(fmt: str, doc: dict[str, Any]) -> bool:
         return isinstance(doc.get("data"), list)
     if fmt == CHAT:
         choices = doc.get("choices")
-        return bool(choices) and all(c.get("finish_reason") in _CHAT_DONE for c in choices)
+        return isinstance(choices, list) and bool(choices) and all(c.get("finish_reason") in _CHAT_DONE for c in choices)
     if fmt == MESSAGES:
         return doc.get("type") == "message" and doc.get("stop_reason") in _MESSAGES_DONE
     if fmt == RESPONSES:

@@ -36,11 +36,17 @@ CHAT, MESSAGES, RESPONSES, EMBEDDINGS = "chat", "messages", "responses", "embedd
 
 
 def cache_key(fmt: str, model: str, scope: str, body: Mapping[str, Any]) -> str:
-    """The entry's key: hex SHA-256 of format, model, scope and the canonical body."""
+    """The entry's key: the model's tag (a shared store flushes one model by
+    it), then the hex SHA-256 of format, model, scope and the canonical body."""
     kept = {k: v for k, v in body.items() if k not in _UNKEYED}
     h = hashlib.sha256(b"%b\0%b\0%b\0" % (fmt.encode(), model.encode(), scope.encode()))
     h.update(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS))
-    return h.hexdigest()
+    return model_tag(model) + ":" + h.hexdigest()
+
+
+def model_tag(model: str) -> str:
+    """A public model name as a fixed-size key part (names may hold ':' or '*')."""
+    return hashlib.sha256(model.encode()).hexdigest()[:16]
 
 
 def directives(headers: Mapping[str, str]) -> tuple[bool, bool]:

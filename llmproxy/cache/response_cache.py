@@ -16,6 +16,7 @@ One ``ResponseCache`` per app (``RESPONSE_CACHE``), kept across reloads
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,9 +24,13 @@ from aiohttp import web
 
 from ..config.tree import CacheConfig, Config
 from ..observe.metrics import Metrics
+from ..state.redis import SharedRedis
 from .forms import Entry
 from .keying import BYPASS, HIT, MISS
 from .memory import MemoryBackend
+from .redis_backend import RedisBackend
+
+log = logging.getLogger("llmproxy.cache")
 
 
 class Backend(Protocol):
@@ -122,14 +127,29 @@ class CacheSlot:
     are flushed (their old answers came from what no longer serves them).
     """
 
-    def __init__(self, config: Config, clock: Callable[[], float], metrics: Metrics | None) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float], metrics: Metrics | None,
+                 redis: SharedRedis | None = None) -> None:
         self.clock = clock
         self.metrics = metrics
+        self.redis = redis  # the app's state.redis connection (opened at start-up, kept)
         self.config = config
         self.cache: ResponseCache | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         if config.cache.enabled:
-            self.cache = ResponseCache(config.cache, make_backend(config, clock), metrics)
+            self.cache = self._new(config)
+
+    def _new(self, config: Config) -> ResponseCache | None:
+        c = config.cache
+        if c.backend == "redis":
+            if self.redis is None:
+                # state.redis was added by a reload: its connection opens at start-up only.
+                log.warning("cache.backend redis needs the state.redis connection, opened at start-up: "
+                            "the cache stays off until a restart")
+                return None
+            backend: Backend = RedisBackend(self.redis, c.max_entry_bytes, self.metrics)
+        else:
+            backend = MemoryBackend(c.max_bytes, c.max_entry_bytes, self.clock)
+        return ResponseCache(c, backend, self.metrics)
 
     def apply(self, new: Config) -> None:
         old, self.config = self.config, new
@@ -141,7 +161,7 @@ class CacheSlot:
         if not new.cache.enabled:
             return
         if cache is None:
-            self.cache = ResponseCache(new.cache, make_backend(new, self.clock), self.metrics)
+            self.cache = self._new(new)
             return
         cache.config = new.cache
         backend = cache.backend
@@ -163,16 +183,6 @@ class CacheSlot:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.cache is not None:
             await self.cache.close()
-
-
-def make_backend(config: Config, clock: Callable[[], float]) -> Backend:
-    c = config.cache
-    if c.backend == "redis":
-        from .redis_backend import RedisBackend  # the redis client is an optional extra
-
-        assert config.state.redis is not None  # the validator refuses backend: redis without it
-        return RedisBackend(config.state.redis, c.max_entry_bytes)
-    return MemoryBackend(c.max_bytes, c.max_entry_bytes, clock)
 
 
 RESPONSE_CACHE = web.AppKey("llmproxy.response_cache", CacheSlot)

@@ -181,7 +181,7 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(_observability_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
     app[RESPONSE_STORE] = ResponseStore(proxy.clock)
-    app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics)
+    app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics, app.get(SHARED_REDIS))
     app.cleanup_ctx.append(_cache_ctx)
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
