@@ -486,3 +486,93 @@ async def test_redis_stopped_mid_run_serves_from_upstream(start_proxy, fake_upst
         async with s.get(proxy.url + "/metrics") as r:
             text = await r.text()
     assert "llmproxy_cache_backend_errors_total" in text and "llmproxy_redis_up 0.0" in text
+
+
+async def test_a_stored_response_serves_a_stream_the_sdk_accumulates(start_proxy, fake_upstream, openai_client):
+    fake = await fake_upstream()
+    fake.script(Reply(json=openai_response("unary first")))
+    proxy = await start_proxy(cfg(fake.url))
+    client = openai_client(proxy)
+    await client.responses.create(model="m", input="q", store=False)
+    async with client.responses.stream(model="m", input="q", store=False) as s:
+        final = await s.get_final_response()
+    assert final.output_text == "unary first"
+    assert len(fake.seen) == 1
+
+
+async def test_reload_keeps_entries_and_flushes_changed_models(tmp_path, start_proxy, fake_upstream):
+    fake = await fake_upstream()
+    other = await fake_upstream()
+    path = tmp_path / "llmproxy.yaml"
+
+    def write(url: str, model_cache: str = "") -> None:
+        path.write_text(f"""
+reload: {{enabled: false}}
+cache: {{enabled: true}}
+providers:
+  up: {{type: openai, base_url: '{url}', api_key: sk-upstream-1}}
+models:
+  m:
+    deployments: [{{provider: up, model: real-model}}]
+    {model_cache}
+  keep:
+    deployments: [{{provider: up, model: real-model}}]
+""")
+
+    write(fake.url)
+    proxy = await start_proxy.from_file(str(path))
+    keep = {"model": "keep", "messages": [{"role": "user", "content": "hello"}]}
+    await post(proxy, HELLO)
+    await post(proxy, keep)
+
+    async def reload() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(proxy.url + "/admin/reload") as r:
+                assert r.status == 200, await r.text()
+        slot = proxy.app[__import__("llmproxy.cache.response_cache", fromlist=["RESPONSE_CACHE"]).RESPONSE_CACHE]
+        await asyncio.gather(*slot._tasks)
+
+    write(fake.url, "retry: {retries: 1}")  # same deployments: entries kept
+    await reload()
+    assert (await post(proxy, HELLO))[1]["x-llmproxy-cache"] == "hit"
+    write(fake.url, "cache: false")
+    await reload()
+    assert (await post(proxy, HELLO))[1]["x-llmproxy-cache"] == "bypass"
+    write(fake.url)
+    await reload()
+    assert (await post(proxy, HELLO))[1]["x-llmproxy-cache"] == "miss"  # flushed when it was turned off
+    assert (await post(proxy, keep))[1]["x-llmproxy-cache"] == "hit"
+    path.write_text(path.read_text().replace(fake.url, other.url, 1))  # both models move: both flushed
+    await reload()
+    assert (await post(proxy, keep))[1]["x-llmproxy-cache"] == "miss"
+    assert len(other.seen) == 1
+
+
+async def test_observability_off_still_caches(start_proxy, fake_upstream):
+    fake = await fake_upstream()
+    proxy = await start_proxy(cfg(fake.url, extra="metrics: {enabled: false}\n    logging: {access_log: false}"))
+    await post(proxy, HELLO)
+    assert (await post(proxy, HELLO))[1]["x-llmproxy-cache"] == "hit"
+    assert chat_calls(fake) == 1
+
+
+async def test_redis_values_are_compressed_with_a_ttl_and_bounded(start_proxy, fake_upstream, redis_url):
+    import redis.asyncio as aioredis
+
+    fake = await fake_upstream()
+    fake.script(Reply(json=openai_completion("z" * 5000)))
+    proxy = await start_proxy(cfg(fake.url, cache="{enabled: true, backend: redis, ttl: 120, max_entry_bytes: 8KiB}",
+                                  extra=f"state: {{redis: '{redis_url}'}}"))
+    await post(proxy, HELLO)
+    r = aioredis.from_url(redis_url)
+    try:
+        (k,) = await r.keys("llmproxy:cache:*")
+        value = await r.get(k)
+        assert len(value) < 1000  # 5 KB of answer, compressed
+        assert 0 < await r.ttl(k) <= 120
+        fake.script(Reply(json=openai_completion("w" * 9000)))
+        big = {"model": "m", "messages": [{"role": "user", "content": "big"}]}
+        await post(proxy, big)
+        assert len(await r.keys("llmproxy:cache:*")) == 1  # past max_entry_bytes: not stored
+    finally:
+        await r.aclose()

@@ -157,7 +157,9 @@ def as_stream(fmt: str, entry: Entry) -> list[bytes] | None:
         return _chat_stream(doc)
     if fmt == MESSAGES:
         return _messages_stream(doc)
-    return None  # Responses: its event sequence is not rebuilt here; a miss refreshes the entry as a stream
+    if fmt == RESPONSES:
+        return _responses_stream(doc)
+    return None
 
 
 def _chat_unary(chunks: list[dict[str, Any]]) -> bytes | None:
@@ -301,4 +303,55 @@ def _messages_stream(doc: dict[str, Any]) -> list[bytes] | None:
                                               "stop_sequence": doc.get("stop_sequence")},
                                     "usage": {"output_tokens": usage.get("output_tokens", 0)}}))
     out.append(ev("message_stop", {}))
+    return out
+
+
+def _responses_stream(doc: dict[str, Any]) -> list[bytes] | None:
+    """A finished Response as the event sequence OpenAI streams for it
+    (shared/reference/responses-api.md §4.2: created, in_progress, each item
+    added → its parts' deltas and dones → done, completed), ``sequence_number`` from 0."""
+    out: list[bytes] = []
+
+    def ev(kind: str, body: dict[str, Any]) -> None:
+        data = orjson.dumps({"type": kind, "sequence_number": len(out), **body})
+        out.append(b"event: " + kind.encode() + b"\n" + encode_data(data))
+
+    shell = {**doc, "status": "in_progress", "output": [], "usage": None}
+    ev("response.created", {"response": shell})
+    ev("response.in_progress", {"response": shell})
+    for i, item in enumerate(doc.get("output") or ()):
+        if not isinstance(item, dict):
+            return None
+        kind, item_id = item.get("type"), item.get("id")
+        ids = {"item_id": item_id, "output_index": i}
+        if kind == "message":
+            ev("response.output_item.added", {"output_index": i, "item": {**item, "status": "in_progress",
+                                                                          "content": []}})
+            for c, part in enumerate(item.get("content") or ()):
+                ptype = part.get("type")
+                if ptype == "output_text":
+                    text = part.get("text", "")
+                    ev("response.content_part.added", {**ids, "content_index": c, "part": {**part, "text": ""}})
+                    ev("response.output_text.delta", {**ids, "content_index": c, "delta": text, "logprobs": []})
+                    ev("response.output_text.done", {**ids, "content_index": c, "text": text, "logprobs": []})
+                elif ptype == "refusal":
+                    text = part.get("refusal", "")
+                    ev("response.content_part.added", {**ids, "content_index": c, "part": {**part, "refusal": ""}})
+                    ev("response.refusal.delta", {**ids, "content_index": c, "delta": text})
+                    ev("response.refusal.done", {**ids, "content_index": c, "refusal": text})
+                else:
+                    return None  # a part whose stream form is not spelled out here: a miss
+                ev("response.content_part.done", {**ids, "content_index": c, "part": part})
+        elif kind == "function_call":
+            args = item.get("arguments", "")
+            ev("response.output_item.added", {"output_index": i, "item": {**item, "status": "in_progress",
+                                                                          "arguments": ""}})
+            ev("response.function_call_arguments.delta", {**ids, "delta": args})
+            ev("response.function_call_arguments.done", {**ids, "name": item.get("name"), "arguments": args})
+        elif kind == "reasoning":
+            ev("response.output_item.added", {"output_index": i, "item": item})
+        else:
+            return None  # built-in tool items (web search, file search...): not rebuilt here
+        ev("response.output_item.done", {"output_index": i, "item": item})
+    ev("response.completed", {"response": doc})
     return out
