@@ -15,7 +15,13 @@ from llmproxy.cache.keying import CHAT, MESSAGES, cache_key, directives
 from llmproxy.config.tree import ConfigError, parse_config
 
 from .conftest import RunningProxy
-from .fakes import Reply, openai_completion, openai_stream, openai_response, responses_stream
+from .fakes import (
+    Reply,
+    openai_completion,
+    openai_response,
+    openai_stream,
+    responses_stream,
+)
 from .fakes_anthropic import message, stream_events
 
 
@@ -48,9 +54,8 @@ def chat_calls(fake: Any) -> int:
 
 async def post(proxy: RunningProxy, body: dict[str, Any], headers: dict[str, str] | None = None,
                path: str = "/v1/chat/completions") -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as s:
-        async with s.post(proxy.url + path, json=body, headers=headers or {}) as r:
-            return r.status, dict(r.headers), await r.read()
+    async with aiohttp.ClientSession() as s, s.post(proxy.url + path, json=body, headers=headers or {}) as r:
+        return r.status, dict(r.headers), await r.read()
 
 
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
@@ -292,7 +297,7 @@ async def test_a_waiter_goes_upstream_itself_when_the_leader_fails(start_proxy, 
         await asyncio.sleep(0)
     await asyncio.sleep(0.05)  # let the waiter reach its wait (the outcome does not depend on it)
     hold.set()
-    (s1, h1, _), (s2, h2, body2) = await asyncio.gather(leader, waiter)
+    (s1, h1, _), (s2, _, body2) = await asyncio.gather(leader, waiter)
     assert s1 == 500 and h1["x-llmproxy-cache"] == "miss"
     assert s2 == 200 and b"ok" in body2
     assert chat_calls(fake) == 2
@@ -392,9 +397,8 @@ async def test_lru_eviction_by_bytes_and_entry_bound(start_proxy, fake_upstream)
     await post(proxy, bodies[3])  # evicts q1, the least recently used
     assert (await post(proxy, bodies[0]))[1]["x-llmproxy-cache"] == "hit"
     assert (await post(proxy, bodies[1]))[1]["x-llmproxy-cache"] == "miss"
-    async with aiohttp.ClientSession() as s:
-        async with s.get(proxy.url + "/metrics") as r:
-            text = await r.text()
+    async with aiohttp.ClientSession() as s, s.get(proxy.url + "/metrics") as r:
+        text = await r.text()
     assert "llmproxy_cache_evictions_total" in text and 'llmproxy_cache_requests_total{result="hit"} 2.0' in text
     fake.script(Reply(json=openai_completion("y" * 2000)))
     big = {"model": "m", "messages": [{"role": "user", "content": "big"}]}
@@ -482,9 +486,8 @@ async def test_redis_stopped_mid_run_serves_from_upstream(start_proxy, fake_upst
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unreachable" in r.getMessage()]
     assert len(warnings) == 1
     assert chat_calls(fake) == 4
-    async with aiohttp.ClientSession() as s:
-        async with s.get(proxy.url + "/metrics") as r:
-            text = await r.text()
+    async with aiohttp.ClientSession() as s, s.get(proxy.url + "/metrics") as r:
+        text = await r.text()
     assert "llmproxy_cache_backend_errors_total" in text and "llmproxy_redis_up 0.0" in text
 
 
@@ -526,9 +529,8 @@ models:
     await post(proxy, keep)
 
     async def reload() -> None:
-        async with aiohttp.ClientSession() as s:
-            async with s.post(proxy.url + "/admin/reload") as r:
-                assert r.status == 200, await r.text()
+        async with aiohttp.ClientSession() as s, s.post(proxy.url + "/admin/reload") as r:
+            assert r.status == 200, await r.text()
         slot = proxy.app[__import__("llmproxy.cache.response_cache", fromlist=["RESPONSE_CACHE"]).RESPONSE_CACHE]
         await asyncio.gather(*slot._tasks)
 

@@ -78,7 +78,9 @@ def caller_scope(request: web.Request, server: ServerConfig) -> str:
     if caller is not None and caller.name:
         return "k:" + str(caller.name)
     if server.api_keys:
-        from ..server.door import presented_key  # the door reads the key the same way auth does
+        from ..server.door import (
+            presented_key,  # the door reads the key the same way auth does
+        )
 
         return "a:" + hashlib.sha256(presented_key(request).encode()).hexdigest()[:32]
     return ""

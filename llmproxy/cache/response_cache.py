@@ -26,7 +26,7 @@ from ..config.tree import CacheConfig, Config
 from ..observe.metrics import Metrics
 from ..state.redis import SharedRedis
 from .forms import Entry
-from .keying import BYPASS, HIT, MISS
+from .keying import BYPASS, HIT, MISS, RESULTS
 from .memory import MemoryBackend
 from .redis_backend import RedisBackend
 
@@ -59,6 +59,7 @@ class ResponseCache:
         self._last_bytes = 0
         if metrics is not None:
             metrics.watch_cache(self._sample)
+            metrics.cache_configured(RESULTS)
 
     def counted(self, result: str) -> None:
         self.counts[result] += 1

@@ -231,7 +231,8 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self.m
         for fam in m.families:
-            yield fam.collect()
+            if fam.children or fam not in m.optional:
+                yield fam.collect()
         yield from m.scraped()
 
 
@@ -284,6 +285,8 @@ class Metrics:
             self._reloads, self._reload_ok, self._reload_at, self._cache_requests, self._cache_backend_errors,
             self._redis_up, build,
         )
+        # Shown only once they have a sample: the features they describe are configured.
+        self.optional = frozenset({self._cache_requests, self._cache_backend_errors, self._redis_up})
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
         self._reload_ok.value(()).v = 1.0
@@ -470,6 +473,12 @@ class Metrics:
     def watch_cache(self, source: Callable[[], tuple[float, float]]) -> None:
         """Read the response cache's (bytes, evictions so far) at scrape time."""
         self._cache_source = source
+
+    def cache_configured(self, results: Iterable[str]) -> None:
+        """The response cache is on: its counters exist from now on, at 0."""
+        for result in results:
+            self._cache_values.setdefault(result, self._cache_requests.value((result,)))
+        self._cache_backend_errors.value(())
 
     def cache_request(self, result: str) -> None:
         """One request's cache verdict (keying.RESULTS)."""

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..cache.forms import Entry, as_stream, as_unary, finished
-from ..cache.keying import BYPASS, CACHE_HEADER, HIT, MISS, cache_key, caller_scope, directives
+from ..cache.keying import (
+    BYPASS,
+    CACHE_HEADER,
+    HIT,
+    MISS,
+    cache_key,
+    caller_scope,
+    directives,
+)
 from ..cache.response_cache import RESPONSE_CACHE, ResponseCache
 from ..config.tree import Config
 from ..server.door import CORS_ORIGIN, cors_headers

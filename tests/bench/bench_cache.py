@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bodies  # noqa: E402
-from bench import (  # noqa: E402
+import bodies
+from bench import (
     MODEL,
     free_port,
     http_request,
@@ -76,9 +76,11 @@ def main() -> int:
         for name, extra in variants.items():
             port = free_port()
             path = write_proxy_conf(tmp, port, up, name=name.replace(" ", "-"), extra=extra)
-            p = subprocess.Popen([sys.executable, "-m", "llmproxy", "serve", "--config", str(path),
-                                  "--log-level", "WARNING"], cwd=tmp, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                                 stdout=subprocess.DEVNULL, stderr=open(tmp / f"{port}.log", "wb"))
+            with open(tmp / f"{port}.log", "wb") as errors:
+                p = subprocess.Popen([sys.executable, "-m", "llmproxy", "serve", "--config", str(path),
+                                      "--log-level", "WARNING"], cwd=tmp,
+                                     env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                                     stdout=subprocess.DEVNULL, stderr=errors)
             procs.append(p)
             wait_port(port)
             for mode in ("plain", "stream"):
@@ -87,8 +89,9 @@ def main() -> int:
                     http_request(port, "POST", "/v1/chat/completions", body)
                 script = write_wrk_script(tmp, f"{port}-{mode}", body)
                 cpu0 = proc_cpu_seconds(p.pid)
-                w = subprocess.run(["wrk", "-t1", f"-c{args.conns}", f"-d{int(args.seconds)}s", "--latency", "-s", str(script),
-                                    f"http://127.0.0.1:{port}/v1/chat/completions"], capture_output=True, text=True)
+                w = subprocess.run(["wrk", "-t1", f"-c{args.conns}", f"-d{args.seconds}s", "--latency",
+                                    "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"],
+                                   capture_output=True, text=True, check=False)
                 cpu = proc_cpu_seconds(p.pid) - cpu0
                 stats, non2xx, _ = parse_wrk(w.returncode, w.stdout, w.stderr)
                 n = stats["requests"]
