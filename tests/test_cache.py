@@ -578,3 +578,29 @@ async def test_redis_values_are_compressed_with_a_ttl_and_bounded(start_proxy, f
         assert len(await r.keys("llmproxy:cache:*")) == 1  # past max_entry_bytes: not stored
     finally:
         await r.aclose()
+
+
+async def test_usage_chunk_only_for_clients_that_ask(start_proxy, fake_upstream, openai_client):
+    fake = await fake_upstream()
+    fake.script(Reply(stream=openai_stream(["a", "b"], usage=True)))
+    proxy = await start_proxy(cfg(fake.url))
+    client = openai_client(proxy)
+    q = [{"role": "user", "content": "usage?"}]
+    asked = await client.chat.completions.create(model="m", messages=q, stream=True,
+                                                 stream_options={"include_usage": True})
+    assert [c.usage.completion_tokens async for c in asked if c.usage] == [2]
+    _, h, raw = await post(proxy, {"model": "m", "messages": q, "stream": True})
+    assert h["x-llmproxy-cache"] == "hit" and b'"usage":{' not in raw and raw.endswith(b"data: [DONE]\n\n")
+    again = await client.chat.completions.create(model="m", messages=q, stream=True,
+                                                 stream_options={"include_usage": True})
+    assert [c.usage.completion_tokens async for c in again if c.usage] == [2]
+    # A stored non-stream answer as a stream: the usage chunk only when asked.
+    q2 = [{"role": "user", "content": "unary usage"}]
+    fake.script(Reply(json=openai_completion("u")))
+    await client.chat.completions.create(model="m", messages=q2)
+    _, _, raw = await post(proxy, {"model": "m", "messages": q2, "stream": True})
+    assert b'"usage":{' not in raw
+    s = await client.chat.completions.create(model="m", messages=q2, stream=True,
+                                             stream_options={"include_usage": True})
+    assert [c.usage.total_tokens async for c in s if c.usage] == [7]
+    assert chat_calls(fake) == 2

@@ -150,11 +150,12 @@ def as_unary(fmt: str, entry: Entry) -> bytes | None:
     return None
 
 
-def as_stream(fmt: str, entry: Entry) -> list[bytes] | None:
-    """A stored answer as the stream a streaming request gets (one event per piece)."""
+def as_stream(fmt: str, entry: Entry, include_usage: bool = False) -> list[bytes] | None:
+    """A stored answer as the stream a streaming request gets (one event per
+    piece); a chat stream ends with the usage chunk only if ``include_usage``."""
     doc = orjson.loads(entry.chunks[0])
     if fmt == CHAT:
-        return _chat_stream(doc)
+        return _chat_stream(doc, include_usage)
     if fmt == MESSAGES:
         return _messages_stream(doc)
     if fmt == RESPONSES:
@@ -210,7 +211,7 @@ def _chat_unary(chunks: list[dict[str, Any]]) -> bytes | None:
     return orjson.dumps(doc)
 
 
-def _chat_stream(doc: dict[str, Any]) -> list[bytes] | None:
+def _chat_stream(doc: dict[str, Any], include_usage: bool) -> list[bytes] | None:
     base = {"id": doc.get("id"), "object": "chat.completion.chunk", "created": doc.get("created"),
             "model": doc.get("model")}
     out: list[bytes] = []
@@ -226,10 +227,27 @@ def _chat_stream(doc: dict[str, Any]) -> list[bytes] | None:
                                                                    "finish_reason": None}]})))
         out.append(encode_data(orjson.dumps({**base, "choices": [{"index": i, "delta": {},
                                                                    "finish_reason": ch.get("finish_reason")}]})))
-    if isinstance(doc.get("usage"), dict):
+    if include_usage and isinstance(doc.get("usage"), dict):
         out.append(encode_data(orjson.dumps({**base, "choices": [], "usage": doc["usage"]})))
     out.append(DONE)
     return out
+
+
+def without_usage_chunk(chunks: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """A stored chat stream for a client that did not ask for usage
+    (``stream_options`` is not in the key): the usage-only chunk
+    (``"choices":[]``) left out, every other piece as it was."""
+    if not any(b'"choices":[]' in c for c in chunks):
+        return chunks
+    out = []
+    for c in chunks:
+        if b'"choices":[]' in c:
+            events = c.split(b"\n\n")
+            c = b"\n\n".join(e for e in events if not (b'"choices":[]' in e and b'"usage":' in e))
+            if not c.strip():
+                continue
+        out.append(c)
+    return tuple(out)
 
 
 def _messages_unary(events: list[dict[str, Any]]) -> bytes | None:

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..cache.forms import Entry, as_stream, as_unary, finished
+from ..cache.forms import Entry, as_stream, as_unary, finished, without_usage_chunk
 from ..cache.keying import (
     BYPASS,
     CACHE_HEADER,
+    CHAT,
     HIT,
     MISS,
     cache_key,
@@ -143,7 +144,14 @@ async def stream(request: web.Request, call: Call, ticket: Ticket,
                  produce: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     entry = await _lookup(ticket)
     if entry is not None:
-        chunks = entry.chunks if entry.stream else as_stream(ticket.fmt, entry)
+        include_usage = call.ctx.include_usage
+        chunks: tuple[bytes, ...] | list[bytes] | None
+        if not entry.stream:
+            chunks = as_stream(ticket.fmt, entry, include_usage)
+        elif ticket.fmt == CHAT and not include_usage:
+            chunks = without_usage_chunk(entry.chunks)
+        else:
+            chunks = entry.chunks
         if chunks is not None:
             _mark(call, ticket, HIT)
             return await _replay(request, call, chunks)
