@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 class Ticket:
     """One request's dealings with the cache; ``result`` goes out as ``x-llmproxy-cache``."""
 
-    cache: ResponseCache | None  # None: the request may not use the cache (a bypass)
+    cache: ResponseCache
     fmt: str
     model: str
     key: str = ""
@@ -93,7 +93,7 @@ def ticket_for(request: web.Request, config: Config, fmt: str, model: str, body:
         return None
     mc = config.models[model].cache
     if not eligible or not mc.enabled:
-        ticket = Ticket(None, fmt, model)
+        ticket = Ticket(cache, fmt, model)  # no lookup, no store: a bypass (counted as one)
     else:
         lookup, store = directives(request.headers)
         cc = cache.config
@@ -106,13 +106,12 @@ def ticket_for(request: web.Request, config: Config, fmt: str, model: str, body:
 
 def _mark(call: Call, ticket: Ticket, result: str) -> None:
     ticket.result = result
-    if ticket.cache is not None:
-        ticket.cache.counted(result)
+    ticket.cache.counted(result)
     call.obs.cache_result(result)
 
 
 async def _lookup(ticket: Ticket) -> Entry | None:
-    if ticket.cache is None or not ticket.lookup:
+    if not ticket.lookup:
         return None
     return await ticket.cache.lookup(ticket.key)
 
@@ -126,7 +125,7 @@ async def unary(call: Call, ticket: Ticket, produce: Callable[[], Awaitable[web.
             return web.Response(body=body, content_type="application/json", headers={CACHE_HEADER: HIT})
     cache = ticket.cache
     _mark(call, ticket, MISS if ticket.lookup else BYPASS)
-    if cache is None or not ticket.store:
+    if not ticket.store:
         return await produce()
     flight = cache.lead(ticket.key)
     try:
@@ -157,7 +156,7 @@ async def stream(request: web.Request, call: Call, ticket: Ticket,
             return await _replay(request, call, chunks)
     cache = ticket.cache
     _mark(call, ticket, MISS if ticket.lookup else BYPASS)
-    if cache is None or not ticket.store:
+    if not ticket.store:
         return await produce()
     flight = cache.lead(ticket.key)
     capture = call.capture = Capture(cache.backend.max_entry_bytes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from bench import (
     free_port,
     http_request,
     parse_wrk,
+    pin_cmd,
     proc_cpu_seconds,
     write_nginx_conf,
     write_proxy_conf,
@@ -49,6 +51,19 @@ def wait_port(port: int, path: str = "/healthz", tries: int = 200) -> None:
     raise SystemExit(f"nothing answered on {port}{path}")
 
 
+def wait_redis(port: int, tries: int = 200) -> None:
+    for _ in range(tries):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"redis-server did not answer on {port}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
@@ -60,13 +75,15 @@ def main() -> int:
         up = free_port()
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         conf = write_nginx_conf(tmp, up)
-        procs.append(subprocess.Popen([nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
+        procs.append(subprocess.Popen(pin_cmd(1, [nginx, "-p", str(tmp), "-c", str(conf),
+                                                  "-e", str(tmp / "nginx-error.log")]),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(up, "/health")
         rport = free_port()
-        procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no",
-                                       "--dir", str(tmp)], stdout=subprocess.DEVNULL))
-        time.sleep(0.3)
+        procs.append(subprocess.Popen(pin_cmd(1, ["redis-server", "--port", str(rport), "--save", "",
+                                                  "--appendonly", "no", "--dir", str(tmp)]),
+                                      stdout=subprocess.DEVNULL))
+        wait_redis(rport)
         variants = {
             "pass-through": "",
             "cache memory": "cache: {enabled: true, backend: memory}\n",
@@ -77,8 +94,9 @@ def main() -> int:
             port = free_port()
             path = write_proxy_conf(tmp, port, up, name=name.replace(" ", "-"), extra=extra)
             with open(tmp / f"{port}.log", "wb") as errors:
-                p = subprocess.Popen([sys.executable, "-m", "llmproxy", "serve", "--config", str(path),
-                                      "--log-level", "WARNING"], cwd=tmp,
+                # taskset execs the proxy: the pid is the proxy's own.
+                p = subprocess.Popen(pin_cmd(0, [sys.executable, "-m", "llmproxy", "serve", "--config", str(path),
+                                                 "--log-level", "WARNING"]), cwd=tmp,
                                      env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
                                      stdout=subprocess.DEVNULL, stderr=errors)
             procs.append(p)
@@ -89,8 +107,8 @@ def main() -> int:
                     http_request(port, "POST", "/v1/chat/completions", body)
                 script = write_wrk_script(tmp, f"{port}-{mode}", body)
                 cpu0 = proc_cpu_seconds(p.pid)
-                w = subprocess.run(["wrk", "-t1", f"-c{args.conns}", f"-d{args.seconds}s", "--latency",
-                                    "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"],
+                w = subprocess.run(pin_cmd(1, ["wrk", "-t1", f"-c{args.conns}", f"-d{args.seconds}s", "--latency",
+                                    "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"]),
                                    capture_output=True, text=True, check=False)
                 cpu = proc_cpu_seconds(p.pid) - cpu0
                 stats, non2xx, _ = parse_wrk(w.returncode, w.stdout, w.stderr)
