@@ -51,13 +51,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    level = getattr(args, "log_level", None) or os.environ.get("LLMPROXY_LOG_LEVEL") or config.logging.level
+
+    from .server.workers import WorkerInfo, parse_workers, run_supervisor
+
+    try:
+        workers = parse_workers(args.workers)
+    except ValueError:
+        print(f"llmproxy: --workers must be a positive number or 'auto', got {args.workers!r}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        from .observe.logs import setup_logging as setup_supervisor_logging
+        from .observe.logs import Redactor
+
+        setup_supervisor_logging(level, config.logging.format, Redactor(), exclusive=True)
+        return run_supervisor(path, host, port, workers, config.server.drain_timeout,
+                              getattr(args, "log_level", None))
 
     from .observe.logs import REDACTOR, setup_logging
     from .server.app import create_app, serve
 
-    app = create_app(config, config_path=path)
-    level = getattr(args, "log_level", None) or os.environ.get("LLMPROXY_LOG_LEVEL") or config.logging.level
+    worker = WorkerInfo.from_env()
+    app = create_app(config, config_path=path, worker=worker)
     setup_logging(level, config.logging.format, app[REDACTOR], exclusive=True)
+    if worker is not None:
+        logging.getLogger("llmproxy.workers").info(
+            "worker %d of %d: deployment rpm/tpm/max_concurrency are divided by %d (each worker enforces "
+            "its share)", worker.index, worker.count, worker.count)
     try:
         import uvloop
 
@@ -85,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help=f"YAML config (default: $LLMPROXY_CONFIG or {DEFAULT_CONFIG})")
     serve.add_argument("--host", help="listen address (default: from 'listen:' in the config, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: from 'listen:', else 8080)")
+    serve.add_argument("--workers", default="1", metavar="N",
+                       help="worker processes sharing the port (SO_REUSEPORT); 'auto': the usable cores "
+                            "(CPU affinity and cgroup quota). Default 1: one process, no supervisor")
     # Also accepted after the subcommand: `llmproxy serve --log-level debug`.
     serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=LEVELS, type=str.upper)
     serve.set_defaults(func=cmd_serve)

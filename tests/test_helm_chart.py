@@ -432,3 +432,36 @@ def test_dockerfile_passes_hadolint() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- workers and autoscaling
+
+
+def test_standalone_runs_a_worker_per_cpu_and_sidecars_one(render: Callable[..., Docs], tmp_path: Path) -> None:
+    deployment = _one(render("chart", EXAMPLES / "standalone.yaml", release="llm"), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    # "auto": the worker count follows the container's CPU limit (cgroup quota).
+    assert args[args.index("--workers") + 1] == "auto"
+    assert "HorizontalPodAutoscaler" not in [d["kind"] for d in render("chart", EXAMPLES / "standalone.yaml")]
+    proxy, _ = _proxy(_pod_spec(render("app", EXAMPLES / "sidecar.yaml")))
+    assert "--workers" not in proxy["args"]
+
+
+def test_standalone_autoscaling_renders_an_hpa_and_leaves_replicas_to_it(
+    render: Callable[..., Docs], tmp_path: Path
+) -> None:
+    values = yaml.safe_load((EXAMPLES / "standalone.yaml").read_text())
+    values["standalone"]["workers"] = 4
+    values["standalone"]["autoscaling"] = {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
+                                           "targetCPUUtilizationPercentage": 60}
+    docs = render("chart", _values_file(tmp_path, values), release="llm")
+    deployment, hpa = _one(docs, "Deployment"), _one(docs, "HorizontalPodAutoscaler")
+    assert "replicas" not in deployment["spec"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--workers") + 1] == "4"
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60

@@ -313,3 +313,65 @@ async def test_stored_responses_expire(start_proxy, fake_upstream, openai_client
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(ids[0])  # store_max 2: the oldest went
     await client.responses.retrieve(ids[2])
+
+
+# --------------------------------------------------------------------------- a model of both kinds
+
+
+def mixed_config(native_url: str, translated_url: str) -> str:
+    """Translated first (priority 0), the native upstream behind it."""
+    return f"""
+    providers:
+      nat: {{type: openai, base_url: '{native_url}/v1', api_key: sk-native-secret}}
+      tr: {{type: openai, base_url: '{translated_url}/v1', api_key: sk-tr-secret, responses: translate}}
+    models:
+      m:
+        deployments:
+          - {{provider: tr, model: served-model, priority: 0}}
+          - {{provider: nat, model: gpt-4o, priority: 1}}
+        retry: {{retries: 1, backoff: 0}}
+    """
+
+
+async def test_mixed_model_unknown_previous_id_goes_to_a_native_upstream(start_proxy, fake_upstream,
+                                                                         openai_client):
+    native, translated = await fake_upstream(), await fake_upstream()
+    native.script(Reply(json=openai_response("from native", rid="resp_next")))
+    proxy = await start_proxy(mixed_config(native.url, translated.url))
+    client = openai_client(proxy)
+    resp = await client.responses.create(model="m", input="and then?", previous_response_id="resp_upstream_own")
+    assert resp.output_text == "from native"
+    assert translated.seen == []  # the id is not ours: the translated deployment cannot continue it
+    sent = native.seen[0].json
+    assert sent["previous_response_id"] == "resp_upstream_own" and sent["input"] == "and then?"
+
+
+async def test_mixed_model_unknown_previous_id_with_no_native_left_is_a_clear_error(start_proxy, fake_upstream,
+                                                                                    openai_client):
+    translated = await fake_upstream()
+    proxy = await start_proxy(chat_config(translated.url))
+    client = openai_client(proxy)
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.responses.create(model="m", input="x", previous_response_id="resp_nope")
+    assert info.value.code == "previous_response_not_found" and translated.seen == []
+
+
+async def test_mixed_model_our_stored_turn_reaches_a_native_upstream_as_input_items(start_proxy, fake_upstream,
+                                                                                   openai_client):
+    native, translated = await fake_upstream(), await fake_upstream()
+    translated.script(Reply(json=openai_completion("Paris.")),
+                      Reply(status=500, json={"error": {"message": "down", "type": "server_error"}}))
+    native.script(Reply(json=openai_response("About 2 million.", rid="resp_native2")))
+    proxy = await start_proxy(mixed_config(native.url, translated.url))
+    client = openai_client(proxy)
+    first = await client.responses.create(model="m", input="Capital of France?")
+    assert first.output_text == "Paris." and native.seen == []
+    second = await client.responses.create(model="m", input="Population?", previous_response_id=first.id)
+    assert second.output_text == "About 2 million."
+    sent = native.seen[0].json
+    assert "previous_response_id" not in sent  # our id means nothing to the upstream
+    items = sent["input"]
+    assert [i.get("role") for i in items] == ["user", "assistant", "user"]
+    assert all("id" not in i for i in items)
+    assert items[0]["content"] == "Capital of France?" and items[-1]["content"] == "Population?"
+    assert items[1]["content"][0]["text"] == "Paris."

@@ -233,12 +233,6 @@ def responses_usage(usage: Any) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- streams
 
 
-def _after(buf: bytes, sep: bytes) -> int:
-    """The offset just past the last ``sep`` in ``buf`` (0: none)."""
-    i = buf.rfind(sep)
-    return i + len(sep) if i >= 0 else 0
-
-
 class ResponsesRelay:
     """Relays a Responses API SSE stream byte for byte, whole events at a time.
 
@@ -246,37 +240,53 @@ class ResponsesRelay:
     the terminal event's usage is noted for accounting; the stream must end
     with a terminal event (``response.completed`` / ``.incomplete`` /
     ``.failed``, or an ``error`` event), so a cut stream is an error.
+
+    The common read (whole ``\\n``-framed events) costs one suffix test and
+    a few substring scans; an event split across reads is gathered in a
+    buffer searched once per byte, so a large event arriving in small reads
+    costs linear time.
     """
 
-    __slots__ = ("_buf", "_max", "usage", "done")
-
-    _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"', b'"type":"error"')
+    __slots__ = ("_buf", "_scanned", "_max", "usage", "done")
 
     def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # _buf[:_scanned] holds no event boundary
         self._max = max_event_size
         self.usage: dict[str, Any] | None = None
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
-        buf = self._buf + data if self._buf else data
-        end = max(_after(buf, b"\n\n"), _after(buf, b"\r\n\r\n"), _after(buf, b"\r\r"))
-        if end == 0:
-            self._buf = buf
+        if not self._buf and data[-2:] == b"\n\n":
+            out = data  # whole events, as OpenAI frames them
+        else:
+            buf = self._buf
+            buf += data
+            end = _last_boundary(buf, max(self._scanned - 3, 0))
+            if end == 0:
+                self._scanned = len(buf)
+                if len(buf) > self._max:
+                    raise too_large_event("server-sent event", self._max)
+                return b""
+            out = bytes(buf[:end])
+            del buf[:end]
+            self._scanned = len(buf)  # the boundary found was the last one
             if len(buf) > self._max:
                 raise too_large_event("server-sent event", self._max)
-            return b""
-        out, self._buf = buf[:end], buf[end:]
-        if len(self._buf) > self._max:
-            raise too_large_event("server-sent event", self._max)
-        if not self.done and any(t in out for t in self._TERMINAL):
+        if not self.done and _has_terminal(out):
             self._inspect(out)
         return out
 
     def _inspect(self, block: bytes) -> None:
-        for _, payload in SSEDecoder(max(self._max, len(block) + 2)).feed(block + b"\n\n"):
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        for event in block.split(b"\n\n"):
+            if not _has_terminal(event):
+                continue
+            data = b"\n".join(line[5:].removeprefix(b" ") for line in event.split(b"\n")
+                              if line.startswith(b"data:"))
             try:
-                doc = orjson.loads(payload)
+                doc = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
             if not isinstance(doc, dict):
@@ -292,13 +302,31 @@ class ResponsesRelay:
 
     def finish(self) -> bytes:
         # An unterminated last event goes out as it came: a byte relay adds nothing.
-        tail, self._buf = self._buf, b""
-        if tail.strip():
+        tail = bytes(self._buf)
+        self._buf.clear()
+        self._scanned = 0
+        if tail.strip() and not self.done:
             self._inspect(tail)
         if not self.done:
             raise UpstreamProtocolError("upstream stream ended before its terminal event (response.completed)")
         return tail
 
+
+def _last_boundary(buf: bytearray, start: int) -> int:
+    """The offset just past the last blank line (``\\n\\n``, ``\\r\\n\\r\\n``
+    or ``\\r\\r``) in ``buf[start:]``; 0: none."""
+    end = 0
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        i = buf.rfind(sep, start)
+        if i >= 0:
+            end = max(end, i + len(sep))
+    return end
+
+
+def _has_terminal(piece: bytes) -> bool:
+    # Chained tests, not any(...) over a tuple: this runs on every relayed read.
+    return (b'"response.completed"' in piece or b'"response.incomplete"' in piece
+            or b'"response.failed"' in piece or b'"type":"error"' in piece or b'"type": "error"' in piece)
 
 
 class OpenAIStreamRelay:

@@ -35,6 +35,8 @@ from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
 from ..providers import adapter_for
 from ..providers.base import Adapter, StreamTranslator
 from ..server.door import CORS_ORIGIN, cors_headers
+from ..server.runtime import PROXY
+from ..server.workers import WORKER_HEADER
 from ..upstream import UpstreamResponse
 from . import cached
 from .attempt import Attempt, Call
@@ -180,6 +182,9 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
     origin = request.get(CORS_ORIGIN)
     if origin is not None:
         cors_headers(out, origin)
+    worker = request.app[PROXY].worker_name
+    if worker is not None:
+        out.headers[WORKER_HEADER] = worker
     failure: ProxyError | None = None
     gone = False
     # Translators hand out whole events only, so a secret never straddles two

@@ -105,7 +105,7 @@ class Lease:
 class Plan:
     __slots__ = ("router", "clock", "ctx", "tokens", "groups", "_rng", "_sleep", "_gi", "_in_group",
                  "_tried", "attempts", "retries", "fallbacks", "last_error", "_no_capacity",
-                 "_all_open", "_budget_exhausted", "_bypass_group")
+                 "_all_open", "_budget_exhausted", "_bypass_group", "_excluded")
 
     def __init__(
         self,
@@ -115,7 +115,10 @@ class Plan:
         *,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        exclude: frozenset[str] = frozenset(),
     ) -> None:
+        """``exclude``: deployment ids this request cannot use (e.g. a Responses
+        follow-up whose earlier turn only a native upstream knows)."""
         self.router = router
         self.clock = router.clock
         self.ctx = ctx
@@ -139,6 +142,7 @@ class Plan:
         self._all_open = False
         self._budget_exhausted = False
         self._bypass_group: ModelGroup | None = None
+        self._excluded = exclude
         group.budget.request()
 
     @property
@@ -213,10 +217,11 @@ class Plan:
     async def _lease_in(self, group: ModelGroup) -> Lease | None:
         deadline: float | None = None
         while True:
-            candidates = group.candidates(self.tokens, self._tried)
+            excluded = self._excluded
+            candidates = group.candidates(self.tokens, self._tried | excluded if excluded else self._tried)
             retrying_same = False
             if not candidates and self._tried:
-                candidates = group.candidates(self.tokens)
+                candidates = group.candidates(self.tokens, excluded)
                 retrying_same = True
             if candidates:
                 member = group.pick(candidates, self.ctx)
@@ -228,7 +233,7 @@ class Plan:
                     return lease
                 continue  # the state moved under us; look again
             # Nothing usable now: wait for whatever comes back first.
-            waitable = [m for m in group.members if m.state.healthy()]
+            waitable = [m for m in group.members if m.state.healthy() and m.id not in excluded]
             if not waitable:
                 self._all_open = True
                 return None
@@ -294,7 +299,8 @@ class Plan:
             for m in group.members:
                 st = m.state
                 if (
-                    m.config.breaker.when_all_open == "route_oldest"
+                    m.id not in self._excluded
+                    and m.config.breaker.when_all_open == "route_oldest"
                     and not st.breaker.available()
                     and st.cooling_for() == 0
                     and (best is None or st.breaker.opened_at < best[0])

@@ -18,23 +18,34 @@ from ..resilience.limits import ConcurrencyGate, TokenLimiter
 EWMA_ALPHA = 0.3
 
 
+def share_of(limit: int | None, workers: int) -> int | None:
+    """One worker's part of a limit the config sets for the whole instance
+    (``--workers N`` without shared counters): rounded down, so N workers
+    never allow more than the limit, and at least 1."""
+    if limit is None or workers <= 1:
+        return limit
+    return max(1, limit // workers)
+
+
 class DeploymentState:
-    __slots__ = ("id", "config", "clock", "in_flight", "requests", "failures", "last_error",
+    __slots__ = ("id", "config", "clock", "workers", "in_flight", "requests", "failures", "last_error",
                  "last_error_at", "breaker", "gate", "rpm", "tpm", "ewma", "cool_until")
 
-    def __init__(self, config: DeploymentConfig, clock: Callable[[], float]) -> None:
+    def __init__(self, config: DeploymentConfig, clock: Callable[[], float], workers: int = 1) -> None:
         self.id = config.id
         self.config = config
         self.clock = clock
+        self.workers = workers
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.breaker = CircuitBreaker(config.breaker, clock)
-        self.gate = ConcurrencyGate(config.max_concurrency)
-        self.rpm: TokenLimiter | None = TokenLimiter(config.rpm, clock) if config.rpm else None
-        self.tpm: TokenLimiter | None = TokenLimiter(config.tpm, clock) if config.tpm else None
+        self.gate = ConcurrencyGate(share_of(config.max_concurrency, workers))
+        self.rpm: TokenLimiter | None = None
+        self.tpm: TokenLimiter | None = None
+        self._limiters(config)
         self.ewma: float | None = None  # seconds: latency, or time to first token for streams
         self.cool_until = 0.0
 
@@ -42,14 +53,19 @@ class DeploymentState:
         old = self.config
         self.config = config
         self.breaker.reconfigure(config.breaker)
-        self.gate.limit = config.max_concurrency
-        if config.rpm != old.rpm:
-            self.rpm = TokenLimiter(config.rpm, self.clock) if config.rpm else None
-        if config.tpm != old.tpm:
-            self.tpm = TokenLimiter(config.tpm, self.clock) if config.tpm else None
+        self.gate.limit = share_of(config.max_concurrency, self.workers)
+        if (config.rpm, config.tpm) != (old.rpm, old.tpm):
+            self._limiters(config, old)
         if self.cool_until:
             # A lowered cap applies to a cooling already under way.
             self.cool_until = min(self.cool_until, self.clock() + config.breaker.max_retry_after)
+
+    def _limiters(self, config: DeploymentConfig, old: DeploymentConfig | None = None) -> None:
+        rpm, tpm = share_of(config.rpm, self.workers), share_of(config.tpm, self.workers)
+        if old is None or config.rpm != old.rpm:
+            self.rpm = TokenLimiter(rpm, self.clock) if rpm else None
+        if old is None or config.tpm != old.tpm:
+            self.tpm = TokenLimiter(tpm, self.clock) if tpm else None
 
     # -- what the planner asks
 
@@ -105,8 +121,9 @@ class DeploymentState:
 
 
 class StateRegistry:
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], workers: int = 1) -> None:
         self.clock = clock
+        self.workers = workers  # limits are divided among this many processes
         self._states: dict[str, DeploymentState] = {}
 
     def bind(self, deployments: Iterable[DeploymentConfig]) -> dict[str, DeploymentState]:
@@ -115,7 +132,7 @@ class StateRegistry:
         for dep in deployments:
             state = self._states.get(dep.id)
             if state is None:
-                state = DeploymentState(dep, self.clock)
+                state = DeploymentState(dep, self.clock, self.workers)
             else:
                 state.reconfigure(dep)
             fresh[dep.id] = state

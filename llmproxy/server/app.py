@@ -43,6 +43,7 @@ from ..observe.observation import (
     observe_middleware,
 )
 from ..observe.tracing import TRACER, make_tracer
+from ..request.cached import CACHE_TICKET
 from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
 from .handlers import (
@@ -55,11 +56,12 @@ from .handlers import (
     models,
     responses,
 )
-from ..request.cached import CACHE_TICKET
+from . import siblings
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .response_store import RESPONSE_STORE, ResponseStore
 from .runtime import PROXY, REQUEST_ID, Proxy
+from .workers import WORKER_HEADER, WorkerInfo
 
 log = logging.getLogger("llmproxy")
 
@@ -128,6 +130,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         ticket = request.get(CACHE_TICKET)
         if ticket is not None:  # the response cache's verdict, on error answers too
             response.headers[CACHE_HEADER] = ticket.result
+        if proxy.worker_name is not None:
+            response.headers[WORKER_HEADER] = proxy.worker_name
         origin = request.get(door.CORS_ORIGIN)
         if origin is not None:
             door.cors_headers(response, origin)
@@ -155,11 +159,11 @@ def _authenticate(request: web.Request, keys: frozenset[str]) -> None:
 
 
 def create_app(config: Config, config_path: str | None = None,
-               clock: Callable[[], float] = time.monotonic) -> web.Application:
+               clock: Callable[[], float] = time.monotonic, worker: WorkerInfo | None = None) -> web.Application:
     # The body limit is enforced per request from the live config
     # (server.handlers.common.read_json), so aiohttp's own cap is only a backstop.
     app = web.Application(middlewares=[observe_middleware, error_middleware], client_max_size=1 << 40)
-    proxy = Proxy(config, config_path, clock=clock)
+    proxy = Proxy(config, config_path, clock=clock, worker=worker)
     app[PROXY] = proxy
     lg = config.logging
     app[REDACTOR] = Redactor(emails=lg.redact_emails, cards=lg.redact_cards)
@@ -183,6 +187,8 @@ def create_app(config: Config, config_path: str | None = None,
     app[RESPONSE_STORE] = ResponseStore(proxy.clock)
     app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics, app.get(SHARED_REDIS))
     app.cleanup_ctx.append(_cache_ctx)
+    if worker is not None:
+        siblings.join_group(app, worker, admin.deployment_views, admin.reload_here)
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
@@ -211,7 +217,8 @@ def create_app(config: Config, config_path: str | None = None,
         app.router.add_delete("/admin/cache", admin.delete_cache),
     ]
     if config.metrics.enabled:
-        open_routes.append(app.router.add_get("/metrics", handle_metrics))
+        open_routes.append(app.router.add_get("/metrics", handle_metrics if worker is None
+                                              else siblings.handle_group_metrics))
     app[_OPEN_RESOURCES] = frozenset(r.resource for r in open_routes)
     return app
 
@@ -223,9 +230,11 @@ async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:
     listen = app[PROXY].runtime.config.metrics.listen
     if listen is not None:
         host, port = parse_listen(listen) or ("127.0.0.1", 9464)
-        runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None)
+        group = app.get(siblings.SIBLINGS)
+        runner = web.AppRunner(metrics_app(app[METRICS]) if group is None else siblings.group_metrics_app(app),
+                               access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=group is not None).start()
         log.info("metrics on http://%s:%d/metrics", host, port)
     yield
     if runner is not None:
@@ -256,7 +265,9 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     )
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024).start()
+        # Workers of one group share the port; the kernel spreads connections.
+        await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024,
+                          reuse_port=proxy.worker is not None).start()
     except BaseException:
         # Start-up opened the upstream session, watchers and maybe the metrics
         # listener: close them, so a port in use is one error, not a leak.
@@ -274,6 +285,8 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     # re-scanning it under load.
     gc.collect()
     gc.freeze()
+    if proxy.worker is not None:
+        await asyncio.to_thread(proxy.worker.ready_marker().touch)
     if ready is not None:
         ready.set()
     try:

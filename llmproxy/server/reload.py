@@ -33,9 +33,9 @@ from pathlib import Path
 import watchfiles
 from aiohttp import web
 
+from ..cache.response_cache import RESPONSE_CACHE
 from ..config.tree import Config, ConfigError, parse_config, read_config_bytes
 from ..config.views import summarize
-from ..cache.response_cache import RESPONSE_CACHE
 from ..observe.observation import reloaded
 from .runtime import PROXY, Proxy
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..config.tree import Config
 from ..router import Router, StateRegistry
 from ..upstream import Upstream
+from .workers import WorkerInfo
 
 
 class Runtime:
@@ -31,12 +32,16 @@ class Runtime:
 
 class Proxy:
     def __init__(self, config: Config, config_path: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, worker: WorkerInfo | None = None) -> None:
         self.config_path = config_path
+        # In a --workers group: which worker this is (the x-llmproxy-worker
+        # header), and how many share the configured limits.
+        self.worker = worker
+        self.worker_name = worker.name if worker is not None else None
         # The one clock of every breaker, cool-down, rate limiter and retry
         # budget (through the registry), so a test can drive them all at once.
         self.clock = clock
-        self.registry = StateRegistry(clock)
+        self.registry = StateRegistry(clock, worker.count if worker is not None else 1)
         self.runtime = Runtime(config, self.registry)
         self.upstream = Upstream(config.pool)
         self.draining = False
@@ -46,7 +51,7 @@ class Proxy:
         self.started_at = time.time()
         # Request ids: a random per-process prefix and a counter, unique across
         # pods for log correlation and far cheaper than uuid4 per request.
-        self._id_prefix = os.urandom(6).hex()
+        self._id_prefix = os.urandom(6).hex() if worker is None else f"{os.urandom(5).hex()}w{worker.index}"
         self._ids = itertools.count(1)
 
     def new_request_id(self) -> str:

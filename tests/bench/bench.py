@@ -997,6 +997,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--versus", metavar="REV",
                     help="instead of the table: the code at git revision REV ('base', from a temporary worktree) "
                          "vs the current tree ('new'), side by side with the --ab-* options (tests/bench/ab_versus.py)")
+    ap.add_argument("--workers", action="store_true",
+                    help="serve --workers 1 against --workers 2, side by side (ab_workers.py)")
     ap.add_argument("--out", default=str(HERE / "out"), help="where the JSON/text results go")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)
@@ -1031,6 +1033,10 @@ def main(argv: list[str] | None = None) -> int:
         from ab_versus import VersusAB
 
         bench = VersusAB(args)
+    elif args.workers:
+        from ab_workers import WorkersAB
+
+        bench = WorkersAB(args)
     else:
         bench = Bench(args)
     try:

@@ -157,6 +157,10 @@ args:
   - {{ $v.port | quote }}
   - --config
   - {{ printf "%s/llmproxy.yaml" $v.configMountPath | quote }}
+  {{- if $v.standalone.enabled }}
+  - --workers
+  - {{ $v.standalone.workers | default "auto" | toString | quote }}
+  {{- end }}
   {{- with $v.extraArgs }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

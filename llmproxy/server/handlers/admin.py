@@ -24,6 +24,7 @@ from ...observe.logs import REDACTOR
 from ...router import DeploymentState
 from ..reload import RELOADER
 from ..runtime import PROXY
+from ..siblings import SIBLINGS, merge_deployments
 from .common import json_response
 
 
@@ -92,7 +93,20 @@ async def post_reload(request: web.Request) -> web.Response:
             status=422, type="invalid_request_error", code="invalid_config",
         )
     config = request.app[PROXY].runtime.config
-    return json_response({"status": "reloaded", "sha256": config.sha256})
+    doc: dict[str, Any] = {"status": "reloaded", "sha256": config.sha256}
+    group = request.app.get(SIBLINGS)
+    if group is not None:  # every worker reads the same file now
+        answers = await group.ask("POST", "/reload")
+        doc["workers"] = {str(group.info.index): config.sha256,
+                          **{str(i): a.get("sha256") for i, a in answers.items() if isinstance(a, dict)}}
+    return json_response(doc)
+
+
+async def reload_here(app: web.Application) -> tuple[bool, str]:
+    """A sibling's ``POST /admin/reload``, applied to this worker."""
+    reloader = app.get(RELOADER)
+    swapped = reloader is not None and await reloader.reload("POST /admin/reload (another worker)", force=True)
+    return swapped, app[PROXY].runtime.config.sha256
 
 
 def _deployment_view(state: DeploymentState) -> dict[str, Any]:
@@ -113,15 +127,32 @@ def _deployment_view(state: DeploymentState) -> dict[str, Any]:
         "tpm": None if state.tpm is None else {"limit": cfg.tpm, "headroom": int(state.tpm.headroom())},
         "requests": state.requests,
         "failures": state.failures,
+        # A --workers group divides the limits: what this worker enforces.
+        **({"worker_share": {"max_concurrency": state.gate.limit,
+                             "rpm": None if state.rpm is None else state.rpm.max_rate,
+                             "tpm": None if state.tpm is None else state.tpm.max_rate}}
+           if state.workers > 1 else {}),
         "last_error": state.last_error,
         "usable": state.usable(),
     }
 
 
+def deployment_views(app: web.Application) -> list[dict[str, Any]]:
+    """This process's view of each deployment (a worker's own, in a group)."""
+    return [_deployment_view(s) for s in app[PROXY].runtime.router.states.values()]
+
+
 async def get_deployments(request: web.Request) -> web.Response:
     require_admin(request)
-    router = request.app[PROXY].runtime.router
-    return _masked(request, {"deployments": [_deployment_view(s) for s in router.states.values()]})
+    group = request.app.get(SIBLINGS)
+    if group is None:
+        return _masked(request, {"deployments": deployment_views(request.app)})
+    views = await group.ask("GET", "/deployments")
+    views[group.info.index] = deployment_views(request.app)
+    return _masked(request, {
+        "workers": group.info.count, "workers_answering": len(views),
+        "deployments": merge_deployments(group.info.index, views),
+    })
 
 
 async def get_models(request: web.Request) -> web.Response:

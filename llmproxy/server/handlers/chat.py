@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...cache.keying import CHAT
 from ...errors import InvalidRequest
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
-from ...cache.keying import CHAT
 from ...request.attempt import Call
 from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary

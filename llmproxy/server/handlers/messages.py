@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ...cache.keying import MESSAGES
 from ...errors import InvalidRequest
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
-from ...cache.keying import MESSAGES
 from ...request.attempt import Call
 from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary

@@ -9,6 +9,12 @@ byte for byte; every other deployment gets the chat body
 written back as a Response. Stored responses (``store``, default true) are
 kept for translated deployments only: a native upstream keeps its own, and a
 follow-up's ``previous_response_id`` goes to it unchanged.
+
+In a model whose deployments are of both kinds, a follow-up continues where
+its earlier turn was answered: an id this proxy stored is sent to a native
+deployment as the earlier turns' items in ``input`` (an upstream cannot
+look up our ids), and an id it does not know is taken to be a native
+upstream's, so only native deployments are tried.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ...cache.keying import RESPONSES
 from ...config.tree import DeploymentConfig
 from ...errors import InvalidRequest, ProxyError
 from ...ingress import responses as ingress
@@ -29,7 +36,6 @@ from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...providers import openai as openai_provider
 from ...providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
-from ...cache.keying import RESPONSES
 from ...request.attempt import Attempt, Call
 from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary
@@ -53,6 +59,7 @@ class ResponsesWriter:
         "ids",
         "items",
         "limits",
+        "_native_body",
         "store",
         "untranslatable",
     )
@@ -70,6 +77,7 @@ class ResponsesWriter:
         self.store = store  # None: store is false
         self.limits = limits
         self.untranslatable: InvalidRequest | None = None  # why the body has no chat form
+        self._native_body: Mapping[str, Any] | None = None
 
     @property
     def echo(self) -> ingress.Echo:
@@ -82,10 +90,26 @@ class ResponsesWriter:
                       stream: bool) -> UpstreamRequest | None:
         dep = attempt.dep
         if openai_provider.native_responses(dep):
-            return openai_provider.responses_request(dep, self.body, stream=stream)
+            return openai_provider.responses_request(dep, self.native_body, stream=stream)
         if self.untranslatable is not None:
             raise self.untranslatable
         return adapter.chat_request(dep, await call.body_for(attempt), stream=stream)
+
+    @property
+    def native_body(self) -> Mapping[str, Any]:
+        """The body a native upstream gets: the client's, unless it continues a
+        response this proxy stored, whose turns then travel as input items."""
+        if not self.context:
+            return self.body
+        if self._native_body is None:
+            body = {k: v for k, v in self.body.items() if k != "previous_response_id"}
+            earlier = [{k: v for k, v in item.items() if k != "id"} for item in self.context]
+            current = self.body.get("input")
+            if isinstance(current, str):
+                current = [{"role": "user", "content": current}]
+            body["input"] = earlier + (current if isinstance(current, list) else [])
+            self._native_body = body
+        return self._native_body
 
     def local(self, dep: DeploymentConfig, ctx: CallContext) -> bytes:
         raise AssertionError("a Responses request is always sent")
@@ -153,14 +177,18 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     store = request.app[RESPONSE_STORE]
     context: list[dict[str, Any]] = []
     previous = body.get("previous_response_id")
+    exclude: frozenset[str] = frozenset()
     if previous is not None and not _all_native(group.config.deployments):
         if not isinstance(previous, str):
             raise InvalidRequest("'previous_response_id' must be a string", param="previous_response_id")
         found = store.get(previous)
-        if found is None:
+        if found is not None:
+            context = found.context
+        elif any(openai_provider.native_responses(d) for d in group.config.deployments):
+            exclude = frozenset(d.id for d in config.deployments() if not openai_provider.native_responses(d))
+        else:
             raise InvalidRequest(f"Previous response with id '{previous}' not found.",
                                  param="previous_response_id", code="previous_response_not_found")
-        context = found.context
     untranslatable: InvalidRequest | None = None
     items: list[dict[str, Any]] = []
     native = _all_native(group.config.deployments)
@@ -189,7 +217,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     writer = ResponsesWriter(body, chat, ids, ctx.created, _with_ids(items, ids), context,
                              store if body.get("store") is not False else None, (rc.store_max, rc.store_ttl))
     writer.untranslatable = untranslatable
-    plan = make_plan(request, runtime.router, group, chat)
+    plan = make_plan(request, runtime.router, group, chat, exclude)
     # Only an answer that leaves no state behind may be shared: a stored
     # response (store, true by default) has an id a follow-up continues.
     shareable = previous is None and body.get("store") is False

@@ -11,7 +11,8 @@ from ...router.estimate import completion_tokens, prompt_tokens
 from ...router.plan import Plan
 
 
-def make_plan(request: web.Request, router: Router, group: ModelGroup, body: dict[str, Any]) -> Plan:
+def make_plan(request: web.Request, router: Router, group: ModelGroup, body: dict[str, Any],
+              exclude: frozenset[str] = frozenset()) -> Plan:
     session: str | None = None
     if group.needs_session:
         cfg = group.config
@@ -23,4 +24,4 @@ def make_plan(request: web.Request, router: Router, group: ModelGroup, body: dic
         ctx = RouteContext(session, prompt_tokens(body), completion_tokens(body))
     else:
         ctx = RouteContext(session)
-    return Plan(router, group, ctx)
+    return Plan(router, group, ctx, exclude=exclude)

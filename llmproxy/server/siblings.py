@@ -1,0 +1,193 @@
+"""One view of a ``--workers`` group from whichever worker answers.
+
+Each worker serves a small private app on its unix socket (in the group's
+0700 directory, ``server.workers``): its own metric samples, its own
+deployment views, and a reload trigger. A worker answering ``/metrics`` or
+``/admin/deployments`` asks its siblings concurrently (bounded by
+``ASK_TIMEOUT``), merges what came back with its own figures
+(``observe.merge``) and says how many workers answered; a reload through
+``POST /admin/reload`` is passed to every sibling.
+
+A sibling that does not answer in time (restarting, stuck) is left out and
+counted as missing: a scrape is never held up by one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from ..observe.merge import (
+    Family,
+    local_families,
+    merge_families,
+    render_merged,
+    supervisor_families,
+)
+from ..observe.metrics import CONTENT_TYPE, METRICS
+from .workers import STATUS_FILE, WorkerInfo
+
+log = logging.getLogger("llmproxy.workers")
+
+ASK_TIMEOUT = 2.0
+
+
+class Siblings:
+    """This worker's view of the others (one per app, under ``SIBLINGS``)."""
+
+    def __init__(self, info: WorkerInfo) -> None:
+        self.info = info
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
+
+    def others(self) -> list[int]:
+        return [i for i in range(self.info.count) if i != self.info.index]
+
+    def _session(self, index: int) -> aiohttp.ClientSession:
+        session = self._sessions.get(index)
+        if session is None or session.closed:
+            connector = aiohttp.UnixConnector(path=str(self.info.socket(index)))
+            session = self._sessions[index] = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT))
+        return session
+
+    async def ask(self, method: str, path: str) -> dict[int, Any]:
+        """Every sibling's JSON answer to ``method path``, by worker index."""
+        async def one(index: int) -> tuple[int, Any]:
+            try:
+                async with self._session(index).request(method, "http://worker" + path) as resp:
+                    if resp.status != 200:
+                        return index, None
+                    return index, orjson.loads(await resp.read())
+            except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+                log.debug("worker %d did not answer %s %s: %s", index, method, path, exc)
+                return index, None
+
+        answers = await asyncio.gather(*(one(i) for i in self.others()))
+        return {i: doc for i, doc in answers if doc is not None}
+
+    def supervisor_status(self) -> dict[str, Any]:
+        try:
+            doc = json.loads((self.info.dir / STATUS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+
+SIBLINGS = web.AppKey("llmproxy.siblings", Siblings)
+
+
+DeploymentViews = Callable[[web.Application], list[dict[str, Any]]]
+Reload = Callable[[web.Application], Awaitable[tuple[bool, str]]]
+
+
+def join_group(app: web.Application, info: WorkerInfo, deployments: DeploymentViews, reload: Reload) -> None:
+    """Make ``app`` a member of its group: serve its socket, know the others."""
+    app[SIBLINGS] = Siblings(info)
+    internal = internal_app(app, deployments, reload)
+
+    def ctx(a: web.Application) -> AsyncIterator[None]:
+        return siblings_ctx(a, info, internal)
+
+    app.cleanup_ctx.append(ctx)
+
+
+def internal_app(main: web.Application, deployments: DeploymentViews, reload: Reload) -> web.Application:
+    """The private app on this worker's unix socket (never on the TCP port)."""
+    app = web.Application()
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(local_families(main[METRICS])), content_type="application/json")
+
+    async def deployment_views(_: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(deployments(main)), content_type="application/json")
+
+    async def do_reload(_: web.Request) -> web.Response:
+        swapped, sha = await reload(main)
+        return web.Response(body=orjson.dumps({"swapped": swapped, "sha256": sha}),
+                            content_type="application/json")
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/deployments", deployment_views)
+    app.router.add_post("/reload", do_reload)
+    return app
+
+
+async def siblings_ctx(app: web.Application, info: WorkerInfo, internal: web.Application) -> AsyncIterator[None]:
+    """Serve this worker's socket and hold the sessions to the others."""
+    path = info.socket(info.index)
+    path.unlink(missing_ok=True)  # a predecessor's, if this worker was restarted
+    runner = web.AppRunner(internal, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    siblings = app[SIBLINGS]
+    try:
+        yield
+    finally:
+        await siblings.close()
+        await runner.cleanup()
+        Path(path).unlink(missing_ok=True)
+
+
+async def group_metrics(app: web.Application) -> bytes:
+    """The whole group's exposition: every worker's figures merged."""
+    siblings = app[SIBLINGS]
+    answers = await siblings.ask("GET", "/metrics")
+    by_worker: dict[int, list[Family]] = {i: doc for i, doc in answers.items() if isinstance(doc, list)}
+    by_worker[siblings.info.index] = local_families(app[METRICS])
+    status = await asyncio.to_thread(siblings.supervisor_status)
+    families = merge_families(by_worker)
+    families += supervisor_families(siblings.info.count, len(by_worker), int(status.get("restarts", 0)))
+    return render_merged(families)
+
+
+async def handle_group_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=await group_metrics(request.app), headers={"Content-Type": CONTENT_TYPE})
+
+
+def group_metrics_app(main: web.Application) -> web.Application:
+    """The separate metrics port of a worker: the group's figures too."""
+    app = web.Application()
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=await group_metrics(main), headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/metrics", handle)
+    return app
+
+
+# Per-deployment figures that add up over workers; the rest is per worker.
+_SUMMED = ("in_flight", "requests", "failures")
+_PER_WORKER = ("breaker", "breaker_retry_in", "in_flight", "ewma_latency_ms", "cooling_for", "rpm", "tpm",
+               "last_error", "usable")
+
+
+def merge_deployments(mine: int, views: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One entry per deployment id: counts summed, per-worker state under ``workers``."""
+    out: dict[str, dict[str, Any]] = {}
+    for worker in sorted(views, key=lambda w: (w != mine, w)):
+        for view in views[worker]:
+            if not isinstance(view, dict) or not isinstance(view.get("id"), str):
+                continue
+            entry = out.get(view["id"])
+            if entry is None:
+                entry = out[view["id"]] = {**view, "workers": []}
+                for k in _SUMMED:
+                    entry[k] = 0
+            for k in _SUMMED:
+                entry[k] += view.get(k) or 0
+            entry["workers"].append({"worker": worker, **{k: view.get(k) for k in _PER_WORKER}})
+            entry["usable"] = bool(entry.get("usable")) or bool(view.get("usable"))
+    return list(out.values())
