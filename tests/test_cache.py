@@ -293,9 +293,9 @@ async def test_a_waiter_goes_upstream_itself_when_the_leader_fails(start_proxy, 
     await fake.received.wait()
     waiter = asyncio.create_task(post(proxy, HELLO))
     slot = proxy.app[__import__("llmproxy.cache.response_cache", fromlist=["RESPONSE_CACHE"]).RESPONSE_CACHE]
-    while slot.cache.counts["miss"] < 1 or slot.cache.counts["hit"] + slot.cache.counts["miss"] < 1:
+    (flight,) = slot.cache._flights.values()  # the leader's
+    while not flight._callbacks:  # until the waiter waits on it
         await asyncio.sleep(0)
-    await asyncio.sleep(0.05)  # let the waiter reach its wait (the outcome does not depend on it)
     hold.set()
     (s1, h1, _), (s2, _, body2) = await asyncio.gather(leader, waiter)
     assert s1 == 500 and h1["x-llmproxy-cache"] == "miss"
