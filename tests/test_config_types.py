@@ -46,6 +46,8 @@ FULL: dict[str, Any] = {
         {"name": "file-key", "key_file": str(Path(__file__).parent / "fixtures" / "client_key.txt")},
     ],
     "prices_file": str(Path(__file__).parent / "fixtures" / "litellm_prices.json"),
+    "cache": {"enabled": True, "ttl": 600, "max_bytes": "64MiB", "max_entry_bytes": "1MiB", "backend": "redis",
+              "scope": "key", "wait": 30},
     "tracing": {"enabled": False, "endpoint": "http://otel:4318/v1/traces", "service_name": "llmproxy",
                 "sample_ratio": 0.5, "headers": {"Authorization": "Bearer otel-token"}},
     "defaults": {
@@ -89,6 +91,7 @@ FULL: dict[str, Any] = {
             "retry": {"retries": 1, "backoff": 0.2, "max_backoff": 1, "budget_ratio": 0.1, "budget_min": 5,
                       "budget_window": 20},
             "session_key": {"header": "x-tenant", "field": "user"},
+            "cache": {"ttl": 3600},
             "deployments": [
                 {"provider": "oa", "model": "gpt-4o", "id": "oa-4o", "weight": 2,
                  "timeouts": {"connect": 2, "first_byte": 50, "idle": 10, "total": 100}, "max_tokens": 1000,

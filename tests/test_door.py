@@ -103,7 +103,7 @@ async def test_only_probes_metrics_and_admin_are_open_without_a_key(start_proxy,
     fake = await fake_upstream()
     proxy = await start_proxy(config(fake.url, "api_keys: [team-key]"))
     open_paths = {"/healthz", "/readyz", "/metrics", "/admin/config", "/admin/reload",
-                  "/admin/deployments", "/admin/models", "/admin/keys"}
+                  "/admin/deployments", "/admin/models", "/admin/keys", "/admin/cache"}
     # Every route the app has, so a route added later is checked too.
     for route in proxy.app.router.routes():
         if route.method == "HEAD":

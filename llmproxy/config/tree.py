@@ -242,6 +242,19 @@ class DeploymentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelCache:
+    """A model's ``cache:``: ``false`` turns the cache off for it, ``{ttl: N}``
+    overrides ``cache.ttl`` (parsed by ``Validator.model_cache``)."""
+
+    enabled: bool = True
+    ttl: float | None = None  # None: cache.ttl
+
+
+def _model_cache_view(c: ModelCache) -> Any:
+    return False if not c.enabled else ({"ttl": c.ttl} if c.ttl is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     deployments: tuple[DeploymentConfig, ...] = key(kind="manual", shape="list", required=True,
@@ -256,6 +269,8 @@ class ModelConfig:
                               help="request header holding the session key (sticky, consistent_hash)")
     session_field: str | None = key("user", kind="str", yaml="session_key.field", nullable=True,
                                     help="body field holding the session key; null: none")
+    cache: ModelCache = key(kind="manual", shape="false or {ttl}", factory=ModelCache, view=_model_cache_view,
+                            help="false: never cache this model's answers; {ttl: seconds}: its own cache.ttl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +437,24 @@ class JwtConfig:
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     jwt: JwtConfig | None = key(None, kind="section", cls=JwtConfig, help="JWT bearer tokens (off without it)")
+CACHE_BACKENDS = ("memory", "redis")
+CACHE_SCOPES = ("key", "global")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The exact-match response cache (llmproxy/cache/)."""
+
+    enabled: bool = key(False, help="serve repeated identical requests from the cache")
+    ttl: float = key(600.0, help="seconds an answer is served from the cache (per model: models.<name>.cache.ttl)")
+    max_bytes: int = key(64 * 1024 * 1024, kind="size", help="memory backend: total size, least recently used go first")
+    max_entry_bytes: int = key(1024 * 1024, kind="size", help="largest answer stored (bigger ones are not cached)")
+    backend: str = key("memory", kind="enum", choices=CACHE_BACKENDS,
+                       help="memory (this process) or redis (state.redis, shared by every process)")
+    scope: str = key("key", kind="enum", choices=CACHE_SCOPES,
+                     help="key: one cache per caller (virtual key or API key); global: shared by all callers")
+    wait: float = key(30.0, help="seconds a request waits for an identical one in flight before calling "
+                                 "upstream itself")
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +503,7 @@ class Config:
     prices_file: str | None = key(None, kind="manual", shape="str",
                                   help="LiteLLM model_prices_and_context_window.json: prices of deployments "
                                        "without price: (relative to the config's directory)")
+    cache: CacheConfig = key(CacheConfig(), help="")
     source: str = "<memory>"
     sha256: str = ""
 

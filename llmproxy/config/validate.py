@@ -42,6 +42,7 @@ from .tree import (
     Config,
     DeploymentConfig,
     JwtConfig,
+    ModelCache,
     ModelConfig,
     ProviderConfig,
     RetryConfig,
@@ -318,6 +319,8 @@ class Validator:
             else:
                 server = dataclasses.replace(server, host=parsed[0], port=parsed[1])
         self.jwt(v["auth"].jwt)
+        if v["cache"].enabled and v["cache"].backend == "redis" and v["state"].redis is None:
+            self.fail("cache.backend", "redis needs state.redis (the server's redis:// URL)")
         providers = self.providers(v.get("providers"), v["timeouts"], v["limits"])
         models = self.models(v.get("models"), providers)
         from .keys_validate import apply_prices, prices_file, virtual_keys  # they use this class
@@ -524,6 +527,7 @@ class Validator:
             values = self.walk([ModelConfig], body, path, base) or self.walk([ModelConfig], {}, path, base)
             assert values is not None
             m = values[0]
+            m["cache"] = self.model_cache(m.pop("cache", None), f"{path}.cache")
             deps_node = m.pop("deployments", None)
             if not isinstance(deps_node, list) or not deps_node:
                 self.fail(f"{path}.deployments", "must be a non-empty list of deployments")
@@ -558,6 +562,20 @@ class Validator:
                         "provider, model, limits, breaker or timeouts; give one of them its own 'id:'",
                     )
         return out
+
+    def model_cache(self, node: Any, path: str) -> ModelCache:
+        """``models.<name>.cache``: ``false`` (off), ``true`` / absent (as ``cache:``), or ``{ttl: seconds}``."""
+        if node is None:
+            return ModelCache()
+        if isinstance(node, bool) or isinstance(node, str) and node.lower() in ("true", "false"):
+            return ModelCache(enabled=self.boolean(node, path, True))
+        if not isinstance(node, dict):
+            self.fail(path, f"must be false or a mapping such as {{ttl: 3600}}, got {self.shown(node, path)}")
+            return ModelCache()
+        m = self.mapping(node, path, {"ttl"})
+        if "ttl" not in m or m["ttl"] is None:
+            return ModelCache()
+        return ModelCache(ttl=self.number(m["ttl"], f"{path}.ttl", 600.0, positive=True, integer=False))
 
     def deployment(
         self, node: Any, path: str, providers: dict[str, ProviderConfig]

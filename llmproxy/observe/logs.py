@@ -406,14 +406,17 @@ def _json_int(value: object) -> bytes:
 def _access_fields(
     request_id: str, method: str, path: str, model: str | None, deployment: str | None, status: int,
     duration_ms: float, ttft_ms: float | None, prompt_tokens: int | None, completion_tokens: int | None,
-    retries: int, stream: bool, error: str | None, key: str | None = None,
+    retries: int, stream: bool, error: str | None, key: str | None = None, cache: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    fields = {
         "request_id": request_id, "method": method, "path": path, "model": model,
         "deployment": deployment, "key": key, "status": status, "duration_ms": _ms(duration_ms), "ttft_ms": _ms(ttft_ms),
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "retries": retries, "stream": stream, "error": error,
     }
+    if cache is not None:  # only with the response cache on: hit, miss, bypass
+        fields["cache"] = cache
+    return fields
 
 
 def _ms(value: object) -> object:
@@ -485,15 +488,15 @@ class AccessLog:
         retries: int,
         stream: bool,
         error: str | None = None,
-        key: str | None = None,
+        key: str | None = None, cache: str | None = None,
     ) -> None:
         self.write(request_id, method, path, model, deployment, status, duration_ms, ttft_ms, prompt_tokens,
-                   completion_tokens, retries, stream, error, key)
+                   completion_tokens, retries, stream, error, key, cache)
 
     def write(
         self, request_id: str, method: str, path: str, model: str | None, deployment: str | None, status: int,
         duration_ms: float, ttft_ms: float | None, prompt_tokens: int | None, completion_tokens: int | None,
-        retries: int, stream: bool, error: str | None, key: str | None = None,
+        retries: int, stream: bool, error: str | None, key: str | None = None, cache: str | None = None,
     ) -> None:
         """``log`` with positional arguments (the per-request call); ``key``: the caller's key name."""
         logger = self._logger
@@ -505,29 +508,29 @@ class AccessLog:
             # rendered with the rest of this loop iteration's lines.
             direct.write_deferred(self._render, (
                 direct, time.time(), request_id, method, path, model, deployment, status, duration_ms, ttft_ms,
-                prompt_tokens, completion_tokens, retries, stream, error, key))
+                prompt_tokens, completion_tokens, retries, stream, error, key, cache))
             return
         record = self._record(time.time())
         record.fields = _access_fields(request_id, method, path, model, deployment, status, duration_ms, ttft_ms,
-                                       prompt_tokens, completion_tokens, retries, stream, error, key)
+                                       prompt_tokens, completion_tokens, retries, stream, error, key, cache)
         logger.handle(record)
 
     def _render(
         self, handler: LineHandler, now: float, request_id: str, method: str, path: str, model: str | None,
         deployment: str | None, status: int, duration_ms: float, ttft_ms: float | None,
         prompt_tokens: int | None, completion_tokens: int | None, retries: int, stream: bool, error: str | None,
-        key: str | None = None,
+        key: str | None = None, cache: str | None = None,
     ) -> bytes:
         """The JSON line the record path would write (same keys, same order, same masking)."""
         redactor: Redactor = handler.filters[0].redactor  # type: ignore[union-attr]
         fmt: JSONFormatter = handler.formatter  # type: ignore[assignment]
         try:
             return self._line(redactor, fmt, now, request_id, method, path, model, deployment, status,
-                              duration_ms, ttft_ms, prompt_tokens, completion_tokens, retries, stream, error, key)
+                              duration_ms, ttft_ms, prompt_tokens, completion_tokens, retries, stream, error, key, cache)
         except (TypeError, ValueError, OverflowError):  # an argument of an unexpected type
             record = self._record(now)
             record.fields = _access_fields(request_id, method, path, model, deployment, status, duration_ms,
-                                           ttft_ms, prompt_tokens, completion_tokens, retries, stream, error, key)
+                                           ttft_ms, prompt_tokens, completion_tokens, retries, stream, error, key, cache)
             handler.filters[0].filter(record)  # type: ignore[union-attr]  # the RedactingFilter (_direct_handler checked)
             return fmt.format_bytes(record)
 
@@ -535,7 +538,7 @@ class AccessLog:
         self, redactor: Redactor, fmt: JSONFormatter, now: float, request_id: str, method: str, path: str,
         model: str | None, deployment: str | None, status: int, duration_ms: float, ttft_ms: float | None,
         prompt_tokens: int | None, completion_tokens: int | None, retries: int, stream: bool, error: str | None,
-        key_name: str | None = None,
+        key_name: str | None = None, cache: str | None = None,
     ) -> bytes:
         redact = redactor.redact
         key = (method, path, model, deployment, key_name)
@@ -547,13 +550,14 @@ class AccessLog:
             fmt._ts(now)  # a new second: its prefix
         return b'{"ts":"%b%03dZ","level":"info","logger":"llmproxy.access","msg":"request","request_id":%b,%b' \
                b'"status":%d,"duration_ms":%.3f,"ttft_ms":%b,"prompt_tokens":%b,"completion_tokens":%b,' \
-               b'"retries":%d,"stream":%b,"error":%b}' % (
+               b'"retries":%d,"stream":%b,"error":%b%b}' % (
                    fmt._prefix_bytes, int((now - sec) * 1000), orjson.dumps(redact(request_id)), middle, status,
                    duration_ms, _NULL if ttft_ms is None else b"%.3f" % ttft_ms,
                    b"%d" % prompt_tokens if prompt_tokens.__class__ is int else _json_int(prompt_tokens),
                    b"%d" % completion_tokens if completion_tokens.__class__ is int else _json_int(completion_tokens),
                    retries, b"true" if stream else b"false",
                    _NULL if error is None else orjson.dumps(redact(error)),
+                   b"" if cache is None else b',"cache":"' + cache.encode() + b'"',  # one of keying.RESULTS
                )
 
     def _fragment(self, redactor: Redactor, key: tuple[str, str, str | None, str | None, str | None]) -> bytes:

@@ -231,7 +231,8 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self.m
         for fam in m.families:
-            yield fam.collect()
+            if fam.children or fam not in m.optional:
+                yield fam.collect()
         yield from m.scraped()
 
 
@@ -288,16 +289,23 @@ class Metrics:
                             "gauge", ())
         self._reload_at = f("llmproxy_config_last_reload_success_timestamp_seconds",
                             "Unix time of the last successful config load", "gauge", ())
-        # Not in `families`: scraped() shows it once state.redis is configured
-        # (redis_up() sets it), so a proxy without Redis has no such family.
+        self._cache_requests = f("llmproxy_cache_requests", "Response cache verdicts: hit, miss, bypass", "counter",
+                                 ("result",))
+        self._cache_backend_errors = f("llmproxy_cache_backend_errors",
+                                       "Response cache backend operations that failed (Redis unreachable...): "
+                                       "served from upstream instead", "counter", ())
+        # No sample until state.redis is configured (redis_up() sets it).
         self._redis_up = f("llmproxy_redis_up", "1 while state.redis answers, 0 during an outage "
                            "(the proxy then serves on local state)", "gauge", ())
         build = f("llmproxy_build_info", "llmproxy version", "gauge", ("version",))
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, build,
+            self._reloads, self._reload_ok, self._reload_at, self._cache_requests, self._cache_backend_errors,
+            self._redis_up, build,
         )
+        # Shown only once they have a sample: the features they describe are configured.
+        self.optional = frozenset({self._cache_requests, self._cache_backend_errors, self._redis_up})
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
         self._reload_ok.value(()).v = 1.0
@@ -314,6 +322,8 @@ class Metrics:
         self._breakers: dict[str, str] = {}  # pushed by breaker_state()
         self._source: Callable[[], Iterable[DeploymentSample]] | None = None
         self._keys: Callable[[], Iterable[tuple[str, int, float, float | None, int]]] | None = None
+        self._cache_source: Callable[[], tuple[float, float]] | None = None
+        self._cache_values: dict[str, _Value] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -485,6 +495,26 @@ class Metrics:
         """Push a breaker transition (ignored once ``watch_deployments`` has a source)."""
         self._breakers[self._deployment(deployment)] = state if state in BREAKER_STATES else OTHER
 
+    def watch_cache(self, source: Callable[[], tuple[float, float]]) -> None:
+        """Read the response cache's (bytes, evictions so far) at scrape time."""
+        self._cache_source = source
+
+    def cache_configured(self, results: Iterable[str]) -> None:
+        """The response cache is on: its counters exist from now on, at 0."""
+        for result in results:
+            self._cache_values.setdefault(result, self._cache_requests.value((result,)))
+        self._cache_backend_errors.value(())
+
+    def cache_request(self, result: str) -> None:
+        """One request's cache verdict (keying.RESULTS)."""
+        v = self._cache_values.get(result)
+        if v is None:
+            v = self._cache_values[result] = self._cache_requests.value((result,))
+        v.v += 1
+
+    def cache_backend_error(self) -> None:
+        self._cache_backend_errors.value(()).v += 1
+
     def reload(self, ok: bool) -> None:
         self._reload_values[0 if ok else 1].v += 1
         self._reload_ok.value(()).v = 1.0 if ok else 0.0
@@ -502,6 +532,16 @@ class Metrics:
     # -- scrape time
 
     def scraped(self) -> Iterator[Metric]:
+        if self._cache_source is not None:
+            used, evictions = self._cache_source()
+            size = GaugeMetricFamily("llmproxy_cache_bytes", "Bytes the response cache holds (memory backend; "
+                                     "Redis: not counted here)", labels=[])
+            size.add_metric([], used)
+            yield size
+            ev = CounterMetricFamily("llmproxy_cache_evictions", "Response cache entries evicted to make room "
+                                     "(least recently used first)", labels=[])
+            ev.add_metric([], evictions)
+            yield ev
         samples = list(self._source()) if self._source is not None else None
         states = {s[0]: s[1] for s in samples} if samples is not None else self._breakers
         fam = GaugeMetricFamily(
@@ -513,8 +553,6 @@ class Metrics:
             for st in BREAKER_STATES:
                 fam.add_metric([dep, st], 1.0 if st == current else 0.0)
         yield fam
-        if self._redis_up.children:
-            yield self._redis_up.collect()
         if samples is None:
             return
         in_flight = GaugeMetricFamily("llmproxy_deployment_in_flight", "Upstream attempts in flight per deployment",

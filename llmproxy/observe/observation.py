@@ -62,6 +62,7 @@ class Observation:
     completion_tokens: int | None = None
     error_status: int | None = None  # a stream that failed after its first byte
     error_code: str | None = None
+    cache: str | None = None  # the response cache's verdict: hit, miss, bypass (None: no cache)
     span: ActiveSpan = NOOP_SPAN
     _pending: tuple[str, str] | None = None  # (deployment, kind) of a failed attempt
 
@@ -79,6 +80,10 @@ class Observation:
         self.model = model
         self.stream = stream
         self.metrics.started(self.operation or "chat", model)
+
+    def cache_result(self, result: str) -> None:
+        """The response cache's verdict; a hit costs nothing (no deployment, no usage: no spend)."""
+        self.cache = result
 
     def failed(self, exc: ProxyError) -> None:
         """The error the client gets (error_middleware): its code goes to the access line."""
@@ -189,7 +194,7 @@ class Observation:
             caller = request.get(CALLER)
             access.write(rid, request.method, request.path, model, dep_id, status, duration * 1000.0,
                          None if ttft is None else ttft * 1000.0, prompt, completion, self.retries, self.stream,
-                         self.error_code, None if caller is None else caller.name)
+                         self.error_code, None if caller is None else caller.name, self.cache)
 
 
 class Unobserved(Observation):
@@ -206,6 +211,9 @@ class Unobserved(Observation):
         pass
 
     def failed(self, exc: ProxyError) -> None:
+        pass
+
+    def cache_result(self, result: str) -> None:
         pass
 
     def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProxyError, UpstreamError
 from ..keys.service import Ticket
@@ -28,6 +28,9 @@ from ..providers.registry import spec_for
 from ..router.plan import Lease, Plan
 from ..upstream import RemoteImages, Upstream, UpstreamResponse
 from .ingress import CHAT, Ingress
+
+if TYPE_CHECKING:
+    from .cached import CacheTicket, Capture
 
 
 @dataclass(slots=True, eq=False)
@@ -44,6 +47,10 @@ class Call:
     ticket: Ticket | None = None
     # The client's format: what to send and how the answer reads (chat: as the adapters speak).
     ingress: Ingress = CHAT
+    # The response cache's ticket (None: the cache is off); ``capture`` holds
+    # a stream's pieces while one is being answered for the cache.
+    cache: CacheTicket | None = None
+    capture: Capture | None = None
     # Created on the first adapter that wants image URLs inlined; kept so a
     # retry on another deployment reuses what was fetched.
     _images: RemoteImages | None = field(default=None, init=False, repr=False)

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import NamedTuple
 
 from aiohttp import web
 
+from ..cache.keying import CACHE_HEADER
 from ..errors import ProxyError, UpstreamError, UpstreamProtocolError
 from ..providers import adapter_for
 from ..providers.base import Adapter, StreamTranslator
@@ -37,6 +38,7 @@ from ..server.door import CORS_ORIGIN, cors_headers
 from ..server.runtime import PROXY
 from ..server.workers import WORKER_HEADER
 from ..upstream import UpstreamResponse
+from . import cached
 from .attempt import Attempt, Call
 
 log = logging.getLogger("llmproxy.forward")
@@ -46,6 +48,12 @@ DEPLOYMENT_HEADER = "x-llmproxy-deployment"
 
 async def forward_unary(call: Call, kind: str) -> web.Response:
     """A non-streaming chat completion (``kind="chat"``, in ``call.ingress``'s format) or embeddings call."""
+    if call.cache is not None:
+        return await cached.unary(call, call.cache, lambda: _forward_unary(call, kind))
+    return await _forward_unary(call, kind)
+
+
+async def _forward_unary(call: Call, kind: str) -> web.Response:
     loop = asyncio.get_running_loop()
     while (attempt := await call.next_attempt()) is not None:
         dep = attempt.dep
@@ -86,6 +94,12 @@ async def forward_unary(call: Call, kind: str) -> web.Response:
 
 
 async def forward_stream(request: web.Request, call: Call) -> web.StreamResponse:
+    if call.cache is not None:
+        return await cached.stream(request, call, call.cache, lambda: _forward_stream(request, call))
+    return await _forward_stream(request, call)
+
+
+async def _forward_stream(request: web.Request, call: Call) -> web.StreamResponse:
     while (attempt := await call.next_attempt()) is not None:
         try:
             try:
@@ -163,6 +177,8 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
             "X-Request-ID": call.ctx.request_id,
         }
     )
+    if call.cache is not None:
+        out.headers[CACHE_HEADER] = call.cache.result
     origin = request.get(CORS_ORIGIN)
     if origin is not None:
         cors_headers(out, origin)
@@ -173,7 +189,10 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
     gone = False
     # Translators hand out whole events only, so a secret never straddles two
     # pieces and each piece can be screened on its own.
-    relay = call.redactor.screen_for(dep.provider).events if call.redactor is not None else _as_is
+    relay: Callable[[bytes], bytes] = call.redactor.screen_for(dep.provider).events if call.redactor is not None else _as_is
+    capture = call.capture
+    if capture is not None:  # the cache keeps what the client receives, piece by piece
+        relay = _capturing(relay, capture)
     try:
         # The deadline cancels this task wherever it waits, a write to a slow
         # client included; inside, that cancellation is an UpstreamTimeout.
@@ -214,6 +233,8 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
         obs.stream_failed(failure)
     else:
         attempt.succeeded(opened.ttft, translator.usage)
+        if capture is not None:
+            capture.complete = True
     try:
         if failure is not None:
             await out.write(call.ingress.error_event(translator, failure))
@@ -225,6 +246,15 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
 
 def _as_is(data: bytes) -> bytes:
     return data
+
+
+def _capturing(relay: Callable[[bytes], bytes], capture: cached.Capture) -> Callable[[bytes], bytes]:
+    def relay_and_keep(data: bytes) -> bytes:
+        out = relay(data)
+        capture.add(out)
+        return out
+
+    return relay_and_keep
 
 
 def _raise_for_status(adapter: Adapter, resp: UpstreamResponse, data: bytes) -> None:

@@ -29,6 +29,8 @@ import orjson
 from aiohttp import web
 
 from .. import __version__
+from ..cache.keying import CACHE_HEADER
+from ..cache.response_cache import RESPONSE_CACHE, CacheSlot
 from ..config.tree import Config
 from ..config.validate import parse_listen
 from ..config.views import summarize
@@ -46,6 +48,7 @@ from ..observe.observation import (
     observe_middleware,
 )
 from ..observe.tracing import TRACER, make_tracer
+from ..request.cached import CACHE_TICKET
 from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
 from .handlers import (
@@ -133,6 +136,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     # Streams set these themselves before their headers went out.
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
+        ticket = request.get(CACHE_TICKET)
+        if ticket is not None:  # the response cache's verdict, on error answers too
+            response.headers[CACHE_HEADER] = ticket.result
         if proxy.worker_name is not None:
             response.headers[WORKER_HEADER] = proxy.worker_name
         origin = request.get(door.CORS_ORIGIN)
@@ -184,6 +190,8 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(_keys_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
     app[RESPONSE_STORE] = ResponseStore(proxy.clock)
+    app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics, app.get(SHARED_REDIS))
+    app.cleanup_ctx.append(_cache_ctx)
     if worker is not None:
         siblings.join_group(app, worker, admin.deployment_views, admin.reload_here)
     # Behind server.api_keys: everything not in `open_routes` below.
@@ -211,6 +219,8 @@ def create_app(config: Config, config_path: str | None = None,
         app.router.add_get("/admin/deployments", admin.get_deployments),
         app.router.add_get("/admin/models", admin.get_models),
         app.router.add_get("/admin/keys", admin.get_keys),
+        app.router.add_get("/admin/cache", admin.get_cache),
+        app.router.add_delete("/admin/cache", admin.delete_cache),
     ]
     if config.metrics.enabled:
         open_routes.append(app.router.add_get("/metrics", handle_metrics if worker is None
@@ -256,6 +266,11 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     await proxy.keys.start(proxy.runtime.keys, store_path(proxy.runtime.config, proxy.config_path))
     yield
     await proxy.keys.stop()
+
+
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[RESPONSE_CACHE].close()
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -33,6 +33,7 @@ from pathlib import Path
 import watchfiles
 from aiohttp import web
 
+from ..cache.response_cache import RESPONSE_CACHE
 from ..config.tree import Config, ConfigError, parse_config, read_config_bytes
 from ..config.views import summarize
 from ..observe.observation import reloaded
@@ -215,13 +216,21 @@ async def supervise(name: str, run: Callable[[asyncio.Event], Awaitable[None]], 
 RELOADER = web.AppKey("llmproxy.reloader", Reloader)
 
 
+def _applied(app: web.Application, config: Config | None) -> None:
+    """What follows a reload (or a rejected one): observability, then the response cache."""
+    reloaded(app, config)
+    slot = app.get(RESPONSE_CACHE)
+    if slot is not None and config is not None:
+        slot.apply(config)
+
+
 async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: watcher, poller and SIGHUP for a proxy started from a file."""
     proxy = app[PROXY]
     if proxy.config_path is None:
         yield
         return
-    reloader = Reloader(proxy, proxy.config_path, on_result=lambda config: reloaded(app, config))
+    reloader = Reloader(proxy, proxy.config_path, on_result=lambda config: _applied(app, config))
     app[RELOADER] = reloader
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(supervise("poller", reloader.poll, stop))]

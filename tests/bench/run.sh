@@ -31,4 +31,10 @@ if [[ " $* " == *" --profile"* ]] && ! [ -x "$(dirname "$python")/py-spy" ] && !
     "$python" -m pip install --quiet py-spy
 fi
 cd "$root"
+if [ "${1:-}" = "--cache" ]; then
+    # Response cache hits (memory, Redis) next to the pass-through: bench_cache.py.
+    shift
+    command -v redis-server >/dev/null 2>&1 || { echo "[bench] --cache needs redis-server (apt-get install redis-server)" >&2; exit 2; }
+    exec "$python" "$here/bench_cache.py" "$@"
+fi
 exec "$python" "$here/bench.py" "$@"

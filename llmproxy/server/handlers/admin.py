@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...cache.response_cache import RESPONSE_CACHE
 from ...config.views import redacted_view
 from ...errors import AuthenticationFailed, ProxyError
 from ...keys.service import lookup, presented_key
@@ -185,3 +186,27 @@ async def get_models(request: web.Request) -> web.Response:
             ],
         })
     return _masked(request, {"models": models})
+
+
+async def get_cache(request: web.Request) -> web.Response:
+    """The response cache: size, entries, hit ratio (``cache.enabled: false``: just that)."""
+    require_admin(request)
+    cache = request.app[RESPONSE_CACHE].cache
+    if cache is None:
+        return json_response({"enabled": False})
+    return _masked(request, await cache.view())
+
+
+async def delete_cache(request: web.Request) -> web.Response:
+    """Flush the response cache, or only ``?model=`` 's entries."""
+    require_admin(request)
+    cache = request.app[RESPONSE_CACHE].cache
+    if cache is None:
+        raise ProxyError("the response cache is off (cache.enabled: false); nothing to flush",
+                         status=409, type="invalid_request_error")
+    model = request.query.get("model")
+    if model is not None and model not in request.app[PROXY].runtime.config.models:
+        raise ProxyError(f"model {model!r} does not exist on this proxy", status=404,
+                         type="invalid_request_error", param="model")
+    flushed = await cache.backend.flush(model)
+    return json_response({"flushed": flushed, "model": model})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...cache.keying import CHAT
 from ...errors import InvalidRequest
 from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
+from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
@@ -36,7 +38,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     obs.resolved(group.name, stream=stream)
     ctx = call_context(request, body)
     plan = make_plan(request, runtime.router, group, body)
-    call = Call(proxy.upstream, plan, body, ctx, obs, request.app.get(REDACTOR), ticket=request.get(TICKET))
+    call = Call(proxy.upstream, plan, body, ctx, obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
+                cache=ticket_for(request, runtime.config, CHAT, group.name, body))
     if stream:
         return await forward_stream(request, call)
     return await forward_unary(call, "chat")

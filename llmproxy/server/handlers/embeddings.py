@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...cache.keying import EMBEDDINGS
 from ...errors import InvalidRequest
 from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
+from ...request.cached import ticket_for
 from ...request.forward import forward_unary
 from ..runtime import PROXY
 from .common import call_context, read_json, resolve_model
@@ -29,5 +31,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     obs = request[OBSERVATION]
     obs.resolved(group.name)
     plan = make_plan(request, runtime.router, group, body)
-    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR), ticket=request.get(TICKET))
+    call = Call(proxy.upstream, plan, body, call_context(request, body), obs, request.app.get(REDACTOR),
+                ticket=request.get(TICKET), cache=ticket_for(request, runtime.config, EMBEDDINGS, group.name, body))
     return await forward_unary(call, "embeddings")

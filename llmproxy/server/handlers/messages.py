@@ -15,11 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ...cache.keying import MESSAGES
 from ...errors import InvalidRequest
 from ...keys.service import TICKET
 from ...observe.logs import REDACTOR
 from ...observe.observation import OBSERVATION
 from ...request.attempt import Call
+from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary
 from ...request.messages import (
     CountTokensIngress,
@@ -75,8 +77,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     obs.resolved(group.name, stream=stream)
     plan = make_plan(request, runtime.router, group, routed)
     ingress = MessagesIngress(body, refused, request.headers.get("anthropic-beta"))
-    call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
-                ingress=ingress)
+    call = Call(proxy.upstream, plan, routed, call_context(request, routed), obs, request.app.get(REDACTOR),
+                ticket=request.get(TICKET), ingress=ingress,
+                cache=ticket_for(request, runtime.config, MESSAGES, group.name, body))
     if stream:
         return await forward_stream(request, call)
     return await forward_unary(call, "chat")

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ...cache.keying import RESPONSES
 from ...config.tree import DeploymentConfig
 from ...errors import InvalidRequest, ProxyError
 from ...ingress import responses as ingress
@@ -37,6 +38,7 @@ from ...observe.observation import OBSERVATION
 from ...providers import openai as openai_provider
 from ...providers.base import Adapter, CallContext, StreamTranslator, UpstreamRequest
 from ...request.attempt import Attempt, Call
+from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary
 from ...request.ingress import Chained
 from ...sse import encode_data
@@ -217,8 +219,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                              store if body.get("store") is not False else None, (rc.store_max, rc.store_ttl))
     writer.untranslatable = untranslatable
     plan = make_plan(request, runtime.router, group, chat, exclude)
+    # Only an answer that leaves no state behind may be shared: a stored
+    # response (store, true by default) has an id a follow-up continues.
+    shareable = previous is None and body.get("store") is False
     call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
-                ingress=writer)
+                ingress=writer, cache=ticket_for(request, config, RESPONSES, group.name, body, eligible=shareable))
     if stream:
         return await forward_stream(request, call)
     return await forward_unary(call, "chat")

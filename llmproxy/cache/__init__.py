@@ -1,0 +1,1 @@
+"""The exact-match response cache: keying, stored forms, backends (memory, Redis)."""
