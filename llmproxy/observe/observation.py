@@ -124,8 +124,8 @@ class Observation:
         if self.deployment is None:
             return
         kind = upstream_error_kind(exc)
-        self.metrics.upstream_error(self.deployment.id, kind)
-        self._pending = (self.deployment.id, kind)
+        self.metrics.upstream_error(self.deployment.label, kind)
+        self._pending = (self.deployment.label, kind)
         self.span.set_error(kind, exc.message)
         self.span.end()
 
@@ -178,7 +178,8 @@ class Observation:
                 cost = None
                 if dep is not None and dep.price is not None and (prompt or completion):
                     cost = dep.price.cost(prompt or 0, completion or 0)
-                self.metrics.finished(self.operation, model, dep_id or "", status, duration, ttft, self.stream,
+                label = "" if dep is None else dep.label  # a wildcard's pattern id, not the client's name
+                self.metrics.finished(self.operation, model, label, status, duration, ttft, self.stream,
                                       prompt, completion, cost)
         if access is not None and access.enabled:  # write() checks the level
             try:

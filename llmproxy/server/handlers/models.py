@@ -1,4 +1,9 @@
-"""GET /v1/models and /v1/models/{id}: the public names from the config."""
+"""GET /v1/models and /v1/models/{id}: the public names from the config.
+
+The list holds every model and alias (a wildcard pattern is no name a
+client can send, so it is not listed); ``/v1/models/{id}`` answers for every
+name that routes, a name a wildcard matches included.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +22,14 @@ def _model(runtime: Runtime, name: str) -> dict[str, Any]:
 
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[PROXY].runtime
-    return json_response(
-        {"object": "list", "data": [_model(runtime, name) for name in runtime.config.models]}
-    )
+    router = runtime.router
+    names = [*router.groups, *router.aliases]
+    return json_response({"object": "list", "data": [_model(runtime, name) for name in names]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     runtime = request.app[PROXY].runtime
     name = request.match_info["model"]
-    if name not in runtime.config.models:
+    if not runtime.router.resolves(name):
         raise ModelNotFound(f"model {name!r} does not exist on this proxy", param="model")
     return json_response(_model(runtime, name))
