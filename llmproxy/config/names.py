@@ -87,11 +87,11 @@ def aliases(node: Any, models: Mapping[str, Any], fail: Fail) -> dict[str, str]:
     out: dict[str, str] = {}
     for alias, target in node.items():
         path = _join("aliases", alias)
-        if isinstance(alias, bool) or not isinstance(alias, (str, int)) or str(alias) == "":
+        if not _is_name(alias):
             fail(path, f"alias names must be non-empty strings, got {show(alias)}")
             continue
         alias = str(alias)
-        if isinstance(target, bool) or not isinstance(target, (str, int)) or str(target) == "":
+        if not _is_name(target):
             fail(path, f"must be a model name, got {_kind(target)}")
             continue
         target = str(target)
@@ -109,6 +109,13 @@ def aliases(node: Any, models: Mapping[str, Any], fail: Fail) -> dict[str, str]:
         else:
             out[alias] = target
     return out
+
+
+def _is_name(node: Any) -> bool:
+    # YAML makes ``4:`` an int; a 5,000-digit one is no name (and str() refuses it).
+    if isinstance(node, int) and not isinstance(node, bool):
+        return node.bit_length() <= 64
+    return isinstance(node, str) and 0 < len(node) <= MAX_NAME
 
 
 def _join(path: str, key: object) -> str:

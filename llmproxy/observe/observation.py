@@ -108,6 +108,11 @@ class Observation:
                 base_url=dep.provider.base_url, deployment=dep.id, public_model=self.model,
             ))
 
+    def dropped(self, dep: DeploymentConfig, params: tuple[str, ...]) -> None:
+        """``params`` were dropped from this attempt's request (``unsupported_params: drop``)."""
+        for param in params:
+            self.metrics.dropped_param(dep.label, param)
+
     def rate_limited(self, deployment: str, kind: str) -> None:
         """The proxy's own limit ``kind`` (rpm, tpm, concurrency) kept this request off ``deployment``."""
         self.metrics.rate_limited(self.model or "", deployment, kind)
@@ -208,6 +213,9 @@ class Unobserved(Observation):
         pass
 
     def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:
+        pass
+
+    def dropped(self, dep: DeploymentConfig, params: tuple[str, ...]) -> None:
         pass
 
     def rate_limited(self, deployment: str, kind: str) -> None:
