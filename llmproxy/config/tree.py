@@ -415,6 +415,23 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return parse_config(raw, env=env, source=str(path), base_dir=p.parent)
 
 
+def read_litellm(path: Path) -> Any:
+    """A LiteLLM config file parsed as our own are (bounded size, no alias bombs)."""
+    try:
+        raw = read_config_bytes(path)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; refused"])
+    loader = _ConfigLoader(raw)
+    try:
+        return loader.get_single_data()
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        raise ConfigError([_yaml_problem(str(path), exc)]) from None
+    finally:
+        loader.dispose()
+
+
 def read_config_bytes(path: Path) -> bytes:
     """The file's bytes, at most one past ``MAX_CONFIG_BYTES`` (so /dev/zero
     or a runaway generator is refused by ``parse_config``, not read whole)."""
