@@ -42,7 +42,8 @@ def test_a_yaml_example_parses_as_written(where: str, text: str, tmp_path: Path)
         key = tmp_path / "key"
         key.write_text("file-key")
         text = re.sub(r"api_key_file: \S+", f"api_key_file: {key}", text)
-        env = {name: "dummy-value" for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)}
+        refs = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)|os\.environ/([A-Za-z_][A-Za-z0-9_]*)", text)
+        env = {a or b: "dummy-value" for a, b in refs}
         parse_config(text, env=env, source=where)
 
 
