@@ -21,7 +21,14 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from llmproxy.config.litellm_import import APPROX, MAPPED, NOT_MAPPED, Row, convert, to_yaml
+from llmproxy.config.litellm_import import (
+    APPROX,
+    MAPPED,
+    NOT_MAPPED,
+    Row,
+    convert,
+    to_yaml,
+)
 from llmproxy.config.tree import Config, parse_config
 
 from . import fakes_anthropic, fakes_gemini
@@ -158,7 +165,7 @@ def test_the_report_says_what_was_not_mapped_and_why() -> None:
 
 
 def test_the_mixed_config_maps_what_exists_and_reports_the_rest() -> None:
-    doc, rows, text = load(FIXTURES / "mixed.yaml")
+    _, rows, text = load(FIXTURES / "mixed.yaml")
     by = {(r.setting, r.outcome): r.detail for r in rows}
     for setting in ("litellm_settings.cache", "litellm_settings.cache_params", "general_settings.database_url",
                     "litellm_settings.success_callback", "router_settings.context_window_fallbacks",
@@ -222,7 +229,7 @@ async def test_the_mixed_config_through_the_proxy(start_proxy, fake_upstream, op
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "llmproxy", *args], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env={**os.environ, **(env or {})})
+                          cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
 
 
 def test_the_readme_command_on_the_example(tmp_path: Path) -> None:
@@ -242,7 +249,7 @@ def test_the_readme_command_on_the_example(tmp_path: Path) -> None:
     # Without the variables, check says which one is missing, as for ${VAR}.
     bare = {k: v for k, v in os.environ.items() if k not in env_for(text)}
     missing = subprocess.run([sys.executable, "-m", "llmproxy", "check", str(out)], capture_output=True, text=True,
-                             timeout=60, cwd=ROOT, env=bare)
+                             timeout=60, cwd=ROOT, env=bare, check=False)
     assert missing.returncode == 1 and "environment variable OPENAI_API_KEY is not set" in missing.stderr
 
 

@@ -74,13 +74,14 @@ STRATEGIES: Mapping[str, tuple[str, str, str]] = {
     "simple-shuffle": ("random", MAPPED, "weighted random pick"),
     "least-busy": ("least_connections", MAPPED, "fewest requests in flight"),
     "latency-based-routing": ("least_latency", MAPPED, "lowest latency average (time to first token for streams)"),
-    "cost-based-routing": ("cost", APPROX, "cheapest by each deployment's price: from input_cost_per_token/"
-                                           "output_cost_per_token where given, else LiteLLM's price map is not "
-                                           "known here and unpriced deployments come last"),
-    "usage-based-routing": ("weighted", APPROX, "no lowest-usage pick: traffic by weight, and each deployment's "
-                                                "rpm/tpm are enforced as limits (a full one is skipped)"),
-    "usage-based-routing-v2": ("weighted", APPROX, "no lowest-usage pick: traffic by weight, and each "
-                                                   "deployment's rpm/tpm are enforced as limits"),
+    "cost-based-routing": ("cost", APPROX, (
+        "cheapest by each deployment's price: from input_cost_per_token/output_cost_per_token where given, "
+        "else LiteLLM's price map is not known here and unpriced deployments come last")),
+    "usage-based-routing": ("weighted", APPROX, (
+        "no lowest-usage pick: traffic by weight, and each deployment's rpm/tpm are enforced as limits "
+        "(a full one is skipped)")),
+    "usage-based-routing-v2": ("weighted", APPROX, (
+        "no lowest-usage pick: traffic by weight, and each deployment's rpm/tpm are enforced as limits")),
 }
 
 _ENV = re.compile(r"os\.environ/([A-Za-z_][A-Za-z0-9_]*)")
@@ -170,8 +171,7 @@ class _Converter:
             return
         if prefix == "bedrock":
             for route in ("converse/", "invoke/"):
-                if upstream.startswith(route):
-                    upstream = upstream[len(route):]
+                upstream = upstream.removeprefix(route)
         if prefix == "vertex_ai" and not upstream.startswith("gemini"):
             self.row(f"{path}.litellm_params.model", NOT_MAPPED,
                      f"vertex_ai/{upstream}: llmproxy's vertex type speaks Gemini's API only")
