@@ -157,7 +157,7 @@ class StateRegistry:
         if state is None:
             if len(states) >= cap:
                 return shared
-            state = states[dep.id] = DeploymentState(dep, self.clock)
+            state = states[dep.id] = DeploymentState(dep, self.clock, self.workers)
         elif state.config != dep:
             state.reconfigure(dep)
         return state
