@@ -235,13 +235,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_the_readme_command_on_the_example(tmp_path: Path) -> None:
     """README "Coming from LiteLLM": the import, then `llmproxy check` on its output, as real processes."""
     readme = (ROOT / "README.md").read_text()
-    assert "llmproxy import-litellm configs/litellm.yaml -o llmproxy.yaml" in readme
+    assert "llmproxy import-litellm configs/litellm/config.yaml -o llmproxy.yaml" in readme
     out = tmp_path / "llmproxy.yaml"
-    result = run_cli("import-litellm", "configs/litellm.yaml", "-o", str(out))
+    result = run_cli("import-litellm", "configs/litellm/config.yaml", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "litellm_settings.cache" in result.stderr and "not mapped" in result.stderr
     text = out.read_text()
-    assert text.startswith("# llmproxy config imported from the LiteLLM config configs/litellm.yaml")
+    assert text.startswith("# llmproxy config imported from the LiteLLM config configs/litellm/config.yaml")
     check = run_cli("check", str(out), env=env_for(text))
     assert check.returncode == 0, check.stderr
     assert "gpt4  (alias of gpt-4o)" in check.stdout
