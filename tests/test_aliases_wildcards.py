@@ -110,6 +110,11 @@ async def test_invented_names_cannot_grow_state(start_proxy, fake_upstream, open
     assert router.group("openai/invented-5").members[0].state is shared
     assert router.group("openai/invented-0").members[0].state is not shared
     assert shared.requests == 4
+    # The router keeps groups for two names of this wildcard; the others are built per request.
+    assert sum(1 for name in router._concrete if name.startswith("openai/")) == 2
+    # A name past MAX_NAME (256) matches no wildcard: it makes no key at all.
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="openai/" + "x" * 300, messages=[{"role": "user", "content": "x"}])
     # Metrics label with the pattern's id, never the client's names.
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{proxy.url}/metrics") as resp:

@@ -4,9 +4,10 @@ A ``Router`` is built per config (immutable routing) over the shared
 ``StateRegistry`` (mutable per-deployment health), on the registry's clock.
 A name resolves as ``config/names.py`` says: exact model, alias, then the
 wildcard with the longest prefix. A wildcard's group for one name is built
-on its first request and kept, for at most the wildcard models'
-``wildcard_names`` in all; past that, a name's group is built per request
-(on shared state) rather than kept, so memory stays bounded.
+on its first request and kept, for at most the wildcard model's
+``wildcard_names`` names; past that, a name's group is built per request
+(about 16 µs, on the wildcard deployment's shared state) rather than kept,
+so memory stays bounded whatever names clients send.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ class Router:
         self.groups = {n: g for n, g in every.items() if wildcard_prefix(n) is None}
         self.patterns = {n: g for n, g in every.items() if wildcard_prefix(n) is not None}
         self.wildcards = wildcard_table(config.models)
+        # Kept groups, per pattern: a flood of names on one wildcard ("*")
+        # cannot evict or crowd out the names of another.
         self._concrete: dict[str, ModelGroup] = {}
-        self._concrete_cap = sum(g.config.wildcard_names for g in self.patterns.values())
+        self._kept: dict[str, int] = dict.fromkeys(self.patterns, 0)
 
     def group(self, name: str) -> ModelGroup | None:
         """The group ``name`` routes to: exact model, alias, then wildcard."""
@@ -60,8 +63,10 @@ class Router:
         if matched is None:
             return None
         pattern, part = matched
-        group = concrete_group(self.patterns[pattern], part, self.registry, self.states, self.clock, self.rng)
-        if len(self._concrete) < self._concrete_cap:
+        template = self.patterns[pattern]
+        group = concrete_group(template, part, self.registry, self.states, self.clock, self.rng)
+        if self._kept[pattern] < template.config.wildcard_names:
+            self._kept[pattern] += 1
             self._concrete[name] = group
         return group
 
