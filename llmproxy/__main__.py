@@ -1,4 +1,4 @@
-"""Command line: ``llmproxy serve``, ``llmproxy check`` and ``llmproxy key new``."""
+"""Command line: ``llmproxy serve``, ``check``, ``key new`` and ``import-litellm``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -119,6 +120,40 @@ def cmd_key_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_litellm(args: argparse.Namespace) -> int:
+    """A LiteLLM proxy config → llmproxy YAML (stdout or -o), the report on stderr."""
+    from pathlib import Path
+
+    from .config.litellm_import import convert, report_text, to_yaml
+    from .config.tree import parse_config, read_litellm
+
+    try:
+        doc = read_litellm(Path(args.path))
+    except ConfigError as exc:
+        print(f"llmproxy import-litellm: {exc.problems[0]}", file=sys.stderr)
+        return 1
+    out, rows = convert(doc)
+    text = to_yaml(out, args.path, rows)
+    # What is written must load: every ${VAR} stands in for its value here
+    # (check runs without the secrets), so only a structural problem fails.
+    placeholders = {name: "https://placeholder.invalid" for name in re.findall(r"\$\{(\w+)\}", text)}
+    try:
+        parse_config(text, env={**os.environ, **placeholders}, source=args.output or "<output>",
+                     base_dir=Path(args.path).parent)
+    except ConfigError as exc:
+        print(report_text(rows), file=sys.stderr)
+        print("llmproxy import-litellm: the result does not load:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    print(report_text(rows), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmproxy", description="OpenAI-compatible LLM sidecar proxy")
     parser.add_argument("--version", action="version", version=f"llmproxy {__version__}")
@@ -147,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     new = key_sub.add_parser("new", help="print a fresh key, its sha256 and a keys: entry")
     new.add_argument("name", help="the key's name (keys[].name)")
     new.set_defaults(func=cmd_key_new)
+    imp = sub.add_parser("import-litellm", help="convert a LiteLLM proxy config; prints what was not mapped")
+    imp.add_argument("path", help="the LiteLLM config.yaml")
+    imp.add_argument("-o", "--output", help="write the llmproxy YAML here (default: stdout)")
+    imp.set_defaults(func=cmd_import_litellm)
     return parser
 
 

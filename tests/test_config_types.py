@@ -59,7 +59,9 @@ FULL: dict[str, Any] = {
                     "half_open_probes": 1, "max_retry_after": 300, "when_all_open": "route_oldest"},
         "limits": {"max_response_size": "32MiB", "max_event_size": 1048576},
         "queue_timeout": 5,
+        "unsupported_params": "error",
     },
+    "aliases": {"gpt4": "gpt-4o"},
     "providers": {
         "oa": {"type": "openai", "base_url": "https://api.openai.com/v1", "api_key": "sk-1",
                "organization": "org-1", "project": "proj-1", "headers": {"X-Extra": "v"},
@@ -96,7 +98,7 @@ FULL: dict[str, Any] = {
                 {"provider": "oa", "model": "gpt-4o", "id": "oa-4o", "weight": 2,
                  "timeouts": {"connect": 2, "first_byte": 50, "idle": 10, "total": 100}, "max_tokens": 1000,
                  "priority": 0, "max_concurrency": 64,
-                 "queue_timeout": 2, "rpm": 5000, "tpm": 800000,
+                 "queue_timeout": 2, "rpm": 5000, "tpm": 800000, "unsupported_params": "drop",
                  "price": {"input_per_mtok": 2.5, "output_per_mtok": 10, "cached_input_per_mtok": 1.25},
                  "breaker": {"failures": 3, "failure_ratio": 0.4, "min_requests": 10, "window": 20, "cooldown": 10,
                              "half_open_probes": 2, "max_retry_after": 60, "when_all_open": "fail_fast"}},
@@ -104,6 +106,7 @@ FULL: dict[str, Any] = {
             ],
         },
         "small": {"strategy": "round_robin", "deployments": [{"provider": "mk", "model": "m"}]},
+        "openai/*": {"wildcard_names": 10, "deployments": [{"provider": "oa", "model": "*"}]},
         "others": {"strategy": "least_latency", "deployments": [
             {"provider": p, "model": "m"} for p in ("br", "ol", "co", "qf", "an", "ge", "vx")]},
     },

@@ -267,6 +267,7 @@ def test_render_parses_and_uses_the_documented_names() -> None:
     m.fallback("gpt-4o", "claude")
     m.rate_limited("gpt-4o", "up/gpt-4o", "tpm")
     m.upstream_error("up/gpt-4o", "timeout")
+    m.dropped_param("up/gpt-4o", "logit_bias")
     types = {f.name: f.type for f in text_string_to_metric_families(m.render()[0].decode())}
     assert types == {
         "gen_ai_client_operation_duration_seconds": "histogram",
@@ -280,6 +281,7 @@ def test_render_parses_and_uses_the_documented_names() -> None:
         "llmproxy_fallbacks": "counter",
         "llmproxy_rate_limited": "counter",
         "llmproxy_upstream_errors": "counter",
+        "llmproxy_dropped_params": "counter",
         "llmproxy_config_reloads": "counter",
         "llmproxy_config_last_reload_successful": "gauge",
         "llmproxy_config_last_reload_success_timestamp_seconds": "gauge",

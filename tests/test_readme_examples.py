@@ -43,8 +43,8 @@ def test_a_yaml_example_parses_as_written(where: str, text: str, tmp_path: Path)
         key.write_text("file-key")
         text = re.sub(r"api_key_file: \S+", f"api_key_file: {key}", text)
         # Distinct, and long enough for client keys (keys[].key: at least 16 characters, each given once).
-        env = {name: f"dummy-value-{name}-0123456789"
-               for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)}
+        refs = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)|os\.environ/([A-Za-z_][A-Za-z0-9_]*)", text)
+        env = {a or b: f"dummy-value-{a or b}-0123456789" for a, b in refs}
         parse_config(text, env=env, source=where)
 
 

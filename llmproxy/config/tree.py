@@ -52,6 +52,12 @@ DEFAULT_STATE_PATH = "state/llmproxy.db"
 
 # breaker.when_all_open, the default first.
 WHEN_ALL_OPEN = ("route_oldest", "fail_fast")
+# unsupported_params, the default first: a field the provider cannot take is
+# refused with a 400 naming it, or dropped and reported (header, metric, DEBUG).
+UNSUPPORTED_PARAMS = ("error", "drop")
+# A wildcard model's deployments: the distinct requested names that get their
+# own breaker and limit state (later names share the wildcard deployment's).
+DEFAULT_WILDCARD_NAMES = 256
 # scheme://host[:port], as a browser sends it in Origin (RFC 6454 §6.1); "null" too.
 ORIGIN = re.compile(r"null|https?://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?")
 # A host name or IP literal without port; "*.example.com" for any subdomain.
@@ -234,6 +240,19 @@ class DeploymentConfig:
     tpm: int | None = key(None, kind="int", help="tokens per minute (estimated before, settled after)")
     price: Price | None = key(None, kind="section", cls=Price, help="for the cost strategy and spend metrics")
     breaker: BreakerConfig = key(BreakerConfig(), help="per-deployment breaker (default: defaults.breaker)")
+    unsupported_params: str = key("error", kind="enum", choices=UNSUPPORTED_PARAMS,
+                                  help="an OpenAI parameter this provider cannot take: error (a 400 naming "
+                                       "it) or drop (sent without it, listed in x-llmproxy-dropped-params) "
+                                       "(default: defaults.unsupported_params)")
+    # Made from a wildcard model's deployment (router/wildcard.py): that
+    # deployment's id, which metrics label with (a bounded set, not the
+    # names clients invent). None for a deployment of the config.
+    pattern_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The deployment label of metrics: a config id, never a client's string."""
+        return self.pattern_id or self.id
 
     def limits(self) -> tuple[object, ...]:
         """What must agree when one deployment id serves several models."""
@@ -271,6 +290,10 @@ class ModelConfig:
                                     help="body field holding the session key; null: none")
     cache: ModelCache = key(kind="manual", shape="false or {ttl}", factory=ModelCache, view=_model_cache_view,
                             help="false: never cache this model's answers; {ttl: seconds}: its own cache.ttl")
+    wildcard_names: int = key(DEFAULT_WILDCARD_NAMES,
+                              help="a wildcard model (\"openai/*\"): distinct requested names that get "
+                                   "breaker and limit state of their own; later names share the wildcard "
+                                   "deployment's")
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +511,12 @@ class Config:
     breaker: BreakerConfig = key(BreakerConfig(), yaml="defaults.breaker", help="")
     queue_timeout: float = key(5.0, yaml="defaults.queue_timeout", positive=False,
                                help="deployments' queue_timeout unless they set one, seconds")
+    unsupported_params: str = key("error", kind="enum", choices=UNSUPPORTED_PARAMS,
+                                  yaml="defaults.unsupported_params",
+                                  help="deployments' unsupported_params unless they set one")
+    aliases: Mapping[str, str] = key(kind="manual", shape="mapping", factory=lambda: MappingProxyType({}),
+                                     help="public name → a model name (or a name a wildcard model "
+                                          "matches); listed in /v1/models")
     listen: str = key(DEFAULT_LISTEN, kind="manual", shape="str", help="HOST:PORT the proxy listens on")
     admin: AdminConfig = key(AdminConfig(), help="")
     reload: ReloadConfig = key(ReloadConfig(), help="")
@@ -527,6 +556,23 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
     return parse_config(raw, env=env, source=str(path), base_dir=p.parent)
+
+
+def read_litellm(path: Path) -> Any:
+    """A LiteLLM config file parsed as our own are (bounded size, no alias bombs)."""
+    try:
+        raw = read_config_bytes(path)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; refused"])
+    loader = _ConfigLoader(raw)
+    try:
+        return loader.get_single_data()
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        raise ConfigError([_yaml_problem(str(path), exc)]) from None
+    finally:
+        loader.dispose()
 
 
 def read_config_bytes(path: Path) -> bytes:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from ..observe.redact import url_credentials, url_without_userinfo
 from ..providers.registry import PROVIDER_SPECS
+from . import names
 from .schema import Key, keys_of, one_of, parse_listen, show
 from .schema import did_you_mean as _did_you_mean
 from .schema import kind_of as _kind
@@ -55,6 +56,9 @@ __all__ = ["Validator", "parse_listen", "show"]
 _T = TypeVar("_T")
 _ABSENT: Any = object()  # a key not in its mapping (null is a value: YAML's ``key:``)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+# LiteLLM's spelling of a whole value from the environment, so a key copied
+# from a LiteLLM config reads the same: ``os.environ/VAR`` is ``${VAR}``.
+_LITELLM_ENV_REF = re.compile(r"os\.environ/([A-Za-z_][A-Za-z0-9_]*)")
 _SIZE = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,15})?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
 _SIZE_UNITS = {
     None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
@@ -77,6 +81,7 @@ class Validator:
         self.retry_defaults = RetryConfig()
         self.breaker_defaults = BreakerConfig()
         self.queue_timeout = 5.0
+        self.unsupported_params = "error"
 
     def fail(self, path: str, message: str) -> None:
         if len(self.problems) >= MAX_PROBLEMS:
@@ -110,8 +115,13 @@ class Validator:
         return {k: v for k, v in node.items() if isinstance(k, str) and k in allowed}
 
     def expand(self, value: Any, path: str) -> Any:
-        """Expand ``${VAR}`` / ``${VAR:-default}`` in a string value."""
-        if not isinstance(value, str) or "${" not in value:
+        """Expand ``${VAR}`` / ``${VAR:-default}`` in a string value, or a whole
+        ``os.environ/VAR`` (LiteLLM's form)."""
+        if not isinstance(value, str):
+            return value
+        if value.startswith("os.environ/") and (m := _LITELLM_ENV_REF.fullmatch(value)):
+            value = "${" + m.group(1) + "}"
+        if "${" not in value:
             return value
 
         def sub(m: re.Match[str]) -> str:
@@ -310,6 +320,7 @@ class Validator:
         v = values[0]
         self.retry_defaults, self.breaker_defaults = v["retry"], v["breaker"]
         self.queue_timeout = v["queue_timeout"]
+        self.unsupported_params = v["unsupported_params"]
         server: ServerConfig = v["server"]
         listen_s = self.string(v.get("listen"), "listen")
         if listen_s is not None:
@@ -329,10 +340,12 @@ class Validator:
         if prices:
             models = apply_prices(models, prices)
         keys = virtual_keys(self, v.get("keys"), models, server.api_keys)
+        aliases = names.aliases(v.get("aliases"), models, self.fail)
         return Config(**{
             **v, "server": server, "listen": f"{server.host}:{server.port}", "keys": keys,
             "prices_file": v.get("prices_file") if isinstance(v.get("prices_file"), str) else None,
             "providers": MappingProxyType(providers), "models": MappingProxyType(models),
+            "aliases": MappingProxyType(aliases),
             "source": source, "sha256": sha,
         })
 
@@ -551,6 +564,7 @@ class Validator:
                     self.fail(f"{_join('models', name)}.fallbacks[{i}]", f"unknown model {show(fb)}{suffix}")
                 elif fb == name:
                     self.fail(f"{_join('models', name)}.fallbacks[{i}]", "a model cannot fall back to itself")
+        names.check_models(out, self.fail)
         first: dict[str, tuple[str, DeploymentConfig]] = {}
         for name, model in out.items():
             for dep in model.deployments:
@@ -589,7 +603,7 @@ class Validator:
             suffix = _did_you_mean(pname, providers)
             self.fail(f"{path}.provider", f"unknown provider {show(pname)}{suffix}")
         base = {"timeouts": provider.timeouts if provider else Timeouts(), "breaker": self.breaker_defaults,
-                "queue_timeout": self.queue_timeout}
+                "queue_timeout": self.queue_timeout, "unsupported_params": self.unsupported_params}
         values = self.walk([DeploymentConfig], node, path, base)
         assert values is not None
         d = values[0]

@@ -3,6 +3,7 @@ summary line, and the admin view with every credential redacted."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from ..observe.redact import url_without_userinfo
@@ -31,6 +32,8 @@ def describe_routes(config: Config) -> str:
                 f"  - {dep.id}: provider {dep.provider.name} ({dep.provider.type}) "
                 f"model {dep.model} {' '.join(extras)}"
             )
+    for alias, target in config.aliases.items():
+        lines.append(f"{alias}  (alias of {target})")
     return "\n".join(lines)
 
 
@@ -95,7 +98,7 @@ def _leaf(k: Key, value: Any) -> Any:
         return None if value is None else section_view(value)
     if isinstance(value, (tuple, list, frozenset)):
         return list(value)
-    if k.kind == "map":
+    if k.kind == "map" or isinstance(value, MappingProxyType):  # aliases: a manual mapping
         return dict(value)
     return value
 

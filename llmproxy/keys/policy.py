@@ -34,8 +34,14 @@ class KeyPolicy:
     admin: bool = False
     models: tuple[str, ...] = ()  # as configured (names and globs), for /admin/keys
 
-    def allows(self, model: str) -> bool:
-        return self.allowed is None or model in self.allowed
+    def allows(self, model: str, requested: str | None = None) -> bool:
+        """``model``: the config's model the request routes to; ``requested``:
+        the name the client sent, when it differs (an alias, or a name a
+        wildcard model matches), which the key's names and globs may allow
+        on their own."""
+        if self.allowed is None or model in self.allowed:
+            return True
+        return requested is not None and any(fnmatch.fnmatchcase(requested, p) for p in self.models)
 
     @property
     def limited(self) -> bool:

@@ -169,8 +169,10 @@ class KeyService:
         return caller
 
     async def admit(self, policy: KeyPolicy, model: str, body: Mapping[str, Any]) -> Ticket:
-        if not policy.allows(model):
-            raise ModelNotAllowed(f"key {policy.name!r} may not use model {model!r}", param="model")
+        requested = body.get("model")
+        requested = requested if isinstance(requested, str) and requested != model else None
+        if not policy.allows(model, requested):
+            raise ModelNotAllowed(f"key {policy.name!r} may not use model {requested or model!r}", param="model")
         if policy.budget_usd is not None:
             spent = self.ledger.period_usd(policy.name, policy.period)
             if spent >= policy.budget_usd:

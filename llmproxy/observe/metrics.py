@@ -284,6 +284,8 @@ class Metrics:
                                "counter", (MODEL, DEPLOYMENT, "kind"))
         self._upstream_errors = f("llmproxy_upstream_errors", "Failed upstream attempts by kind", "counter",
                                   (PROVIDER, DEPLOYMENT, "kind"))
+        self._dropped = f("llmproxy_dropped_params", "Request fields dropped for a deployment "
+                          "(unsupported_params: drop)", "counter", (DEPLOYMENT, "param"))
         self._reloads = f("llmproxy_config_reloads", "Config reload attempts by result", "counter", ("result",))
         self._reload_ok = f("llmproxy_config_last_reload_successful", "1 if the last config reload succeeded",
                             "gauge", ())
@@ -301,8 +303,8 @@ class Metrics:
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, self._cache_requests, self._cache_backend_errors,
-            self._redis_up, build,
+            self._dropped, self._reloads, self._reload_ok, self._reload_at, self._cache_requests,
+            self._cache_backend_errors, self._redis_up, build,
         )
         # Shown only once they have a sample: the features they describe are configured.
         self.optional = frozenset({self._cache_requests, self._cache_backend_errors, self._redis_up})
@@ -489,6 +491,15 @@ class Metrics:
             k = kind if kind in UPSTREAM_ERROR_KINDS else OTHER
             dep = self._deployment(deployment)
             v = self._events[key] = self._upstream_errors.value((self._providers.get(dep, ""), dep, k))
+        v.v += 1
+
+    def dropped_param(self, deployment: str, param: str) -> None:
+        """``param`` was dropped from a request to ``deployment`` (a known
+        OpenAI parameter name: the caller drops no other, so the set is bounded)."""
+        key = ("dropped", deployment, param)
+        v = self._events.get(key)
+        if v is None:
+            v = self._events[key] = self._dropped.value((self._deployment(deployment), param))
         v.v += 1
 
     def breaker_state(self, deployment: str, state: str) -> None:

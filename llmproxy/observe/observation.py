@@ -114,6 +114,11 @@ class Observation:
                 base_url=dep.provider.base_url, deployment=dep.id, public_model=self.model,
             ))
 
+    def dropped(self, dep: DeploymentConfig, params: tuple[str, ...]) -> None:
+        """``params`` were dropped from this attempt's request (``unsupported_params: drop``)."""
+        for param in params:
+            self.metrics.dropped_param(dep.label, param)
+
     def rate_limited(self, deployment: str, kind: str) -> None:
         """The proxy's own limit ``kind`` (rpm, tpm, concurrency) kept this request off ``deployment``."""
         self.metrics.rate_limited(self.model or "", deployment, kind)
@@ -130,8 +135,8 @@ class Observation:
         if self.deployment is None:
             return
         kind = upstream_error_kind(exc)
-        self.metrics.upstream_error(self.deployment.id, kind)
-        self._pending = (self.deployment.id, kind)
+        self.metrics.upstream_error(self.deployment.label, kind)
+        self._pending = (self.deployment.label, kind)
         self.span.set_error(kind, exc.message)
         self.span.end()
 
@@ -184,7 +189,8 @@ class Observation:
                 cost = None
                 if dep is not None and dep.price is not None and (prompt or completion):
                     cost = dep.price.cost(prompt or 0, completion or 0)
-                self.metrics.finished(self.operation, model, dep_id or "", status, duration, ttft, self.stream,
+                label = "" if dep is None else dep.label  # a wildcard's pattern id, not the client's name
+                self.metrics.finished(self.operation, model, label, status, duration, ttft, self.stream,
                                       prompt, completion, cost)
         if access is not None and access.enabled:  # write() checks the level
             try:
@@ -217,6 +223,9 @@ class Unobserved(Observation):
         pass
 
     def attempt(self, dep: DeploymentConfig, group: str, *, retries: int = 0, fallbacks: int = 0) -> None:
+        pass
+
+    def dropped(self, dep: DeploymentConfig, params: tuple[str, ...]) -> None:
         pass
 
     def rate_limited(self, deployment: str, kind: str) -> None:

@@ -460,6 +460,8 @@ def secrets_in_raw_config(doc: Any, env: Mapping[str, str] | None = None) -> set
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             return None
         s = str(value)
+        if env is not None and s.startswith("os.environ/"):  # LiteLLM's form of ${VAR}
+            s = env.get(s[len("os.environ/"):], s)
         if env is not None and "${" in s:
             s = _ENV_REF.sub(lambda m: env.get(m[1], m[2] or ""), s)
         return s

@@ -15,7 +15,8 @@ one ledger that tells all three, so a verdict is one call:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,16 @@ from ..providers.base import CallContext, UpstreamRequest
 from ..providers.registry import spec_for
 from ..router.plan import Lease, Plan
 from ..upstream import RemoteImages, Upstream, UpstreamResponse
+from .drop import DROPPED_HEADER, build_dropping
 from .ingress import CHAT, Ingress
 
 if TYPE_CHECKING:
     from .cached import CacheTicket, Capture
+    from ..providers.base import Adapter
+
+log = logging.getLogger("llmproxy.drop")
+
+DEPLOYMENT_HEADER = "x-llmproxy-deployment"
 
 
 @dataclass(slots=True, eq=False)
@@ -77,6 +84,25 @@ class Call:
             images = self._images = RemoteImages(self.upstream.images)
         return await images.inline(attempt.dep, self.body)
 
+    async def chat_request(self, attempt: Attempt, adapter: Adapter, *, stream: bool) -> UpstreamRequest:
+        """The adapter's chat request for this attempt (what every ingress sends)."""
+        dep = attempt.dep
+        body = await self.body_for(attempt)
+        return self.build(attempt, lambda b: adapter.chat_request(dep, b, stream=stream), body)
+
+    def build(self, attempt: Attempt, build: Callable[[Mapping[str, Any]], UpstreamRequest],
+              body: Mapping[str, Any]) -> UpstreamRequest:
+        """``build(body)``; with ``unsupported_params: drop``, without the fields it refuses (reported)."""
+        dep = attempt.dep
+        if dep.unsupported_params != "drop":
+            return build(body)
+        req, dropped = build_dropping(build, body)
+        attempt.dropped = dropped
+        if dropped:
+            log.debug("dropped %s from the request to %s (unsupported_params: drop)", ",".join(dropped), dep.id)
+            self.obs.dropped(dep, dropped)
+        return req
+
     def mask(self, exc: ProxyError) -> None:
         """Mask credentials in an error's message where it is caught, before
         anything stores, logs or relays it."""
@@ -93,13 +119,20 @@ class Call:
 class Attempt:
     """One deployment's try: owns its lease, its observation and its upstream response."""
 
-    __slots__ = ("call", "lease", "dep", "resp")
+    __slots__ = ("call", "lease", "dep", "resp", "dropped")
 
     def __init__(self, call: Call, lease: Lease) -> None:
         self.call = call
         self.lease = lease
         self.dep = lease.member.config
         self.resp: UpstreamResponse | None = None
+        self.dropped: tuple[str, ...] = ()  # request fields left out (unsupported_params: drop)
+
+    def headers(self) -> dict[str, str]:
+        """The proxy's headers on the answer this attempt gives the client."""
+        if self.dropped:
+            return {DEPLOYMENT_HEADER: self.dep.id, DROPPED_HEADER: ",".join(self.dropped)}
+        return {DEPLOYMENT_HEADER: self.dep.id}
 
     async def open(self, req: UpstreamRequest) -> UpstreamResponse:
         """Send ``req`` (carrying this attempt's trace context); closed by ``release``."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
+from functools import partial
 from typing import NamedTuple
 
 from aiohttp import web
@@ -39,11 +40,11 @@ from ..server.runtime import PROXY
 from ..server.workers import WORKER_HEADER
 from ..upstream import UpstreamResponse
 from . import cached
-from .attempt import Attempt, Call
+from .attempt import DEPLOYMENT_HEADER, Attempt, Call
 
 log = logging.getLogger("llmproxy.forward")
 
-DEPLOYMENT_HEADER = "x-llmproxy-deployment"
+__all__ = ["DEPLOYMENT_HEADER", "forward_stream", "forward_unary"]
 
 
 async def forward_unary(call: Call, kind: str) -> web.Response:
@@ -63,7 +64,7 @@ async def _forward_unary(call: Call, kind: str) -> web.Response:
             req = (
                 await ingress.request(call, attempt, adapter, stream=False)
                 if kind == "chat"
-                else adapter.embeddings_request(dep, call.body)
+                else call.build(attempt, partial(adapter.embeddings_request, dep), call.body)
             )
             if req is None:  # the ingress answers this one itself; nothing sent, no verdict owed
                 call.obs.attempt_succeeded(None)
@@ -80,9 +81,7 @@ async def _forward_unary(call: Call, kind: str) -> web.Response:
             attempt.succeeded(loop.time() - started, usage)
             if call.redactor is not None:  # an upstream echoing our headers into its answer
                 out = call.redactor.screen_for(dep.provider).body(out)
-            return web.Response(
-                body=out, content_type="application/json", headers={DEPLOYMENT_HEADER: dep.id}
-            )
+            return web.Response(body=out, content_type="application/json", headers=attempt.headers())
         except UpstreamError as exc:
             attempt.failed(exc)
             if not exc.retryable:
@@ -173,7 +172,7 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
-            DEPLOYMENT_HEADER: dep.id,
+            **attempt.headers(),
             "X-Request-ID": call.ctx.request_id,
         }
     )

@@ -44,7 +44,7 @@ class ChatIngress:
 
     async def request(self, call: Call, attempt: Attempt, adapter: Adapter, *,
                       stream: bool) -> UpstreamRequest | None:
-        return adapter.chat_request(attempt.dep, await call.body_for(attempt), stream=stream)
+        return await call.chat_request(attempt, adapter, stream=stream)
 
     def local(self, dep: DeploymentConfig, ctx: CallContext) -> bytes:
         raise AssertionError("the chat ingress always sends")

@@ -47,7 +47,7 @@ class MessagesIngress:
             return anthropic_passthrough.passthrough_request(dep, self.raw, stream=stream, client_betas=self.betas)
         if self.refused is not None:
             raise self.refused
-        return adapter.chat_request(dep, await call.body_for(attempt), stream=stream)
+        return await call.chat_request(attempt, adapter, stream=stream)
 
     def local(self, dep: DeploymentConfig, ctx: CallContext) -> bytes:
         raise AssertionError("messages are always sent")

@@ -204,12 +204,13 @@ class Plan:
         for group in self.groups:
             for m in group.members:
                 st = m.state
+                label = m.config.label  # metrics: a wildcard's pattern id
                 if not st.gate.free():
-                    hit.append((m.id, "concurrency"))
+                    hit.append((label, "concurrency"))
                 if st.rpm is not None and not st.rpm.has_capacity(1):
-                    hit.append((m.id, "rpm"))
+                    hit.append((label, "rpm"))
                 if st.tpm is not None and not st.tpm.has_capacity(min(self.tokens, st.tpm.max_rate)):
-                    hit.append((m.id, "tpm"))
+                    hit.append((label, "tpm"))
         return hit
 
     # -- leasing

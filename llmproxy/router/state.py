@@ -125,6 +125,9 @@ class StateRegistry:
         self.clock = clock
         self.workers = workers  # limits are divided among this many processes
         self._states: dict[str, DeploymentState] = {}
+        # Wildcard models' concrete deployments: pattern deployment id →
+        # concrete id → state, at most ``cap`` per pattern (``concrete``).
+        self._concrete: dict[str, dict[str, DeploymentState]] = {}
 
     def bind(self, deployments: Iterable[DeploymentConfig]) -> dict[str, DeploymentState]:
         """States for a (new) config: kept for known ids, created for new ones."""
@@ -137,7 +140,30 @@ class StateRegistry:
                 state.reconfigure(dep)
             fresh[dep.id] = state
         self._states = fresh
+        # A concrete deployment lives as long as the wildcard deployment it came from.
+        self._concrete = {pid: states for pid, states in self._concrete.items() if pid in fresh}
         return fresh
+
+    def concrete(self, dep: DeploymentConfig, cap: int, shared: DeploymentState) -> DeploymentState:
+        """The state of a wildcard's concrete deployment (``dep.pattern_id`` set).
+
+        The first ``cap`` concrete ids of a pattern get their own state (kept
+        across reloads like any other); later ones share ``shared``, the
+        pattern deployment's, so clients inventing names cannot grow state.
+        """
+        assert dep.pattern_id is not None
+        states = self._concrete.setdefault(dep.pattern_id, {})
+        state = states.get(dep.id)
+        if state is None:
+            if len(states) >= cap:
+                return shared
+            state = states[dep.id] = DeploymentState(dep, self.clock, self.workers)
+        elif state.config != dep:
+            state.reconfigure(dep)
+        return state
+
+    def concrete_count(self) -> int:
+        return sum(len(states) for states in self._concrete.values())
 
     def all(self) -> list[DeploymentState]:
         return list(self._states.values())

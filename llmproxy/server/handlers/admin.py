@@ -171,7 +171,7 @@ async def get_models(request: web.Request) -> web.Response:
     require_admin(request)
     router = request.app[PROXY].runtime.router
     models = []
-    for group in router.groups.values():
+    for group in (*router.groups.values(), *router.patterns.values()):
         cfg = group.config
         models.append({
             "model": cfg.name,

@@ -113,7 +113,8 @@ def _group(runtime: Runtime, body: dict[str, Any]) -> ModelGroup:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
     group = runtime.router.group(name)
     if group is None:
-        names = ", ".join(sorted(runtime.config.models)) or "none"
+        router = runtime.router
+        names = ", ".join(sorted([*router.groups, *router.aliases, *router.patterns])) or "none"
         raise ModelNotFound(
             f"model {name!r} does not exist on this proxy; available models: {names}",
             param="model",

@@ -47,12 +47,9 @@ def _check(body: dict[str, Any], *, count_only: bool) -> None:
 
 def _reaches_anthropic(runtime: Runtime, group: ModelGroup) -> bool:
     """Whether any deployment of the model or its fallbacks is ``type: anthropic``."""
-    names = [group.name, *group.config.fallbacks]
-    for name in names:
-        g = runtime.router.group(name)
-        if g is not None and any(m.config.provider.type == "anthropic" for m in g.members):
-            return True
-    return False
+    # The group itself first: a wildcard's group is named by its pattern, which is no routable name.
+    groups = [group, *(runtime.router.group(name) for name in group.config.fallbacks)]
+    return any(g is not None and any(m.config.provider.type == "anthropic" for m in g.members) for g in groups)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -94,7 +94,7 @@ class ResponsesWriter:
             return openai_provider.responses_request(dep, self.native_body, stream=stream)
         if self.untranslatable is not None:
             raise self.untranslatable
-        return adapter.chat_request(dep, await call.body_for(attempt), stream=stream)
+        return await call.chat_request(attempt, adapter, stream=stream)
 
     @property
     def native_body(self) -> Mapping[str, Any]:
