@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,9 @@ def glob_problem(pattern: str) -> str | None:
 
 
 def virtual_keys(v: Validator, node: Any, models: Mapping[str, ModelConfig],
-                 api_keys: frozenset[str]) -> tuple[KeyConfig, ...]:
+                 api_keys: frozenset[str], routes: Callable[[str], bool] | None = None) -> tuple[KeyConfig, ...]:
+    """``routes``: whether a name the client may send routes (models,
+    aliases, names a wildcard matches); default: the model names."""
     if node is None:
         return ()
     if not isinstance(node, list):
@@ -109,7 +111,7 @@ def virtual_keys(v: Validator, node: Any, models: Mapping[str, ModelConfig],
             if is_glob(pattern):
                 if (problem := glob_problem(pattern)) is not None:
                     v.fail(mpath, f"{show(pattern)} {problem}")
-            elif pattern not in models:
+            elif not (routes(pattern) if routes is not None else pattern in models):
                 v.fail(mpath, f"unknown model {show(pattern)}{did_you_mean(pattern, models)}")
         budget = k["budget"]
         if budget is not None and budget.usd is None:

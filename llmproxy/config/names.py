@@ -76,6 +76,16 @@ def check_models(models: Mapping[str, Any], fail: Fail) -> None:
                      f"{show(fb)} is a wildcard model, which has no one upstream model to fall back to")
 
 
+def routable(models: Mapping[str, Any], aliases: Mapping[str, str]) -> Callable[[str], bool]:
+    """Whether a name routes: a model, an alias, or a name a wildcard model matches."""
+    table = wildcard_table(models)
+
+    def routes(name: str) -> bool:
+        return name in models or name in aliases or match_wildcard(table, name) is not None
+
+    return routes
+
+
 def aliases(node: Any, models: Mapping[str, Any], fail: Fail) -> dict[str, str]:
     """``aliases:`` checked against ``models``: public name → target name."""
     if node is None:

@@ -339,8 +339,8 @@ class Validator:
         prices = prices_file(self, v.get("prices_file"))
         if prices:
             models = apply_prices(models, prices)
-        keys = virtual_keys(self, v.get("keys"), models, server.api_keys)
         aliases = names.aliases(v.get("aliases"), models, self.fail)
+        keys = virtual_keys(self, v.get("keys"), models, server.api_keys, names.routable(models, aliases))
         return Config(**{
             **v, "server": server, "listen": f"{server.host}:{server.port}", "keys": keys,
             "prices_file": v.get("prices_file") if isinstance(v.get("prices_file"), str) else None,
