@@ -30,9 +30,10 @@ class Router:
         return self.groups.get(name)
 
     def usable(self) -> bool:
-        """At least one deployment whose breaker lets traffic through and that
-        is not cooling after a Retry-After (what /readyz reports)."""
-        return any(s.ready() for s in self.states.values())
+        """At least one deployment whose breaker lets traffic through, that
+        is not cooling after a Retry-After and whose latest active health
+        probe (where one runs) passed (what /readyz reports)."""
+        return any(s.ready() and not s.probe_failed() for s in self.states.values())
 
     def back_in(self) -> float:
         """Seconds until the first benched deployment could be usable again."""

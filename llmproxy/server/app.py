@@ -40,10 +40,13 @@ from ..observe.observation import (
     configure_observability,
     observe_middleware,
 )
+from ..observe.request_log import REQUEST_LOG, RequestLog
 from ..observe.tracing import TRACER, make_tracer
 from . import door
 from .handlers import (
     admin,
+    admin_history,
+    admin_requests,
     chat,
     completions,
     embeddings,
@@ -51,7 +54,10 @@ from .handlers import (
     messages,
     models,
     responses,
+    ui,
 )
+from .config_history import CONFIG_HISTORY, ConfigHistory
+from .health_checks import HEALTH_CHECKS, HealthChecker, health_checks_ctx
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .response_store import RESPONSE_STORE, ResponseStore
@@ -168,9 +174,17 @@ def create_app(config: Config, config_path: str | None = None,
     ])
     configure_observability(app, config)
     app[TRACER] = make_tracer(config.tracing, redactor=app[REDACTOR])
+    app[REQUEST_LOG] = RequestLog(config.admin.request_log, config.admin.request_log_bodies,
+                                  redact=app[REDACTOR].redact)
+    history = app[CONFIG_HISTORY] = ConfigHistory(config.admin.config_history)
+    history.record(config, None, "start")
+    app[HEALTH_CHECKS] = HealthChecker(proxy, redact=app[REDACTOR].redact)
+    app[ui.UI_FILES] = ui.load_files()
     app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(health_checks_ctx)
     app.cleanup_ctx.append(reload_ctx)
+    app.on_shutdown.append(_end_live_tails)
     app.cleanup_ctx.append(_observability_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
     app[RESPONSE_STORE] = ResponseStore(proxy.clock)
@@ -198,11 +212,24 @@ def create_app(config: Config, config_path: str | None = None,
         app.router.add_post("/admin/reload", admin.post_reload),
         app.router.add_get("/admin/deployments", admin.get_deployments),
         app.router.add_get("/admin/models", admin.get_models),
+        app.router.add_get("/admin/requests", admin_requests.get_requests),
+        app.router.add_get("/admin/requests/stream", admin_requests.stream_requests),
+        app.router.add_get("/admin/config/history", admin_history.get_history),
+        app.router.add_get("/admin/config/history/{sha}", admin_history.get_history_entry),
+        app.router.add_get("/admin/config/diff", admin_history.get_diff),
+        app.router.add_post("/admin/config/rollback", admin_history.post_rollback),
+        app.router.add_get("/ui", ui.ui_file),
+        app.router.add_get("/ui/{name}", ui.ui_file),
     ]
     if config.metrics.enabled:
         open_routes.append(app.router.add_get("/metrics", handle_metrics))
     app[_OPEN_RESOURCES] = frozenset(r.resource for r in open_routes)
     return app
+
+
+async def _end_live_tails(app: web.Application) -> None:
+    # Open /admin/requests/stream answers would otherwise hold the drain to its timeout.
+    app[REQUEST_LOG].close()
 
 
 async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:

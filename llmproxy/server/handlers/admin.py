@@ -45,13 +45,17 @@ def require_admin(request: web.Request) -> None:
         )
 
 
-def _masked(request: web.Request, doc: dict[str, Any]) -> web.Response:
+def masked(request: web.Request, doc: dict[str, Any]) -> web.Response:
     redactor = request.app.get(REDACTOR)
     return json_response(doc if redactor is None else redactor.redact_doc(doc))
 
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def admin_error(message: str, status: int = 400, code: str | None = None) -> ProxyError:
+    return ProxyError(message, status=status, type="invalid_request_error", code=code)
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -74,7 +78,7 @@ async def get_config(request: web.Request) -> web.Response:
             "last_error": st.last_error,
             "last_error_at": _iso(st.last_error_at),
         }
-    return _masked(request, doc)
+    return masked(request, doc)
 
 
 async def post_reload(request: web.Request) -> web.Response:
@@ -114,13 +118,32 @@ def _deployment_view(state: DeploymentState) -> dict[str, Any]:
         "failures": state.failures,
         "last_error": state.last_error,
         "usable": state.usable(),
+        "health_check": _health_view(state),
+    }
+
+
+def _health_view(state: DeploymentState) -> dict[str, Any] | None:
+    hc = state.config.health_check
+    if not hc.active(state.config.provider.type):
+        return None
+    h = state.health
+    return {
+        "kind": hc.kind,
+        "interval": hc.interval,
+        "ok": None if h is None else h.ok,
+        "checked_at": None if h is None else _iso(h.checked_at),
+        "latency_ms": None if h is None or h.latency is None else round(h.latency * 1000, 3),
+        "error": None if h is None else h.error,
+        "consecutive_failures": 0 if h is None else h.consecutive_failures,
+        "probes": 0 if h is None else h.probes,
+        "failures": 0 if h is None else h.failures,
     }
 
 
 async def get_deployments(request: web.Request) -> web.Response:
     require_admin(request)
     router = request.app[PROXY].runtime.router
-    return _masked(request, {"deployments": [_deployment_view(s) for s in router.states.values()]})
+    return masked(request, {"deployments": [_deployment_view(s) for s in router.states.values()]})
 
 
 async def get_models(request: web.Request) -> web.Response:
@@ -141,4 +164,4 @@ async def get_models(request: web.Request) -> web.Response:
                 for m in group.members
             ],
         })
-    return _masked(request, {"models": models})
+    return masked(request, {"models": models})
