@@ -179,7 +179,7 @@ def create_app(config: Config, config_path: str | None = None,
     history = app[CONFIG_HISTORY] = ConfigHistory(config.admin.config_history)
     history.record(config, None, "start")
     app[HEALTH_CHECKS] = HealthChecker(proxy, redact=app[REDACTOR].redact)
-    app[ui.UI_FILES] = ui.load_files()
+    app[ui.UI_FILES] = {}
     app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)

@@ -12,6 +12,7 @@ site cannot make it act; door.py refuses cross-site Origins anyway). Without
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 
 from aiohttp import web
@@ -34,12 +35,8 @@ def _read(name: str) -> bytes:
     return resources.files("llmproxy.server").joinpath("ui", name).read_bytes()
 
 
+# Each file read once, on first use, off the event loop (package files do not change while it runs).
 UI_FILES = web.AppKey("llmproxy.ui_files", dict)
-
-
-def load_files() -> dict[str, bytes]:
-    """Read once at start-up (files in the package do not change while it runs)."""
-    return {name: _read(name) for name in FILES}
 
 
 async def ui_file(request: web.Request) -> web.Response:
@@ -48,5 +45,8 @@ async def ui_file(request: web.Request) -> web.Response:
     name = request.match_info.get("name") or "index.html"
     if name not in FILES:
         raise web.HTTPNotFound()
-    body = request.app[UI_FILES][name]
+    cache = request.app[UI_FILES]
+    body = cache.get(name)
+    if body is None:
+        body = cache[name] = await asyncio.to_thread(_read, name)
     return web.Response(body=body, content_type=FILES[name], charset="utf-8", headers=HEADERS)
