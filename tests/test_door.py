@@ -110,7 +110,8 @@ async def test_only_probes_metrics_and_admin_are_open_without_a_key(start_proxy,
     for route in proxy.app.router.routes():
         if route.method == "HEAD" or route.resource.canonical == "/admin/requests/stream":
             continue  # the live tail never ends: it is admin-guarded like the rest (test_ops.py)
-        path = route.resource.canonical.replace("{model}", "gpt-4o")
+        path = route.resource.canonical.replace("{model}", "gpt-4o").replace("{sha}", "0" * 64).replace(
+            "{name}", "app.js")
         status, _, raw = await request(route.method, proxy.url + path, body=b"{}")
         if route.resource.canonical in open_paths:
             assert status != 401, path

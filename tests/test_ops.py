@@ -347,3 +347,45 @@ async def test_history_is_bounded(start_proxy, tmp_path: Path):
         assert status == 200
     status, doc = await get_json(proxy.url + "/admin/config/history")
     assert len(doc["history"]) == 3
+
+
+# -- the page's files and who may use them
+
+async def test_ui_files_headers_and_the_token_rule(start_proxy):
+    proxy = await start_proxy("""
+    admin: {token: ui-admin-token}
+    providers: {m: {type: mock}}
+    models: {echo: {deployments: [{provider: m, model: e}]}}
+    """)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(proxy.url + "/ui") as r:  # the shell: no data, the same for everyone
+            body = await r.text()
+            assert r.status == 200 and r.content_type == "text/html"
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+            assert "ui-admin-token" not in body and "http://" not in body and "https://" not in body
+        for name, ctype in (("app.js", "text/javascript"), ("style.css", "text/css")):
+            async with s.get(proxy.url + "/ui/" + name) as r:
+                assert r.status == 200 and r.content_type == ctype
+        async with s.get(proxy.url + "/ui/..%2Fapp.py") as r:
+            assert r.status == 404
+        async with s.get(proxy.url + "/admin/requests") as r:  # the data needs the token
+            assert r.status == 401
+        async with s.get(proxy.url + "/admin/requests", headers={"Authorization": "Bearer ui-admin-token"}) as r:
+            assert r.status == 200
+
+
+async def test_the_pages_own_origin_is_admitted_and_a_foreign_or_rebound_one_is_not(start_proxy, tmp_path: Path):
+    path = tmp_path / "llmproxy.yaml"
+    path.write_text(HISTORY_CONFIG)
+    proxy = await start_proxy.from_file(str(path))
+    host = proxy.url.removeprefix("http://")
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/admin/reload", headers={"Origin": proxy.url}) as r:
+            assert r.status == 200
+        async with s.post(proxy.url + "/admin/reload", headers={"Origin": "https://evil.example"}) as r:
+            assert r.status == 403
+        # DNS rebinding: Origin and Host agree on a name the operator never listed.
+        async with s.post(proxy.url + "/admin/reload",
+                          headers={"Origin": "http://evil.example:" + host.split(":")[1],
+                                   "Host": "evil.example:" + host.split(":")[1]}) as r:
+            assert r.status == 403

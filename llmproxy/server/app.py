@@ -43,6 +43,7 @@ from ..observe.observation import (
 from ..observe.request_log import REQUEST_LOG, RequestLog
 from ..observe.tracing import TRACER, make_tracer
 from . import door
+from .config_history import CONFIG_HISTORY, ConfigHistory
 from .handlers import (
     admin,
     admin_history,
@@ -56,7 +57,6 @@ from .handlers import (
     responses,
     ui,
 )
-from .config_history import CONFIG_HISTORY, ConfigHistory
 from .health_checks import HEALTH_CHECKS, HealthChecker, health_checks_ctx
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx

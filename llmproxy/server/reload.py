@@ -292,7 +292,9 @@ async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
     if proxy.config_path is None:
         yield
         return
-    from .health_checks import HEALTH_CHECKS  # here: health_checks imports supervise() from this module
+    from .health_checks import (
+        HEALTH_CHECKS,  # here: health_checks imports supervise() from this module
+    )
 
     history = app.get(CONFIG_HISTORY)
     if history is not None:
