@@ -143,15 +143,21 @@ async function reload() {
     : "rejected: " + ((doc.error && doc.error.message) || "HTTP " + resp.status);
   out.className = resp.ok ? "ok" : "bad";
   out.dataset.status = resp.status;
-  tick();
+  tick(true);
 }
 
 let busy = false;
-async function tick() {
-  if (busy) return;  // a slow proxy gets one poll at a time, never a pile
+let ticks = 0;
+let wantAll = false;
+async function tick(all) {
+  if (busy) { wantAll = wantAll || all === true; return; }  // one poll at a time, never a pile
   busy = true;
+  if (wantAll) { all = true; wantAll = false; }
+  // Keys and the history change rarely: every fifth poll (and after a reload).
+  const slow = all === true || ticks++ % 5 === 0;
   try {
-    await Promise.all([loadDeployments(), loadRequests(), loadKeys(), loadHistory(), loadReady()]);
+    await Promise.all([loadDeployments(), loadRequests(), loadReady(),
+                       slow ? loadKeys() : null, slow ? loadHistory() : null]);
     showError("");
     document.body.dataset.loaded = "1";
   } catch (e) {
@@ -167,8 +173,8 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
     document.getElementById("token-form").hidden = true;
-    tick();
+    tick(true);
   });
-  tick();
+  tick(true);
   setInterval(tick, POLL_MS);
 });
