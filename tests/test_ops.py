@@ -86,6 +86,10 @@ async def test_probes_open_the_breaker_without_traffic_and_close_it(start_proxy,
     status, doc = await get_json(proxy.url + "/admin/deployments")
     hc = doc["deployments"][0]["health_check"]
     assert hc["ok"] is True and hc["latency_ms"] is not None
+    async with aiohttp.ClientSession() as s, s.get(proxy.url + "/metrics") as r:
+        text = await r.text()
+    assert 'llmproxy_health_checks_total{deployment="checked",result="fail"}' in text
+    assert 'llmproxy_health_checks_total{deployment="checked",result="pass"}' in text
 
 
 async def test_a_slow_probe_never_starts_a_second(start_proxy, fake_upstream):

@@ -264,6 +264,8 @@ class Metrics:
                                "counter", (MODEL, DEPLOYMENT, "kind"))
         self._upstream_errors = f("llmproxy_upstream_errors", "Failed upstream attempts by kind", "counter",
                                   (PROVIDER, DEPLOYMENT, "kind"))
+        self._health_checks = f("llmproxy_health_checks", "Active health probes by result (pass, fail)",
+                                "counter", (DEPLOYMENT, "result"))
         self._reloads = f("llmproxy_config_reloads", "Config reload attempts by result", "counter", ("result",))
         self._reload_ok = f("llmproxy_config_last_reload_successful", "1 if the last config reload succeeded",
                             "gauge", ())
@@ -273,7 +275,7 @@ class Metrics:
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._reloads, self._reload_ok, self._reload_at, build,
+            self._health_checks, self._reloads, self._reload_ok, self._reload_at, build,
         )
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
@@ -450,6 +452,14 @@ class Metrics:
             k = kind if kind in UPSTREAM_ERROR_KINDS else OTHER
             dep = self._deployment(deployment)
             v = self._events[key] = self._upstream_errors.value((self._providers.get(dep, ""), dep, k))
+        v.v += 1
+
+    def health_check(self, deployment: str, ok: bool) -> None:
+        """One active health probe of ``deployment`` finished (server/health_checks.py)."""
+        key = ("health", deployment, "pass" if ok else "fail")
+        v = self._events.get(key)
+        if v is None:
+            v = self._events[key] = self._health_checks.value((self._deployment(deployment), key[2]))
         v.v += 1
 
     def breaker_state(self, deployment: str, state: str) -> None:

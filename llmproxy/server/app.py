@@ -178,7 +178,7 @@ def create_app(config: Config, config_path: str | None = None,
                                   redact=app[REDACTOR].redact)
     history = app[CONFIG_HISTORY] = ConfigHistory(config.admin.config_history)
     history.record(config, None, "start")
-    app[HEALTH_CHECKS] = HealthChecker(proxy, redact=app[REDACTOR].redact)
+    app[HEALTH_CHECKS] = HealthChecker(proxy, redact=app[REDACTOR].redact, metrics=metrics)
     app[ui.UI_FILES] = {}
     app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
     app.cleanup_ctx.append(_upstream_ctx)

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ..config.tree import Config, DeploymentConfig
+from ..observe.metrics import Metrics
 from ..resilience.breaker import CLOSED, HALF_OPEN
 from ..router.state import HealthStatus
 from ..upstream.probe import ProbeResult, probe
@@ -48,9 +49,11 @@ class _Loop:
 
 
 class HealthChecker:
-    def __init__(self, proxy: Proxy, redact: Callable[[str], str] = lambda s: s) -> None:
+    def __init__(self, proxy: Proxy, redact: Callable[[str], str] = lambda s: s,
+                 metrics: Metrics | None = None) -> None:
         self.proxy = proxy
         self.redact = redact
+        self.metrics = metrics
         self._loops: dict[str, _Loop] = {}
         self.running = False
 
@@ -106,6 +109,8 @@ class HealthChecker:
         was_ok = health.ok
         error = None if result.error is None else self.redact(result.error)
         health.record(result.ok, result.latency, error, time.time())
+        if self.metrics is not None:
+            self.metrics.health_check(dep_id, result.ok)
         breaker = state.breaker
         current = breaker.state
         if result.ok:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -236,11 +237,28 @@ class Reloader:
 
 
 def _write_back(path: Path, raw: bytes) -> None:
-    """Write in place (through a symlink, keeping the file's inode and mode),
-    refusing a file that is not writable rather than replacing it."""
-    with path.open("r+b") as f:
-        f.truncate(0)
-        f.write(raw)
+    """Put ``raw`` in the config file. A plain writable file is replaced
+    atomically (a temporary file beside it, renamed over it, its mode kept),
+    so a crash or the watcher never sees half a config; a symlink (a
+    ConfigMap's) is written through in place. A file this process may not
+    write raises OSError rather than being replaced."""
+    if path.is_symlink() or not os.access(path, os.W_OK):
+        with path.open("r+b") as f:
+            f.truncate(0)
+            f.write(raw)
+        return
+    mode = path.stat().st_mode & 0o7777
+    tmp = path.with_name(f".{path.name}.rollback-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _unexpected(exc: BaseException) -> str:
