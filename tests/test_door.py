@@ -103,12 +103,15 @@ async def test_only_probes_metrics_and_admin_are_open_without_a_key(start_proxy,
     fake = await fake_upstream()
     proxy = await start_proxy(config(fake.url, "api_keys: [team-key]"))
     open_paths = {"/healthz", "/readyz", "/metrics", "/admin/config", "/admin/reload",
-                  "/admin/deployments", "/admin/models", "/admin/keys", "/admin/cache"}
+                  "/admin/deployments", "/admin/models", "/admin/keys", "/admin/cache", "/admin/requests",
+                  "/admin/requests/stream", "/admin/config/history", "/admin/config/history/{sha}",
+                  "/admin/config/diff", "/admin/config/rollback", "/ui", "/ui/{name}"}
     # Every route the app has, so a route added later is checked too.
     for route in proxy.app.router.routes():
-        if route.method == "HEAD":
-            continue
-        path = route.resource.canonical.replace("{model}", "gpt-4o")
+        if route.method == "HEAD" or route.resource.canonical == "/admin/requests/stream":
+            continue  # the live tail never ends: it is admin-guarded like the rest (test_ops.py)
+        path = route.resource.canonical.replace("{model}", "gpt-4o").replace("{sha}", "0" * 64).replace(
+            "{name}", "app.js")
         status, _, raw = await request(route.method, proxy.url + path, body=b"{}")
         if route.resource.canonical in open_paths:
             assert status != 401, path

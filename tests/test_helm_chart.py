@@ -465,3 +465,63 @@ def test_standalone_autoscaling_renders_an_hpa_and_leaves_replicas_to_it(
                                              "name": deployment["metadata"]["name"]}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+
+# ---------------------------------------------------------------- alert rules
+
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+                 "bool", "offset", "le"}
+
+
+def _metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (not functions, labels or keywords)."""
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # grouping label lists
+    names = set()
+    for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?", expr):
+        name, call = m.group(1), m.group(2)
+        if call or name in _PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]?", name):
+            continue
+        names.add(name)
+    return names
+
+
+def test_prometheus_rule_is_optional(render: Callable[..., Docs], tmp_path: Path) -> None:
+    docs = render("chart", EXAMPLES / "standalone.yaml")
+    assert not [d for d in docs if d["kind"] == "PrometheusRule"]
+    on = _values_file(tmp_path, {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}})
+    rule = _one(render("chart", EXAMPLES / "standalone.yaml", on), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {"LLMProxyBreakerOpenTooLong", "LLMProxyHighErrorRatio", "LLMProxyHighP99Latency",
+                      "LLMProxyBudgetNearlySpent", "LLMProxyConfigReloadFailing"}
+
+
+async def test_every_alert_expression_names_metrics_the_proxy_exposes(
+    render: Callable[..., Docs], tmp_path: Path, start_proxy: Any
+) -> None:
+    import aiohttp
+
+    on = _values_file(tmp_path, {"metrics": {"prometheusRule": {"enabled": True}}})
+    rule = _one(render("chart", EXAMPLES / "standalone.yaml", on), "PrometheusRule")
+    exprs = {r["alert"]: str(r["expr"]) for g in rule["spec"]["groups"] for r in g["rules"]}
+    # A key with a budget, so the per-key families are exposed too.
+    proxy = await start_proxy("""
+    providers: {m: {type: mock}}
+    models: {echo: {deployments: [{provider: m, model: e}]}}
+    keys: [{name: team, key: sk-llmp-alerts-0123456789abcdef, budget: {usd: 5}}]
+    state: {path: null}
+    """)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy.url + "/v1/chat/completions",
+                          headers={"Authorization": "Bearer sk-llmp-alerts-0123456789abcdef"},
+                          json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status == 200
+        async with s.get(proxy.url + "/metrics") as r:
+            text = await r.text()
+    exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    for alert, expr in exprs.items():
+        names = _metric_names(expr)
+        assert names, alert
+        missing = names - exposed
+        assert not missing, f"{alert} uses {missing}, not in /metrics"

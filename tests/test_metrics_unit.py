@@ -282,6 +282,7 @@ def test_render_parses_and_uses_the_documented_names() -> None:
         "llmproxy_rate_limited": "counter",
         "llmproxy_upstream_errors": "counter",
         "llmproxy_dropped_params": "counter",
+        "llmproxy_health_checks": "counter",
         "llmproxy_config_reloads": "counter",
         "llmproxy_config_last_reload_successful": "gauge",
         "llmproxy_config_last_reload_success_timestamp_seconds": "gauge",

@@ -310,6 +310,7 @@ async def test_observability_off_records_nothing_and_serves_the_same(start_proxy
       gpt-4o: {{deployments: [{{provider: up, model: m}}]}}
     metrics: {{enabled: false}}
     logging: {{access_log: false}}
+    admin: {{request_log: 0}}
     """)
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
     async with aiohttp.ClientSession() as s:

@@ -220,6 +220,29 @@ class RetryConfig:
     budget_window: float = key(10.0, help="seconds the retry budget counts over")
 
 
+HEALTH_CHECK_KINDS = ("models", "chat")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """A background probe of one deployment (server/health_checks.py)."""
+
+    # None: decided by the provider type. A probe of a paid provider costs a
+    # request (kind: chat costs tokens), so only the free, in-process mock
+    # is probed unless the config asks.
+    enabled: bool | None = key(None, kind="bool",
+                               help="probe the deployment in the background (default: on for type: mock, "
+                                    "off for every paid provider)")
+    interval: float = key(30.0, help="seconds from the end of one probe to the start of the next")
+    timeout: float = key(5.0, help="seconds one probe may take (connect, first byte and total)")
+    kind: str = key("models", kind="enum", choices=HEALTH_CHECK_KINDS,
+                    help="models: the provider's models-list endpoint (no tokens); chat: a one-token chat "
+                         "completion")
+
+    def active(self, provider_type: str) -> bool:
+        return self.enabled if self.enabled is not None else provider_type == "mock"
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentConfig:
     id: str = key(kind="str", help="stable id for breaker and latency state (default: provider/model)")
@@ -240,6 +263,8 @@ class DeploymentConfig:
     tpm: int | None = key(None, kind="int", help="tokens per minute (estimated before, settled after)")
     price: Price | None = key(None, kind="section", cls=Price, help="for the cost strategy and spend metrics")
     breaker: BreakerConfig = key(BreakerConfig(), help="per-deployment breaker (default: defaults.breaker)")
+    health_check: HealthCheckConfig = key(HealthCheckConfig(),
+                                          help="per-deployment active health check (default: defaults.health_check)")
     unsupported_params: str = key("error", kind="enum", choices=UNSUPPORTED_PARAMS,
                                   help="an OpenAI parameter this provider cannot take: error (a 400 naming "
                                        "it) or drop (sent without it, listed in x-llmproxy-dropped-params) "
@@ -257,7 +282,7 @@ class DeploymentConfig:
     def limits(self) -> tuple[object, ...]:
         """What must agree when one deployment id serves several models."""
         return (self.provider, self.model, self.max_concurrency, self.rpm, self.tpm, self.breaker,
-                self.timeouts)
+                self.timeouts, self.health_check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +344,13 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     token: str | None = key(None, kind="str", secret=True,
-                            help="Bearer token for /admin/*; without one, admin answers loopback clients only")
+                            help="Bearer token for /admin/* (and the data of /ui); without one, admin answers "
+                                 "loopback clients only")
+    request_log: int = key(1000, positive=False, max=100_000,
+                           help="recent requests kept in memory for GET /admin/requests and /ui (0: off)")
+    request_log_bodies: bool = key(False, help="keep each logged request's body too (redacted, truncated)")
+    config_history: int = key(20, max=1000,
+                              help="applied configs kept for GET /admin/config/history, diffs and rollback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +540,7 @@ class Config:
     limits: BodyLimits = key(BodyLimits(), yaml="defaults.limits", help="")
     retry: RetryConfig = key(RetryConfig(), yaml="defaults.retry", help="")
     breaker: BreakerConfig = key(BreakerConfig(), yaml="defaults.breaker", help="")
+    health_check: HealthCheckConfig = key(HealthCheckConfig(), yaml="defaults.health_check", help="")
     queue_timeout: float = key(5.0, yaml="defaults.queue_timeout", positive=False,
                                help="deployments' queue_timeout unless they set one, seconds")
     unsupported_params: str = key("error", kind="enum", choices=UNSUPPORTED_PARAMS,

@@ -44,6 +44,7 @@ from .tree import (
     DeploymentConfig,
     JwtConfig,
     ModelCache,
+    HealthCheckConfig,
     ModelConfig,
     ProviderConfig,
     RetryConfig,
@@ -80,6 +81,7 @@ class Validator:
         self.dropped = 0  # problems past MAX_PROBLEMS, counted only
         self.retry_defaults = RetryConfig()
         self.breaker_defaults = BreakerConfig()
+        self.health_defaults = HealthCheckConfig()
         self.queue_timeout = 5.0
         self.unsupported_params = "error"
 
@@ -321,6 +323,7 @@ class Validator:
         self.retry_defaults, self.breaker_defaults = v["retry"], v["breaker"]
         self.queue_timeout = v["queue_timeout"]
         self.unsupported_params = v["unsupported_params"]
+        self.health_defaults = v["health_check"]
         server: ServerConfig = v["server"]
         listen_s = self.string(v.get("listen"), "listen")
         if listen_s is not None:
@@ -603,12 +606,18 @@ class Validator:
             suffix = _did_you_mean(pname, providers)
             self.fail(f"{path}.provider", f"unknown provider {show(pname)}{suffix}")
         base = {"timeouts": provider.timeouts if provider else Timeouts(), "breaker": self.breaker_defaults,
-                "queue_timeout": self.queue_timeout, "unsupported_params": self.unsupported_params}
+                "queue_timeout": self.queue_timeout, "unsupported_params": self.unsupported_params,
+                "health_check": self.health_defaults}
         values = self.walk([DeploymentConfig], node, path, base)
         assert values is not None
         d = values[0]
         if provider is None or not d["model"]:
             return None
+        hc: HealthCheckConfig = d["health_check"]
+        if hc.active(provider.type) and hc.kind == "models" and not _lists_models(provider.type):
+            self.fail(f"{path}.health_check.kind",
+                      f"provider type {show(provider.type)} has no models-list probe; use kind: chat "
+                      "(a one-token completion) or enabled: false")
         d["id"] = d["id"] or f"{pname}/{d['model']}"
         return DeploymentConfig(**{**d, "provider": provider})
 
@@ -621,6 +630,11 @@ def _join(path: str, key: object) -> str:
 
 
 _MAX_KEY = 64
+
+
+def _lists_models(provider_type: str) -> bool:
+    spec = PROVIDER_SPECS.get(provider_type)
+    return spec is not None and spec.models_request is not None
 
 
 def _sets_authorization(provider: ProviderConfig) -> bool:

@@ -286,6 +286,8 @@ class Metrics:
                                   (PROVIDER, DEPLOYMENT, "kind"))
         self._dropped = f("llmproxy_dropped_params", "Request fields dropped for a deployment "
                           "(unsupported_params: drop)", "counter", (DEPLOYMENT, "param"))
+        self._health_checks = f("llmproxy_health_checks", "Active health probes by result (pass, fail)",
+                                "counter", (DEPLOYMENT, "result"))
         self._reloads = f("llmproxy_config_reloads", "Config reload attempts by result", "counter", ("result",))
         self._reload_ok = f("llmproxy_config_last_reload_successful", "1 if the last config reload succeeded",
                             "gauge", ())
@@ -303,8 +305,8 @@ class Metrics:
         self.families = (
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
-            self._dropped, self._reloads, self._reload_ok, self._reload_at, self._cache_requests,
-            self._cache_backend_errors, self._redis_up, build,
+            self._dropped, self._health_checks, self._reloads, self._reload_ok, self._reload_at,
+            self._cache_requests, self._cache_backend_errors, self._redis_up, build,
         )
         # Shown only once they have a sample: the features they describe are configured.
         self.optional = frozenset({self._cache_requests, self._cache_backend_errors, self._redis_up})
@@ -500,6 +502,14 @@ class Metrics:
         v = self._events.get(key)
         if v is None:
             v = self._events[key] = self._dropped.value((self._deployment(deployment), param))
+        v.v += 1
+
+    def health_check(self, deployment: str, ok: bool) -> None:
+        """One active health probe of ``deployment`` finished (server/health_checks.py)."""
+        key = ("health", deployment, "pass" if ok else "fail")
+        v = self._events.get(key)
+        if v is None:
+            v = self._events[key] = self._health_checks.value((self._deployment(deployment), key[2]))
         v.v += 1
 
     def breaker_state(self, deployment: str, state: str) -> None:

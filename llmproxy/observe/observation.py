@@ -33,6 +33,7 @@ from ..providers.base import UpstreamRequest
 from ..server.runtime import PROXY, REQUEST_ID
 from .logs import ACCESS_LOG, REDACTOR, AccessLog, config_secrets
 from .metrics import METRICS, Metrics, upstream_error_kind
+from .request_log import REQUEST_LOG, RequestLog
 from .tracing import (
     NOOP_SPAN,
     NOOP_TRACER,
@@ -64,6 +65,9 @@ class Observation:
     error_code: str | None = None
     cache: str | None = None  # the response cache's verdict: hit, miss, bypass (None: no cache)
     span: ActiveSpan = NOOP_SPAN
+    error_message: str | None = None  # what the client was told (redacted when the request log keeps it)
+    request_log: RequestLog | None = None  # set when admin.request_log is on
+    body: bytes | None = None  # the request body, kept only with admin.request_log_bodies
     _pending: tuple[str, str] | None = None  # (deployment, kind) of a failed attempt
 
     def __init__(self, metrics: Metrics, tracer: Tracer, operation: str | None, clock: Callable[[], float]) -> None:
@@ -88,6 +92,7 @@ class Observation:
     def failed(self, exc: ProxyError) -> None:
         """The error the client gets (error_middleware): its code goes to the access line."""
         self.error_code = exc.code or exc.type
+        self.error_message = exc.message
 
     # -- reported by attempt.py (one call per verdict) and forward.py
 
@@ -168,6 +173,7 @@ class Observation:
         """The stream ended with an error event after its first byte (HTTP said 200)."""
         self.error_status = exc.status
         self.error_code = exc.code or exc.type
+        self.error_message = exc.message
 
     # -- the end
 
@@ -182,6 +188,9 @@ class Observation:
         dep = self.deployment
         dep_id = None if dep is None else dep.id
         model, prompt, completion = self.model, self.prompt_tokens, self.completion_tokens
+        cost = None
+        if dep is not None and dep.price is not None and (prompt or completion):
+            cost = dep.price.cost(prompt or 0, completion or 0)
         if self.operation is not None:
             if model is None:
                 self.metrics.request_rejected("", status, operation=self.operation)
@@ -192,6 +201,8 @@ class Observation:
                 label = "" if dep is None else dep.label  # a wildcard's pattern id, not the client's name
                 self.metrics.finished(self.operation, model, label, status, duration, ttft, self.stream,
                                       prompt, completion, cost)
+        if self.request_log is not None and (model is not None or self.operation is not None):
+            self._log_request(request, status, duration, ttft, cost)
         if access is not None and access.enabled:  # write() checks the level
             try:
                 rid = request[REQUEST_ID]
@@ -201,6 +212,36 @@ class Observation:
             access.write(rid, request.method, request.path, model, dep_id, status, duration * 1000.0,
                          None if ttft is None else ttft * 1000.0, prompt, completion, self.retries, self.stream,
                          self.error_code, None if caller is None else caller.name, self.cache)
+
+
+    def _log_request(self, request: web.Request, status: int, duration: float, ttft: float | None,
+                     cost: float | None) -> None:
+        log = self.request_log
+        assert log is not None
+        caller = request.get(CALLER)
+        entry: dict[str, Any] = {
+            "time": time.time(),
+            "request_id": request.get(REQUEST_ID, ""),
+            "key": None if caller is None else caller.name,
+            "method": request.method,
+            "path": request.path,
+            "model": self.model,
+            "deployment": None if self.deployment is None else self.deployment.id,
+            "status": status,
+            "stream": self.stream,
+            "latency_ms": round(duration * 1000.0, 3),
+            "ttft_ms": None if ttft is None else round(ttft * 1000.0, 3),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": cost,
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
+            "cache": self.cache,
+            "error": self.error_message if status >= 400 else None,
+        }
+        if self.body is not None:
+            entry["body"] = log.body(self.body)
+        log.add(entry)
 
 
 class Unobserved(Observation):
@@ -263,6 +304,9 @@ def configure_observability(app: web.Application, config: Config) -> None:
     redactor = app.get(REDACTOR)
     if redactor is not None:
         redactor.set_secrets(config_secrets(config))
+    request_log = app.get(REQUEST_LOG)
+    if request_log is not None:
+        request_log.configure(config.admin.request_log, config.admin.request_log_bodies)
     access = app.get(ACCESS_LOG)
     settings = getattr(config, "logging", None)  # the proposed ``logging:`` section
     if access is not None and settings is not None:
@@ -286,24 +330,28 @@ class Observers:
     (``bind``) instead of four app lookups per request. An app without one
     (a test's) or not yet bound is looked up per request."""
 
-    __slots__ = ("access", "metrics", "proxy", "tracer")
+    __slots__ = ("access", "metrics", "proxy", "request_log", "tracer")
 
     def __init__(self) -> None:
         self.metrics: Metrics | None = None  # set by bind()
         self.tracer: Tracer = NOOP_TRACER
         self.access: AccessLog | None = None
         self.proxy: Any = None  # runtime.Proxy: its live config says whether metrics are on
+        self.request_log: RequestLog | None = None
 
     def bind(self, app: web.Application) -> Observers:
         self.metrics = app[METRICS]
         self.tracer = app.get(TRACER, NOOP_TRACER)
         self.access = app.get(ACCESS_LOG)
         self.proxy = app.get(PROXY)
+        self.request_log = app.get(REQUEST_LOG)
         return self
 
     def off(self) -> bool:
         """Nothing would be recorded: no tracer, metrics off, no access line."""
         if self.tracer.enabled or self.proxy is None or self.proxy.runtime.config.metrics.enabled:
+            return False
+        if self.request_log is not None and self.request_log.enabled:
             return False
         return self.access is None or not self.access.active()
 
@@ -326,6 +374,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     tracer = observers.tracer
     # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds.
     obs = Observation(observers.metrics, tracer, OPERATIONS.get(path), time.perf_counter)  # type: ignore[arg-type]
+    request_log = observers.request_log
+    if request_log is not None and request_log.enabled:
+        obs.request_log = request_log
+        if request_log.bodies:
+            obs.body = b""  # read_json fills it in
     request[OBSERVATION] = obs
     if tracer.enabled:
         return await _traced(request, handler, obs, tracer, observers.access)

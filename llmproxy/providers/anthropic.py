@@ -501,4 +501,12 @@ class AnthropicAdapter:
         return UpstreamStatusError(message, status=status, code=etype, retry_after=parse_retry_after(headers))
 
 
-SPEC = ProviderSpec("anthropic", AnthropicAdapter(), AnthropicOptions, "https://api.anthropic.com", "anthropic")
+def models_request(dep: DeploymentConfig) -> UpstreamRequest:
+    """GET /v1/models (https://docs.anthropic.com/en/api/models-list)."""
+    base = dep.provider.base_url
+    url = f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
+    return UpstreamRequest(url=url, headers=request_headers(dep, False), body=b"", method="GET")
+
+
+SPEC = ProviderSpec("anthropic", AnthropicAdapter(), AnthropicOptions, "https://api.anthropic.com", "anthropic",
+                    models_request=models_request)

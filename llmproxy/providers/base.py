@@ -191,3 +191,7 @@ class ProviderSpec:
     # Adapters that inline user image URLs: the upstream fetches what this
     # returns before the request is built (adapters do no I/O).
     image_urls_to_fetch: Callable[[DeploymentConfig, Mapping[str, Any]], list[str]] | None = None
+    # The provider's models-list request (a GET that costs no tokens), used by
+    # ``health_check: {kind: models}``; None: the type has none we can call
+    # with its credentials (the config then asks for kind: chat).
+    models_request: Callable[[DeploymentConfig], UpstreamRequest] | None = None

@@ -6,4 +6,5 @@ from . import openai
 from .base import ProviderSpec
 
 SPEC = ProviderSpec("deepseek", openai.SPEC.adapter, openai.StreamUsageOptions, "https://api.deepseek.com/v1",
-                    "deepseek")
+                    "deepseek",
+                    models_request=openai.models_request)

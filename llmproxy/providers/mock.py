@@ -250,4 +250,14 @@ class MockAdapter(OpenAIAdapter):
         )
 
 
-SPEC = ProviderSpec("mock", MockAdapter(), MockOptions, "mock://local")
+def models_request(dep: DeploymentConfig) -> UpstreamRequest:
+    return UpstreamRequest(url=f"{MOCK_SCHEME}{dep.provider.name}/models", headers=request_headers(dep), body=b"",
+                           method="GET")
+
+
+def models_list(model: str, created: int) -> dict[str, Any]:
+    """What the mock's models endpoint answers: the deployment's own model."""
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "llmproxy"}]}
+
+
+SPEC = ProviderSpec("mock", MockAdapter(), MockOptions, "mock://local", models_request=models_request)

@@ -268,5 +268,11 @@ class OllamaAdapter:
         return openai_style_error(status, headers, data)
 
 
+def models_request(dep: DeploymentConfig) -> UpstreamRequest:
+    """GET /api/tags: the locally available models (Ollama's API docs)."""
+    return UpstreamRequest(url=_url(dep, "tags"), headers=bearer_headers(dep, "application/json"), body=b"",
+                           method="GET")
+
+
 SPEC = ProviderSpec("ollama", OllamaAdapter(), t.ImageUrlOptions, "http://localhost:11434", None,
-                    t.image_urls_to_fetch)
+                    t.image_urls_to_fetch, models_request=models_request)

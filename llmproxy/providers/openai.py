@@ -437,5 +437,12 @@ class OpenAIStreamRelay:
         return tail
 
 
-SPEC = ProviderSpec("openai", OpenAIAdapter(), OpenAIOptions, "https://api.openai.com/v1", "openai")
+def models_request(dep: DeploymentConfig) -> UpstreamRequest:
+    """GET {base_url}/models: OpenAI's list, served by every compatible server."""
+    return UpstreamRequest(url=f"{dep.provider.base_url}/models", headers=request_headers(dep), body=b"",
+                           method="GET")
+
+
+SPEC = ProviderSpec("openai", OpenAIAdapter(), OpenAIOptions, "https://api.openai.com/v1", "openai",
+                    models_request=models_request)
 AZURE_SPEC = ProviderSpec("azure", SPEC.adapter, AzureOptions, None, "azure.ai.openai")

@@ -76,9 +76,10 @@ class Router:
         return name in self.groups or match_wildcard(self.wildcards, name) is not None
 
     def usable(self) -> bool:
-        """At least one deployment whose breaker lets traffic through and that
-        is not cooling after a Retry-After (what /readyz reports)."""
-        return any(s.ready() for s in self.states.values())
+        """At least one deployment whose breaker lets traffic through, that
+        is not cooling after a Retry-After and whose latest active health
+        probe (where one runs) passed (what /readyz reports)."""
+        return any(s.ready() and not s.probe_failed() for s in self.states.values())
 
     def back_in(self) -> float:
         """Seconds until the first benched deployment could be usable again."""

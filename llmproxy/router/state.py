@@ -18,6 +18,30 @@ from ..resilience.limits import ConcurrencyGate, TokenLimiter
 EWMA_ALPHA = 0.3
 
 
+class HealthStatus:
+    """The active health check's results for one deployment (server/health_checks.py)."""
+
+    __slots__ = ("ok", "checked_at", "latency", "error", "consecutive_failures", "probes", "failures")
+
+    def __init__(self) -> None:
+        self.ok: bool | None = None  # the last probe's verdict
+        self.checked_at: float | None = None  # wall time
+        self.latency: float | None = None  # seconds
+        self.error: str | None = None
+        self.consecutive_failures = 0
+        self.probes = 0
+        self.failures = 0
+
+    def record(self, ok: bool, latency: float, error: str | None, at: float) -> None:
+        self.ok, self.latency, self.error, self.checked_at = ok, latency, error, at
+        self.probes += 1
+        if ok:
+            self.consecutive_failures = 0
+        else:
+            self.failures += 1
+            self.consecutive_failures += 1
+
+
 def share_of(limit: int | None, workers: int) -> int | None:
     """One worker's part of a limit the config sets for the whole instance
     (``--workers N`` without shared counters): rounded down, so N workers
@@ -29,7 +53,7 @@ def share_of(limit: int | None, workers: int) -> int | None:
 
 class DeploymentState:
     __slots__ = ("id", "config", "clock", "workers", "in_flight", "requests", "failures", "last_error",
-                 "last_error_at", "breaker", "gate", "rpm", "tpm", "ewma", "cool_until")
+                 "last_error_at", "breaker", "gate", "rpm", "tpm", "ewma", "cool_until", "health")
 
     def __init__(self, config: DeploymentConfig, clock: Callable[[], float], workers: int = 1) -> None:
         self.id = config.id
@@ -48,6 +72,7 @@ class DeploymentState:
         self._limiters(config)
         self.ewma: float | None = None  # seconds: latency, or time to first token for streams
         self.cool_until = 0.0
+        self.health: HealthStatus | None = None  # set by the first active health probe
 
     def reconfigure(self, config: DeploymentConfig) -> None:
         old = self.config
@@ -77,6 +102,11 @@ class DeploymentState:
         """Not benched: the breaker lets traffic through and no Retry-After
         cooling is running (a full gate or rate limit is busy, not broken)."""
         return self.breaker.available() and (not self.cool_until or self.cool_until <= self.clock())
+
+    def probe_failed(self) -> bool:
+        """The latest active health probe failed (False when none is running or none finished yet)."""
+        return self.health is not None and self.health.ok is False and self.config.health_check.active(
+            self.config.provider.type)
 
     def back_in(self) -> float:
         """Seconds until ``ready()`` could turn true (0 if it is)."""

@@ -47,12 +47,16 @@ from ..observe.observation import (
     configure_observability,
     observe_middleware,
 )
+from ..observe.request_log import REQUEST_LOG, RequestLog
 from ..observe.tracing import TRACER, make_tracer
 from ..request.cached import CACHE_TICKET
 from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
+from .config_history import CONFIG_HISTORY, ConfigHistory
 from .handlers import (
     admin,
+    admin_history,
+    admin_requests,
     chat,
     completions,
     embeddings,
@@ -60,8 +64,10 @@ from .handlers import (
     messages,
     models,
     responses,
+    ui,
 )
 from . import siblings
+from .health_checks import HEALTH_CHECKS, HealthChecker, health_checks_ctx
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
 from .response_store import RESPONSE_STORE, ResponseStore
@@ -178,6 +184,12 @@ def create_app(config: Config, config_path: str | None = None,
     metrics.watch_keys(proxy.keys.samples)
     configure_observability(app, config)
     app[TRACER] = make_tracer(config.tracing, redactor=app[REDACTOR])
+    app[REQUEST_LOG] = RequestLog(config.admin.request_log, config.admin.request_log_bodies,
+                                  redact=app[REDACTOR].redact)
+    history = app[CONFIG_HISTORY] = ConfigHistory(config.admin.config_history)
+    history.record(config, None, "start")
+    app[HEALTH_CHECKS] = HealthChecker(proxy, redact=app[REDACTOR].redact, metrics=metrics)
+    app[ui.UI_FILES] = {}
     app[OBSERVERS] = Observers()  # bound at start-up (_observability_ctx), after any late setup
     if config.state.redis:
         # Opened at start-up and kept for the process's life (a reload that
@@ -185,7 +197,9 @@ def create_app(config: Config, config_path: str | None = None,
         app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(shared_redis_ctx)
+    app.cleanup_ctx.append(health_checks_ctx)
     app.cleanup_ctx.append(reload_ctx)
+    app.on_shutdown.append(_end_live_tails)
     app.cleanup_ctx.append(_observability_ctx)
     app.cleanup_ctx.append(_keys_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
@@ -221,12 +235,25 @@ def create_app(config: Config, config_path: str | None = None,
         app.router.add_get("/admin/keys", admin.get_keys),
         app.router.add_get("/admin/cache", admin.get_cache),
         app.router.add_delete("/admin/cache", admin.delete_cache),
+        app.router.add_get("/admin/requests", admin_requests.get_requests),
+        app.router.add_get("/admin/requests/stream", admin_requests.stream_requests),
+        app.router.add_get("/admin/config/history", admin_history.get_history),
+        app.router.add_get("/admin/config/history/{sha}", admin_history.get_history_entry),
+        app.router.add_get("/admin/config/diff", admin_history.get_diff),
+        app.router.add_post("/admin/config/rollback", admin_history.post_rollback),
+        app.router.add_get("/ui", ui.ui_file),
+        app.router.add_get("/ui/{name}", ui.ui_file),
     ]
     if config.metrics.enabled:
         open_routes.append(app.router.add_get("/metrics", handle_metrics if worker is None
                                               else siblings.handle_group_metrics))
     app[_OPEN_RESOURCES] = frozenset(r.resource for r in open_routes)
     return app
+
+
+async def _end_live_tails(app: web.Application) -> None:
+    # Open /admin/requests/stream answers would otherwise hold the drain to its timeout.
+    app[REQUEST_LOG].close()
 
 
 async def _observability_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -62,6 +62,8 @@ def admit(request: web.Request, server: ServerConfig, loopback: bool) -> web.Res
     if origin is None:
         return None
     allowed = server.cors_origins
+    if _same_origin(origin, headers.get("Host"), server.allowed_hosts):
+        return None  # the proxy's own page (/ui): no CORS needed
     if not ("*" in allowed or origin.lower().rstrip("/") in allowed):
         raise Forbidden(
             f"requests from origin {origin[:100]!r} are not allowed; list it in server.cors_origins",
@@ -108,6 +110,17 @@ def _host_allowed(host: str, extra: tuple[str, ...]) -> bool:
     return "*" in extra or name in extra or any(
         e.startswith("*.") and name.endswith(e[1:]) for e in extra
     )
+
+
+def _same_origin(origin: str, host: str | None, extra: tuple[str, ...]) -> bool:
+    """``Origin`` names the very host:port the request was sent to, a loopback
+    name or one of ``server.allowed_hosts`` (a browser sends Origin on its own
+    page's POSTs, e.g. /ui's reload button). A rebound name (DNS rebinding)
+    is same-origin too, so only hosts the operator vouches for count."""
+    if host is None:
+        return False
+    scheme, sep, rest = origin.lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and rest == host.lower() and _host_verdict(host, extra)
 
 
 def _preflight(origin: str, requested_headers: str) -> web.Response:

@@ -15,8 +15,14 @@ Invariants:
 - nothing ends the watching: an unexpected exception in one attempt is a
   rejected reload (logged, kept in ``last_error``), and a watcher or poller
   task that dies anyway is logged and restarted after a short backoff;
-- settings that only apply at start (``listen``, ``defaults.upstream``, ``state.path``) are
-  reported as needing a restart, not half-applied.
+- settings that only apply at start (``listen``, ``defaults.upstream``,
+  ``state.path``, ``state.redis``) are
+  reported as needing a restart, not half-applied;
+- every attempt that looked at new content, accepted or rejected, writes one
+  line on the ``llmproxy.audit`` logger (source, sha256, the previous
+  sha256, the outcome); every applied config enters the config history
+  (``config_history.py``) with its raw bytes, from which ``rollback``
+  re-applies an earlier one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,9 +44,18 @@ from ..cache.response_cache import RESPONSE_CACHE
 from ..config.tree import Config, ConfigError, parse_config, read_config_bytes
 from ..config.views import summarize
 from ..observe.observation import reloaded
+from .config_history import CONFIG_HISTORY, SOURCES, ConfigHistory
 from .runtime import PROXY, Proxy
 
 log = logging.getLogger("llmproxy.reload")
+audit = logging.getLogger("llmproxy.audit")
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    config: Config
+    written: bool  # the file now holds it too
+    note: str  # what happened to the file, for the operator
 
 
 @dataclass
@@ -53,8 +69,10 @@ class ReloadStatus:
 
 class Reloader:
     def __init__(self, proxy: Proxy, path: str,
-                 on_result: Callable[[Config | None], None] | None = None) -> None:
+                 on_result: Callable[[Config | None], None] | None = None,
+                 history: ConfigHistory | None = None) -> None:
         self.proxy = proxy
+        self.history = history
         self.on_result = on_result  # called with the new config, or None when one was rejected
         self.path = Path(path)
         self.status = ReloadStatus()
@@ -85,7 +103,7 @@ class Reloader:
                     problems = exc.problems
                 except Exception as exc:  # a bug of ours, never a reason to stop watching
                     log.error("config reload (%s): unexpected error while validating", reason, exc_info=True)
-                    self._rejected([_unexpected(exc)], reason)
+                    self._rejected([_unexpected(exc)], reason, sha)
                     self.last_seen_sha = sha
                     return False
                 # An in-place write (not a rename) can be caught half done:
@@ -93,32 +111,69 @@ class Reloader:
                 await asyncio.sleep(max(self.proxy.runtime.config.reload.debounce, 0.05))
                 again = await self._read()
                 if again is None or again == raw:
-                    self._rejected(problems, reason)
+                    self._rejected(problems, reason, sha)
                     self.last_seen_sha = sha
                     return False
                 raw, sha = again, hashlib.sha256(again).hexdigest()
             else:
-                self._rejected(problems, reason)
+                self._rejected(problems, reason, sha)
                 self.last_seen_sha = sha
                 return False
-            try:
-                self._warn_restart_only(config)
-                self.proxy.swap(config)
-            except Exception as exc:  # building the new routing failed: the old one still serves
-                log.error("config reload (%s): unexpected error while applying", reason, exc_info=True)
-                self._rejected([_unexpected(exc)], reason)
-                self.last_seen_sha = sha
-                return False
-            if self.on_result is not None:
-                try:
-                    self.on_result(config)
-                except Exception:  # observability follows on; the new config already serves
-                    log.exception("config reload (%s): updating metrics and logs failed", reason)
-            self.status.reloads += 1
-            self.status.last_error = None
             self.last_seen_sha = sha
-            log.info("config reloaded (%s, sha256 %s): %s", reason, sha[:12], summarize(config))
-            return True
+            return self._apply(config, raw, reason)
+
+    def _apply(self, config: Config, raw: bytes, reason: str) -> bool:
+        """Swap in a validated config (the caller holds the lock)."""
+        previous = self.proxy.runtime.config.sha256
+        try:
+            self._warn_restart_only(config)
+            self.proxy.swap(config)
+        except Exception as exc:  # building the new routing failed: the old one still serves
+            log.error("config reload (%s): unexpected error while applying", reason, exc_info=True)
+            self._rejected([_unexpected(exc)], reason, config.sha256)
+            return False
+        if self.history is not None:
+            self.history.record(config, raw, reason)
+        if self.on_result is not None:
+            try:
+                self.on_result(config)
+            except Exception:  # observability follows on; the new config already serves
+                log.exception("config reload (%s): updating metrics and logs failed", reason)
+        self.status.reloads += 1
+        self.status.last_error = None
+        audit.info("config reload accepted: source=%s sha256=%s previous=%s",
+                   SOURCES.get(reason, reason), config.sha256, previous)
+        log.info("config reloaded (%s, sha256 %s): %s", reason, config.sha256[:12], summarize(config))
+        return True
+
+    async def rollback(self, raw: bytes) -> RollbackResult | list[str]:
+        """Re-apply ``raw`` (an earlier config's bytes, from the history);
+        write it back to the file when the file is writable. The problems
+        when it no longer validates (an env var or secret file it names is gone)."""
+        async with self._lock:
+            sha = hashlib.sha256(raw).hexdigest()
+            self.status.last_attempt_at = time.time()
+            try:
+                config = await asyncio.to_thread(
+                    parse_config, raw, source=str(self.path), base_dir=self.path.parent
+                )
+            except ConfigError as exc:
+                self._rejected(exc.problems, "rollback", sha)
+                return exc.problems
+            if not self._apply(config, raw, "rollback"):
+                return self.status.last_error or []
+            try:
+                await asyncio.to_thread(_write_back, self.path, raw)
+            except OSError as exc:
+                # The file keeps what it holds: its content stays "seen", so
+                # only a new change to it replaces the rollback.
+                note = (f"held in memory: cannot write {self.path} ({exc.strerror or exc}); the file still "
+                        "holds the previous config, and the next change to it (or a forced reload) replaces "
+                        "this one")
+                log.warning("config rollback to sha256 %s: %s", sha[:12], note)
+                return RollbackResult(config, False, note)
+            self.last_seen_sha = sha  # written under the lock: the watcher sees nothing new
+            return RollbackResult(config, True, f"written to {self.path}")
 
     async def _read(self) -> bytes | None:
         try:
@@ -127,7 +182,7 @@ class Reloader:
             self._rejected([f"{self.path}: cannot read config: {exc.strerror or exc}"], "read")
             return None
 
-    def _rejected(self, problems: list[str], reason: str) -> bool:
+    def _rejected(self, problems: list[str], reason: str, sha: str | None = None) -> bool:
         if self.on_result is not None:
             try:
                 self.on_result(None)
@@ -140,6 +195,8 @@ class Reloader:
             "config reload (%s) rejected; the previous config keeps serving:\n%s",
             reason, "\n".join(f"  - {p}" for p in problems),
         )
+        audit.info("config reload rejected: source=%s sha256=%s serving=%s problems=%d",
+                   SOURCES.get(reason, reason), sha or "-", self.proxy.runtime.config.sha256, len(problems))
         return False
 
     def _warn_restart_only(self, new: Config) -> None:
@@ -186,6 +243,31 @@ class Reloader:
             interval = self.proxy.runtime.config.reload.poll_interval
 
 
+def _write_back(path: Path, raw: bytes) -> None:
+    """Put ``raw`` in the config file. A plain writable file is replaced
+    atomically (a temporary file beside it, renamed over it, its mode kept),
+    so a crash or the watcher never sees half a config; a symlink (a
+    ConfigMap's) is written through in place. A file this process may not
+    write raises OSError rather than being replaced."""
+    if path.is_symlink() or not os.access(path, os.W_OK):
+        with path.open("r+b") as f:
+            f.truncate(0)
+            f.write(raw)
+        return
+    mode = path.stat().st_mode & 0o7777
+    tmp = path.with_name(f".{path.name}.rollback-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _unexpected(exc: BaseException) -> str:
     return f"{type(exc).__name__} while loading the config (a bug in llmproxy; see its log)"
 
@@ -205,7 +287,7 @@ async def supervise(name: str, run: Callable[[asyncio.Event], Awaitable[None]], 
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("config %s task died; restarting it in %gs", name, delay)
+            log.exception("%s task died; restarting it in %gs", name, delay)
         try:
             await asyncio.wait_for(stop.wait(), delay)
         except TimeoutError:
@@ -222,6 +304,17 @@ def _applied(app: web.Application, config: Config | None) -> None:
     slot = app.get(RESPONSE_CACHE)
     if slot is not None and config is not None:
         slot.apply(config)
+async def _remember_start(history: ConfigHistory, proxy: Proxy) -> None:
+    """The start-up config's bytes, for a rollback to it (when the file still holds them)."""
+    assert proxy.config_path is not None
+    try:
+        raw = await asyncio.to_thread(read_config_bytes, Path(proxy.config_path))
+    except OSError:
+        return
+    config = proxy.runtime.config
+    if hashlib.sha256(raw).hexdigest() == config.sha256:
+        history.entries.clear()
+        history.record(config, raw, "start")
 
 
 async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -230,12 +323,26 @@ async def reload_ctx(app: web.Application) -> AsyncIterator[None]:
     if proxy.config_path is None:
         yield
         return
-    reloader = Reloader(proxy, proxy.config_path, on_result=lambda config: _applied(app, config))
+    from .health_checks import (
+        HEALTH_CHECKS,  # here: health_checks imports supervise() from this module
+    )
+
+    history = app.get(CONFIG_HISTORY)
+    if history is not None:
+        await _remember_start(history, proxy)
+
+    def on_result(config: Config | None) -> None:
+        _applied(app, config)
+        checker = app.get(HEALTH_CHECKS)
+        if config is not None and checker is not None:
+            checker.sync(config)
+
+    reloader = Reloader(proxy, proxy.config_path, on_result=on_result, history=history)
     app[RELOADER] = reloader
     stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = [asyncio.create_task(supervise("poller", reloader.poll, stop))]
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(supervise("config poller", reloader.poll, stop))]
     if proxy.runtime.config.reload.enabled:
-        tasks.append(asyncio.create_task(supervise("watcher", reloader.watch, stop)))
+        tasks.append(asyncio.create_task(supervise("config watcher", reloader.watch, stop)))
     loop = asyncio.get_running_loop()
     background: set[asyncio.Task[bool]] = set()
 

@@ -37,7 +37,7 @@ class MockTransport:
         self.deadline = deadline
         self.status = 200
         try:
-            body = orjson.loads(req.body)
+            body = orjson.loads(req.body) if req.body else {}
         except orjson.JSONDecodeError:
             body = {}
         self._body: dict[str, Any] = body if isinstance(body, dict) else {}
@@ -62,7 +62,9 @@ class MockTransport:
             opts = self._dep.provider.options
             await self._sleep(opts.get("latency", 0.0))
             self.deadline.touch()
-            if self._req.url.endswith("/embeddings"):
+            if self._req.method == "GET" and self._req.url.endswith("/models"):  # a health probe
+                doc = mock.models_list(self._dep.model, int(time.time()))
+            elif self._req.url.endswith("/embeddings"):
                 doc = mock.embeddings(body, self._dep.model)
             else:
                 tps = opts.get("tokens_per_second")

@@ -117,6 +117,21 @@ def main() -> None:
 
     rows.append(("whole observation, access line off", per_call(observation_no_log, n)))
 
+    from llmproxy.observe.request_log import RequestLog
+
+    request_log = RequestLog(1000, redact=redactor.redact)
+
+    def observation_logged() -> None:
+        obs = Observation(m, NOOP_TRACER, "chat", time.perf_counter)
+        obs.request_log = request_log
+        obs.resolved("gpt-4o", stream=True)
+        obs.attempt(dep, "gpt-4o")
+        obs.first_byte_sent()
+        obs.attempt_succeeded(usage)
+        obs.finish(request, 200, None)
+
+    rows.append(("whole observation, access line off, request log on", per_call(observation_logged, n)))
+
     r = Redactor()
     rows.append(("redact: short repeated string (memo hit)", per_call(lambda: r.redact("up/gpt-4o"), n)))
     rows.append(("redact: fresh request id (memo miss)", per_call(lambda: r._redact(uuid.uuid4().hex), n // 4)))

@@ -55,13 +55,17 @@ def require_admin(request: web.Request) -> None:
         )
 
 
-def _masked(request: web.Request, doc: dict[str, Any]) -> web.Response:
+def masked(request: web.Request, doc: dict[str, Any]) -> web.Response:
     redactor = request.app.get(REDACTOR)
     return json_response(doc if redactor is None else redactor.redact_doc(doc))
 
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def admin_error(message: str, status: int = 400, code: str | None = None) -> ProxyError:
+    return ProxyError(message, status=status, type="invalid_request_error", code=code)
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -84,7 +88,7 @@ async def get_config(request: web.Request) -> web.Response:
             "last_error": st.last_error,
             "last_error_at": _iso(st.last_error_at),
         }
-    return _masked(request, doc)
+    return masked(request, doc)
 
 
 async def post_reload(request: web.Request) -> web.Response:
@@ -142,6 +146,25 @@ def _deployment_view(state: DeploymentState) -> dict[str, Any]:
            if state.workers > 1 else {}),
         "last_error": state.last_error,
         "usable": state.usable(),
+        "health_check": _health_view(state),
+    }
+
+
+def _health_view(state: DeploymentState) -> dict[str, Any] | None:
+    hc = state.config.health_check
+    if not hc.active(state.config.provider.type):
+        return None
+    h = state.health
+    return {
+        "kind": hc.kind,
+        "interval": hc.interval,
+        "ok": None if h is None else h.ok,
+        "checked_at": None if h is None else _iso(h.checked_at),
+        "latency_ms": None if h is None or h.latency is None else round(h.latency * 1000, 3),
+        "error": None if h is None else h.error,
+        "consecutive_failures": 0 if h is None else h.consecutive_failures,
+        "probes": 0 if h is None else h.probes,
+        "failures": 0 if h is None else h.failures,
     }
 
 
@@ -151,17 +174,17 @@ def deployment_views(app: web.Application) -> list[dict[str, Any]]:
 async def get_keys(request: web.Request) -> web.Response:
     require_admin(request)
     proxy = request.app[PROXY]
-    return _masked(request, keys_view(proxy.runtime.keys, proxy.keys))
+    return masked(request, keys_view(proxy.runtime.keys, proxy.keys))
 
 
 async def get_deployments(request: web.Request) -> web.Response:
     require_admin(request)
     group = request.app.get(SIBLINGS)
     if group is None:
-        return _masked(request, {"deployments": deployment_views(request.app)})
+        return masked(request, {"deployments": deployment_views(request.app)})
     views = await group.ask("GET", "/deployments")
     views[group.info.index] = deployment_views(request.app)
-    return _masked(request, {
+    return masked(request, {
         "workers": group.info.count, "workers_answering": len(views),
         "deployments": merge_deployments(group.info.index, views),
     })
@@ -185,7 +208,7 @@ async def get_models(request: web.Request) -> web.Response:
                 for m in group.members
             ],
         })
-    return _masked(request, {"models": models})
+    return masked(request, {"models": models})
 
 
 async def get_cache(request: web.Request) -> web.Response:
@@ -194,7 +217,7 @@ async def get_cache(request: web.Request) -> web.Response:
     cache = request.app[RESPONSE_CACHE].cache
     if cache is None:
         return json_response({"enabled": False})
-    return _masked(request, await cache.view())
+    return masked(request, await cache.view())
 
 
 async def delete_cache(request: web.Request) -> web.Response:

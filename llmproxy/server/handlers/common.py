@@ -12,6 +12,7 @@ from aiohttp import web
 from ...keys.caller import CALLER
 from ...keys.service import TICKET
 from ...errors import InvalidRequest, ModelNotFound, PayloadTooLarge, RequestTimeout
+from ...observe.observation import OBSERVATION
 from ...providers.base import CallContext
 from ...router import ModelGroup
 from ..runtime import PROXY, REQUEST_ID, Runtime
@@ -47,6 +48,9 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
         raise InvalidRequest(f"request body is malformed: {exc}") from None
     if not raw:
         raise InvalidRequest("request body is empty; expected a JSON object")
+    obs = request.get(OBSERVATION)
+    if obs is not None and obs.body is not None:  # admin.request_log_bodies is on
+        obs.body = raw
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -1,8 +1,12 @@
 """Probes: /healthz (the process answers) and /readyz (it should get traffic).
 
 Ready means: a config is loaded, the process is not draining, and at least
-one deployment of any model is usable, i.e. its breaker lets traffic through
-and it is not cooling after an upstream's Retry-After. Concurrency and rate
+one deployment of any model is usable, i.e. its breaker lets traffic through,
+it is not cooling after an upstream's Retry-After, and, where an active
+health check runs (``health_check``), its latest probe passed (a deployment
+not probed yet counts as usable: a start-up is not held back by the first
+interval). Failed probes also count toward the breaker, so a deployment
+that keeps failing them is benched for traffic too. Concurrency and rate
 limits do not count: a full deployment is busy, not broken. Neither does
 ``state.redis``: without it the proxy serves on local state, so /readyz stays
 200 and says ``"redis": "down"`` (``"up"`` when it answers).
@@ -30,7 +34,8 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response(
             {
                 "status": "no usable deployment",
-                "reason": "every deployment's circuit breaker is open or it is cooling down after Retry-After",
+                "reason": "every deployment's circuit breaker is open, it is cooling down after Retry-After, "
+                          "or its latest health probe failed",
                 "retry_in": round(router.back_in(), 3),
             },
             status=503,
