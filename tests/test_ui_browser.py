@@ -75,6 +75,9 @@ async def start_chromium(profile: Path) -> tuple[asyncio.subprocess.Process, str
     return proc, f"http://127.0.0.1:{port}"
 
 
+UI_KEY = "sk-llmp-ui-team-0123456789abcdef"
+
+
 def config(url: str) -> str:
     return f"""
     reload: {{enabled: false, poll_interval: 3600}}
@@ -89,6 +92,8 @@ def config(url: str) -> str:
           - {{provider: flaky, model: gpt-4o, id: flaky-4o, health_check: {{enabled: true, interval: 0.05}}}}
       local:
         deployments: [{{provider: local, model: echo}}]
+    keys: [{{name: ui-team, key: {UI_KEY}, budget: {{usd: 10, period: 1d}}}}]
+    state: {{path: null}}
     """
 
 
@@ -106,7 +111,7 @@ async def test_the_page_shows_deployments_a_breaker_opening_and_reloads(start_pr
     path.write_text(config(fake.url))
     proxy = await start_proxy.from_file(str(path))
     async with aiohttp.ClientSession() as s:  # one request for the log panel
-        async with s.post(proxy.url + "/v1/chat/completions",
+        async with s.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {UI_KEY}"},
                           json={"model": "local", "messages": [{"role": "user", "content": "hello page"}]}) as r:
             assert r.status == 200
     profile = tmp_path / "profile"
@@ -126,8 +131,11 @@ async def test_the_page_shows_deployments_a_breaker_opening_and_reloads(start_pr
                                          .map(tr => tr.dataset.deployment); return r.length >= 2 && r; })()""")
                 assert set(ids) == {"flaky-4o", "local/echo"}
                 assert await page.until("document.querySelector('#requests tbody').textContent.includes('local')")
+                keys = await page.until("""(() => { const t = document.getElementById('keys').textContent;
+                                          return t.includes('ui-team') && t; })()""")
+                assert "$10.00 / 1d" in keys  # the key's budget and period, from /admin/keys
                 text = await page.js("document.body.innerText")
-                assert "sk-ui-secret-value" not in text
+                assert "sk-ui-secret-value" not in text and UI_KEY not in text
 
                 up["ok"] = False  # the upstream goes down; probes open the breaker, the page shows it
                 await page.until("document.querySelector('td[data-deployment=\"flaky-4o\"]')"

@@ -86,9 +86,13 @@ async function loadKeys() {
   const keys = (await resp.json()).keys || [];
   if (!keys.length) { box.textContent = "no keys configured"; return; }
   const table = el("table");
-  table.appendChild(row(["key", "spend", "budget"].map((h) => el("th", h))));
-  for (const k of keys) table.appendChild(row([k.name, "$" + Number(k.spend_usd || 0).toFixed(4),
-    k.budget_usd === null || k.budget_usd === undefined ? "–" : "$" + Number(k.budget_usd).toFixed(2)]));
+  table.appendChild(row(["key", "requests", "spend", "budget", "remaining"].map((h) => el("th", h))));
+  for (const k of keys) {
+    const spend = (k.budget && k.spend.period) ? k.spend.period : k.spend.lifetime;
+    table.appendChild(row([k.name, String(k.requests), "$" + Number(spend.usd || 0).toFixed(4),
+      k.budget ? "$" + Number(k.budget.usd).toFixed(2) + " / " + k.budget.period : "–",
+      k.budget ? "$" + Number(k.budget.remaining_usd).toFixed(2) : "–"]));
+  }
   box.className = "scroll";
   box.replaceChildren(table);
 }
