@@ -56,6 +56,7 @@ class Group:
         self.config, self.log = config, log
         self.port = _free_port()
         self.proc: asyncio.subprocess.Process | None = None
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}  # for chat()
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
     @property
@@ -89,8 +90,7 @@ class Group:
         return False
 
     async def chat(self) -> tuple[int, str | None]:
-        async with self.session.post(self.url + "/v1/chat/completions", data=CHAT,
-                                     headers={"Content-Type": "application/json"}) as resp:
+        async with self.session.post(self.url + "/v1/chat/completions", data=CHAT, headers=self.headers) as resp:
             await resp.read()
             return resp.status, resp.headers.get("x-llmproxy-worker")
 
@@ -297,6 +297,40 @@ async def test_limits_are_divided_among_workers_without_shared_state(group) -> N
     assert len(ok) <= 4  # never more than the configured instance-wide limit
     assert all(status in (200, 429) for status, _ in results)
     assert len(fake.seen) == len(ok)
+
+
+GROUP_KEY = "sk-llmp-group-0123456789abcdef"
+
+
+async def test_keys_and_cache_views_cover_the_whole_group(group) -> None:
+    g, fake = await group(extra=f"""
+    keys: [{{name: team, key: {GROUP_KEY}, budget: {{usd: 1000}}}}]
+    cache: {{enabled: true}}
+    """)
+    g.headers["Authorization"] = f"Bearer {GROUP_KEY}"
+    seen: set[str] = set()
+    sent = 0
+    while len(seen) < 2 or sent < 10:  # the same body on both workers: each has its own memory cache
+        status, worker = await g.chat()
+        assert status == 200 and worker is not None
+        seen.add(worker)
+        sent += 1
+        assert sent < 400
+    for _ in range(4):  # whichever worker answers
+        status, _, body = await g.get("/admin/keys")
+        doc = orjson.loads(body)
+        assert status == 200 and doc["workers_answering"] == 2
+        (team,) = doc["keys"]
+        assert team["requests"] == sent
+        status, _, body = await g.get("/admin/cache")
+        cache = orjson.loads(body)
+        assert cache["hits"] + cache["misses"] == sent and cache["misses"] == len(fake.seen) == 2
+        assert cache["entries"] == 2  # one per worker
+    async with g.session.delete(g.url + "/admin/cache") as resp:
+        assert resp.status == 200 and (await resp.json())["flushed"] == 2
+    for _ in range(4):
+        _, _, body = await g.get("/admin/cache")
+        assert orjson.loads(body)["entries"] == 0
 
 
 async def test_a_worker_that_cannot_start_stops_the_group(tmp_path: Path) -> None:

@@ -207,7 +207,7 @@ def create_app(config: Config, config_path: str | None = None,
     app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics, app.get(SHARED_REDIS))
     app.cleanup_ctx.append(_cache_ctx)
     if worker is not None:
-        siblings.join_group(app, worker, admin.deployment_views, admin.reload_here)
+        siblings.join_group(app, worker, admin.GROUP_VIEWS, admin.GROUP_ACTIONS)
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)

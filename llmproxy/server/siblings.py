@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,21 @@ class Siblings:
                 connector=connector, timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT))
         return session
 
+    async def view(self, name: str, mine: Any) -> dict[int, Any]:
+        """Every worker's figures for view ``name``, this one's (``mine``) included."""
+        views = await self.ask("GET", f"/view/{name}")
+        views[self.info.index] = mine
+        return views
+
+    async def act(self, name: str, query: Mapping[str, str] | None = None) -> dict[int, Any]:
+        """Have every sibling take action ``name``; their answers by worker index."""
+        path = f"/action/{name}"
+        if query:
+            from urllib.parse import urlencode
+
+            path += "?" + urlencode(dict(query))
+        return await self.ask("POST", path)
+
     async def ask(self, method: str, path: str) -> dict[int, Any]:
         """Every sibling's JSON answer to ``method path``, by worker index."""
         async def one(index: int) -> tuple[int, Any]:
@@ -89,14 +104,17 @@ class Siblings:
 SIBLINGS = web.AppKey("llmproxy.siblings", Siblings)
 
 
-DeploymentViews = Callable[[web.Application], list[dict[str, Any]]]
-Reload = Callable[[web.Application], Awaitable[tuple[bool, str]]]
+# A worker's own figures for one admin view, and an action every worker takes
+# (a reload, a cache flush): what a sibling asks over the socket.
+View = Callable[[web.Application], Awaitable[Any]]
+Action = Callable[[web.Application, Mapping[str, str]], Awaitable[Any]]
 
 
-def join_group(app: web.Application, info: WorkerInfo, deployments: DeploymentViews, reload: Reload) -> None:
+def join_group(app: web.Application, info: WorkerInfo, views: Mapping[str, View],
+               actions: Mapping[str, Action]) -> None:
     """Make ``app`` a member of its group: serve its socket, know the others."""
     app[SIBLINGS] = Siblings(info)
-    internal = internal_app(app, deployments, reload)
+    internal = internal_app(app, views, actions)
 
     def ctx(a: web.Application) -> AsyncIterator[None]:
         return siblings_ctx(a, info, internal)
@@ -104,24 +122,32 @@ def join_group(app: web.Application, info: WorkerInfo, deployments: DeploymentVi
     app.cleanup_ctx.append(ctx)
 
 
-def internal_app(main: web.Application, deployments: DeploymentViews, reload: Reload) -> web.Application:
-    """The private app on this worker's unix socket (never on the TCP port)."""
+def internal_app(main: web.Application, views: Mapping[str, View], actions: Mapping[str, Action]) -> web.Application:
+    """The private app on this worker's unix socket (never on the TCP port):
+    ``GET /metrics``, ``GET /view/{name}``, ``POST /action/{name}``."""
     app = web.Application()
 
+    def answer(doc: Any) -> web.Response:
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(local_families(main[METRICS])), content_type="application/json")
+        return answer(local_families(main[METRICS]))
 
-    async def deployment_views(_: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(deployments(main)), content_type="application/json")
+    async def view(request: web.Request) -> web.Response:
+        fn = views.get(request.match_info["name"])
+        if fn is None:
+            raise web.HTTPNotFound()
+        return answer(await fn(main))
 
-    async def do_reload(_: web.Request) -> web.Response:
-        swapped, sha = await reload(main)
-        return web.Response(body=orjson.dumps({"swapped": swapped, "sha256": sha}),
-                            content_type="application/json")
+    async def action(request: web.Request) -> web.Response:
+        fn = actions.get(request.match_info["name"])
+        if fn is None:
+            raise web.HTTPNotFound()
+        return answer(await fn(main, request.query))
 
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/deployments", deployment_views)
-    app.router.add_post("/reload", do_reload)
+    app.router.add_get("/view/{name}", view)
+    app.router.add_post("/action/{name}", action)
     return app
 
 
@@ -191,3 +217,56 @@ def merge_deployments(mine: int, views: dict[int, list[dict[str, Any]]]) -> list
             entry["workers"].append({"worker": worker, **{k: view.get(k) for k in _PER_WORKER}})
             entry["usable"] = bool(entry.get("usable")) or bool(view.get("usable"))
     return list(out.values())
+
+
+def _add_spend(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for k in ("usd", "requests", "tokens"):
+        into[k] = (into.get(k) or 0) + (more.get(k) or 0)
+
+
+def merge_keys(mine: int, views: dict[int, Any], shared: bool) -> dict[str, Any]:
+    """``/admin/keys`` of the group: with ``shared`` spend (state.redis) each
+    worker reads the same ledger, so this worker's spend stands; otherwise each
+    worker's spend is its own and the group's is the sum. In flight adds up."""
+    base = views[mine]
+    out = {**base, "keys": []}
+    others = [v for w, v in sorted(views.items()) if w != mine and isinstance(v, dict)]
+    for entry in base.get("keys", []):
+        merged = {**entry, "spend": {k: (dict(v) if isinstance(v, dict) else v)
+                                     for k, v in entry["spend"].items()}}
+        for view in others:
+            theirs = next((k for k in view.get("keys", []) if k.get("name") == entry["name"]), None)
+            if theirs is None:
+                continue
+            merged["in_flight"] = (merged.get("in_flight") or 0) + (theirs.get("in_flight") or 0)
+            if shared:
+                continue
+            for window in ("period", "lifetime"):
+                if isinstance(merged["spend"].get(window), dict) and isinstance(theirs["spend"].get(window), dict):
+                    _add_spend(merged["spend"][window], theirs["spend"][window])
+            merged["requests"] = (merged.get("requests") or 0) + (theirs.get("requests") or 0)
+            merged["tokens"] = (merged.get("tokens") or 0) + (theirs.get("tokens") or 0)
+        budget = merged.get("budget")
+        if not shared and isinstance(budget, dict):
+            period = merged["spend"]["period"] or merged["spend"]["lifetime"]
+            merged["budget"] = {**budget, "remaining_usd": round(max(budget["usd"] - period["usd"], 0.0), 9)}
+        out["keys"].append(merged)
+    return out
+
+
+_CACHE_SUMMED = ("hits", "misses", "bypasses", "evictions", "in_flight")
+
+
+def merge_cache(mine: int, views: dict[int, Any]) -> dict[str, Any]:
+    """``/admin/cache`` of the group: verdict counts add up; a memory cache is
+    per worker, so its bytes and entries add up too (Redis': one store)."""
+    base = dict(views[mine])
+    if not base.get("enabled"):
+        return base
+    others = [v for w, v in views.items() if w != mine and isinstance(v, dict) and v.get("enabled")]
+    for view in others:
+        for k in _CACHE_SUMMED + (("bytes", "entries") if base.get("backend") == "memory" else ()):
+            base[k] = (base.get(k) or 0) + (view.get(k) or 0)
+    looked = base["hits"] + base["misses"]
+    base["hit_ratio"] = round(base["hits"] / looked, 4) if looked else None
+    return base

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +27,7 @@ from ...observe.logs import REDACTOR
 from ...router import DeploymentState
 from ..reload import RELOADER
 from ..runtime import PROXY
-from ..siblings import SIBLINGS, merge_deployments
+from ..siblings import SIBLINGS, merge_cache, merge_deployments, merge_keys
 from .admin_keys import keys_view
 from .common import json_response
 
@@ -108,17 +109,22 @@ async def post_reload(request: web.Request) -> web.Response:
     doc: dict[str, Any] = {"status": "reloaded", "sha256": config.sha256}
     group = request.app.get(SIBLINGS)
     if group is not None:  # every worker reads the same file now
-        answers = await group.ask("POST", "/reload")
+        answers = await group.act("reload")
         doc["workers"] = {str(group.info.index): config.sha256,
                           **{str(i): a.get("sha256") for i, a in answers.items() if isinstance(a, dict)}}
     return json_response(doc)
 
 
-async def reload_here(app: web.Application) -> tuple[bool, str]:
+async def reload_here(app: web.Application, query: Mapping[str, str]) -> dict[str, Any]:
     """A sibling's ``POST /admin/reload``, applied to this worker."""
     reloader = app.get(RELOADER)
     swapped = reloader is not None and await reloader.reload("POST /admin/reload (another worker)", force=True)
-    return swapped, app[PROXY].runtime.config.sha256
+    return {"swapped": swapped, "sha256": app[PROXY].runtime.config.sha256}
+
+
+async def local_deployments(app: web.Application) -> list[dict[str, Any]]:
+    return deployment_views(app)
+
 
 
 def _deployment_view(state: DeploymentState) -> dict[str, Any]:
@@ -171,10 +177,21 @@ def _health_view(state: DeploymentState) -> dict[str, Any] | None:
 def deployment_views(app: web.Application) -> list[dict[str, Any]]:
     """This process's view of each deployment (a worker's own, in a group)."""
     return [_deployment_view(s) for s in app[PROXY].runtime.router.states.values()]
+async def local_keys(app: web.Application) -> dict[str, Any]:
+    proxy = app[PROXY]
+    return keys_view(proxy.runtime.keys, proxy.keys)
+
+
 async def get_keys(request: web.Request) -> web.Response:
     require_admin(request)
-    proxy = request.app[PROXY]
-    return masked(request, keys_view(proxy.runtime.keys, proxy.keys))
+    doc = await local_keys(request.app)
+    group = request.app.get(SIBLINGS)
+    if group is not None:
+        views = await group.view("keys", doc)
+        shared = request.app[PROXY].runtime.config.state.redis is not None
+        doc = {**merge_keys(group.info.index, views, shared), "workers": group.info.count,
+               "workers_answering": len(views)}
+    return masked(request, doc)
 
 
 async def get_deployments(request: web.Request) -> web.Response:
@@ -182,8 +199,7 @@ async def get_deployments(request: web.Request) -> web.Response:
     group = request.app.get(SIBLINGS)
     if group is None:
         return masked(request, {"deployments": deployment_views(request.app)})
-    views = await group.ask("GET", "/deployments")
-    views[group.info.index] = deployment_views(request.app)
+    views = await group.view("deployments", deployment_views(request.app))
     return masked(request, {
         "workers": group.info.count, "workers_answering": len(views),
         "deployments": merge_deployments(group.info.index, views),
@@ -211,13 +227,21 @@ async def get_models(request: web.Request) -> web.Response:
     return masked(request, {"models": models})
 
 
+async def local_cache(app: web.Application) -> dict[str, Any]:
+    cache = app[RESPONSE_CACHE].cache
+    return {"enabled": False} if cache is None else await cache.view()
+
+
 async def get_cache(request: web.Request) -> web.Response:
     """The response cache: size, entries, hit ratio (``cache.enabled: false``: just that)."""
     require_admin(request)
-    cache = request.app[RESPONSE_CACHE].cache
-    if cache is None:
-        return json_response({"enabled": False})
-    return masked(request, await cache.view())
+    doc = await local_cache(request.app)
+    group = request.app.get(SIBLINGS)
+    if group is not None:
+        views = await group.view("cache", doc)
+        doc = {**merge_cache(group.info.index, views), "workers": group.info.count,
+               "workers_answering": len(views)}
+    return masked(request, doc)
 
 
 async def delete_cache(request: web.Request) -> web.Response:
@@ -232,4 +256,21 @@ async def delete_cache(request: web.Request) -> web.Response:
         raise ProxyError(f"model {model!r} does not exist on this proxy", status=404,
                          type="invalid_request_error", param="model")
     flushed = await cache.backend.flush(model)
+    group = request.app.get(SIBLINGS)
+    if group is not None and cache.backend.kind == "memory":  # each worker holds its own entries
+        answers = await group.act("cache_flush", {"model": model} if model else None)
+        flushed += sum(a.get("flushed", 0) for a in answers.values() if isinstance(a, dict))
     return json_response({"flushed": flushed, "model": model})
+
+
+async def flush_here(app: web.Application, query: Mapping[str, str]) -> dict[str, Any]:
+    """A sibling's ``DELETE /admin/cache``, applied to this worker's memory cache."""
+    cache = app[RESPONSE_CACHE].cache
+    if cache is None:
+        return {"flushed": 0}
+    return {"flushed": await cache.backend.flush(query.get("model"))}
+
+
+# What a --workers group's siblings ask one another for (server/siblings.py).
+GROUP_VIEWS = {"deployments": local_deployments, "keys": local_keys, "cache": local_cache}
+GROUP_ACTIONS = {"reload": reload_here, "cache_flush": flush_here}
