@@ -624,6 +624,7 @@ class Bench:
         if not Path(spy).exists():
             raise BenchError("py-spy not found: .venv/bin/pip install py-spy")
         out_dir = Path(self.args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
         seconds = self.args.profile_seconds
         self.results["profiles"] = {}
         for mode in MODES:
