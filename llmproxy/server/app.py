@@ -50,6 +50,7 @@ from ..observe.observation import (
 from ..observe.request_log import REQUEST_LOG, RequestLog
 from ..observe.tracing import TRACER, make_tracer
 from ..request.cached import CACHE_TICKET
+from ..state.counters import SharedCounters
 from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
 from .config_history import CONFIG_HISTORY, ConfigHistory
@@ -194,7 +195,9 @@ def create_app(config: Config, config_path: str | None = None,
     if config.state.redis:
         # Opened at start-up and kept for the process's life (a reload that
         # changes state.redis is reported as needing a restart).
-        app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
+        redis = app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
+        # Per-key limits and spend shared by every process on this Redis.
+        proxy.keys.share(SharedCounters(redis))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(shared_redis_ctx)
     app.cleanup_ctx.append(health_checks_ctx)

@@ -174,7 +174,7 @@ def deployment_views(app: web.Application) -> list[dict[str, Any]]:
 async def get_keys(request: web.Request) -> web.Response:
     require_admin(request)
     proxy = request.app[PROXY]
-    return masked(request, keys_view(proxy.runtime.keys, proxy.keys))
+    return masked(request, await keys_view(proxy.runtime.keys, proxy.keys))
 
 
 async def get_deployments(request: web.Request) -> web.Response:
