@@ -195,3 +195,28 @@ async def test_without_auth_jwt_a_jwt_is_just_an_unknown_key(start_proxy: Any, f
     """)
     err = await refused(proxy, keys["rsa"].token())
     assert err.body["code"] == "invalid_api_key"  # type: ignore[index]
+
+
+async def test_a_jwks_file_missing_at_start_refuses_jwts_until_it_appears(
+        start_proxy: Any, fake_upstream: Any, keys: dict[str, Signer], tmp_path: Path) -> None:  # noqa: F811
+    fake = await fake_upstream()
+    jwks = tmp_path / "later" / "jwks.json"
+    proxy = await start_proxy(f"""
+    providers:
+      up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret}}
+    models:
+      m: {{deployments: [{{provider: up, model: gpt-4o}}]}}
+    auth:
+      jwt: {{issuer: "{ISSUER}", audience: {AUDIENCE}, jwks_file: {jwks}, key_claim: team, jwks_refresh_min: 0}}
+    keys:
+      - name: search
+      - name: plain
+        key: {PLAIN_KEY}
+    state: {{path: null}}
+    """)
+    err = await refused(proxy, keys["rsa"].token())
+    assert "JWT rejected (jwks_unavailable)" in err.message
+    assert (await ask(proxy, PLAIN_KEY)).choices  # keys are not affected
+    jwks.parent.mkdir()
+    jwks.write_text(json.dumps({"keys": [keys["rsa"].jwk]}))
+    assert (await ask(proxy, keys["rsa"].token())).choices  # read again for the token's kid

@@ -21,6 +21,7 @@ a dict lookup per request and nothing else.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from .table import KeyTable
 
 if TYPE_CHECKING:
     from .jwt import JwtVerifier
+
+log = logging.getLogger("llmproxy.auth")
 
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
@@ -94,11 +97,17 @@ async def jwt_ctx(app: web.Application) -> AsyncIterator[None]:
     config = proxy.runtime.config.auth.jwt
     slot = app[JWT_SLOT]
     if config is not None:
-        from .jwt import JwtVerifier
+        from .jwt import JwksError, JwtVerifier
 
         base = Path(proxy.config_path).parent if proxy.config_path else None
         verifier = JwtVerifier(config, upstream=proxy.upstream, base_dir=base, clock=proxy.clock)
-        await verifier.start()
+        try:
+            await verifier.start()
+        except JwksError as exc:
+            # Keys and probes keep working; JWT callers are refused (401,
+            # "keys are unavailable") until a read succeeds: each unknown
+            # kid retries, at most every jwks_refresh_min seconds.
+            log.error("%s: JWT callers are refused until the JWKS can be read", exc)
         slot.verifier = verifier
     yield
     if slot.verifier is not None:
