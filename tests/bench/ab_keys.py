@@ -36,7 +36,15 @@ import sys
 import time
 from typing import Any
 
-from bench import ROOT, BenchError, free_port, http_request, log, pin_cmd, proc_cpu_seconds
+from bench import (
+    ROOT,
+    BenchError,
+    free_port,
+    http_request,
+    log,
+    pin_cmd,
+    proc_cpu_seconds,
+)
 from side_by_side import SideBySide
 
 LOG_LEVEL = "WARNING"
