@@ -131,6 +131,11 @@ async def test_redis_stopped_mid_run_both_serve_and_spend_is_reconciled(
     ca, cb = sdk(a), sdk(b)
     try:
         assert [await ask(ca), await ask(cb)] == [200, 200]
+
+        async def before() -> bool:
+            return await shared_spend(server.url) == 18.0
+
+        await until(before, "the spend before the outage to reach Redis")  # not buffered, then
         server.stop()  # no persistence: what it held is gone when it comes back
         # Both keep serving, on local counters; each says Redis is down.
         assert [await ask(ca), await ask(cb), await ask(ca)] == [200, 200, 200]
