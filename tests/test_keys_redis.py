@@ -143,6 +143,8 @@ async def test_redis_stopped_mid_run_both_serve_and_spend_is_reconciled(
             status, _, body = await g.get("/readyz")
             assert status == 200 and orjson.loads(body)["redis"] == "down"
             assert metric(await g.metrics(), "llmproxy_redis_up") == 0
+            status, _, body = await g.get("/admin/keys")
+            assert orjson.loads(body)["shared"] == "unavailable"  # and this process's own figures
         server.start()
 
         async def reconciled() -> bool:
@@ -153,6 +155,8 @@ async def test_redis_stopped_mid_run_both_serve_and_spend_is_reconciled(
         for g in (a, b):
             status, _, body = await g.get("/readyz")
             assert orjson.loads(body)["redis"] == "up"
+            status, _, body = await g.get("/admin/keys")
+            assert orjson.loads(body)["shared"] == "redis"
         assert await ask(cb) == 200
 
         async def settled() -> bool:
