@@ -76,9 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(config, config_path=path, worker=worker)
     setup_logging(level, config.logging.format, app[REDACTOR], exclusive=True)
     if worker is not None:
+        keys_shared = "shared on state.redis (divided only while Redis is down)" if config.state.redis \
+            else "divided too; budgets are summed through the state.path file"
         logging.getLogger("llmproxy.workers").info(
             "worker %d of %d: deployment rpm/tpm/max_concurrency are divided by %d (each worker enforces "
-            "its share)", worker.index, worker.count, worker.count)
+            "its share); per-key rpm/tpm/max_parallel are %s", worker.index, worker.count, worker.count, keys_shared)
     try:
         import uvloop
 

@@ -83,9 +83,21 @@ class AuthenticationFailed(ProxyError):
     code = "invalid_api_key"
 
 
+class TokenRejected(AuthenticationFailed):
+    """A JWT bearer token (``auth.jwt``) that does not verify; the message says why."""
+
+    code = "invalid_token"
+
+
 class Forbidden(ProxyError):
     status = 403
     type = "permission_error"
+
+
+class CallerUnknown(Forbidden):
+    """A verified JWT whose ``key_claim`` names no ``keys:`` entry: authenticated, with no policy here."""
+
+    code = "unknown_caller"
 
 
 class RequestTimeout(ProxyError):

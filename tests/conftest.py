@@ -7,6 +7,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from llmproxy.server.protocol import ProxyRunner
 from llmproxy.server.runtime import PROXY, Proxy
 
 from .fakes import FakeUpstream
+from .processes import Group
 from .redis_server import RedisServer
 
 
@@ -105,7 +107,7 @@ async def fake_upstream() -> AsyncIterator[Callable[[], Awaitable[FakeUpstream]]
 
 
 @pytest.fixture
-async def openai_client() -> AsyncIterator[Callable[[RunningProxy], "openai.AsyncOpenAI"]]:
+async def openai_client() -> AsyncIterator[Callable[[RunningProxy], openai.AsyncOpenAI]]:
     """Real async OpenAI SDK clients pointed at a proxy, closed after the test."""
     import openai
 
@@ -150,3 +152,38 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     yield make
     for s in servers:
         s.close()
+
+
+@pytest.fixture
+async def group(tmp_path: Path, fake_upstream: Callable[[], Awaitable[FakeUpstream]]
+                ) -> AsyncIterator[Callable[..., Awaitable[tuple[Group, FakeUpstream]]]]:
+    """Real ``llmproxy serve`` processes (tests/processes.py) on one fake upstream
+    (``fake=``: share one between several groups); ``workers=1`` is a plain process."""
+    groups: list[Group] = []
+
+    async def make(extra: str = "", deployment: str = "", workers: int = 2, name: str = "llmproxy",
+                   fake: FakeUpstream | None = None) -> tuple[Group, FakeUpstream]:
+        fake = fake or await fake_upstream()
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(textwrap.dedent(f"""
+        providers:
+          up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret}}
+        models:
+          m: {{deployments: [{{provider: up, model: gpt-4o{deployment}}}]}}
+        reload: {{debounce: 0.05, poll_interval: 1}}
+        server: {{drain_timeout: 30}}
+        logging: {{level: warning}}
+        """) + textwrap.dedent(extra))
+        g = Group(cfg, tmp_path / f"{name}.log", workers=workers)
+        groups.append(g)
+        try:
+            await g.start()
+        except BaseException:
+            await g.stop()
+            print(g.log.read_text(errors="replace"))
+            raise
+        return g, fake
+
+    yield make
+    for g in groups:
+        await g.stop()

@@ -85,3 +85,26 @@ async def test_forgotten_keys_still_write_what_they_had_pending(tmp_path: Path):
     ledger.forget({"other"})
     await ledger.close()
     assert ("gone", 0, 0, 4.0, 1, 4) in await asyncio.to_thread(_rows, db)
+
+
+async def test_workers_sharing_one_file_read_each_others_spend_back(tmp_path: Path):
+    # --workers N without Redis: each worker writes its own increments to the
+    # same file and refreshes its windows from it; its unwritten ones stay on top.
+    db, wall = tmp_path / "s.db", Wall(10 * DAY + 5)
+    a, b = LocalLedger(wall, shared_file=True), LocalLedger(wall, shared_file=True)
+    assert await a.open(SpendStore(db)) and await b.open(SpendStore(db))
+    try:
+        a.add("team", 5.0, 100)
+        b.add("team", 1.0, 10)
+        await a.flush()
+        await b.refresh()  # b's own $1 is not in the file yet
+        assert b.period_usd("team", DAY) == 6.0 and b.spent("team", 0).requests == 2
+        await b.flush()
+        await a.refresh()
+        life = a.spent("team", 0)
+        assert (life.usd, life.requests, life.tokens) == (6.0, 2, 110)
+        await a.refresh()  # reading again counts nothing twice
+        assert a.period_usd("team", DAY) == 6.0
+    finally:
+        await a.close()
+        await b.close()

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import sys
-import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,140 +23,8 @@ import pytest
 from llmproxy.observe.merge import merge_families
 from llmproxy.server.workers import _cgroup_quota, parse_workers, usable_cpus
 
-from .fakes import FakeUpstream, Reply, openai_stream
-
-ROOT = Path(__file__).resolve().parent.parent
-CHAT = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def until(condition: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0) -> Any:
-    """Poll ``condition`` until it returns something truthy (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-class Group:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.port = _free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.headers: dict[str, str] = {"Content-Type": "application/json"}  # for chat()
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, workers: str = "2") -> Group:
-        with self.log.open("ab") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "llmproxy", "serve", "--config", str(self.config), "--port", str(self.port),
-                "--workers", workers, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=err,
-            )
-        await until(self.both_answer, "both workers to answer")
-        return self
-
-    async def get(self, path: str) -> tuple[int, str | None, bytes]:
-        try:
-            async with self.session.get(self.url + path) as resp:
-                return resp.status, resp.headers.get("x-llmproxy-worker"), await resp.read()
-        except aiohttp.ClientError:
-            return 0, None, b""
-
-    async def both_answer(self) -> bool:
-        seen = set()
-        for _ in range(40):  # new connections: the kernel spreads them
-            status, worker, _ = await self.get("/readyz")
-            if status == 200 and worker is not None:
-                seen.add(worker)
-            if len(seen) == 2:
-                return True
-        return False
-
-    async def chat(self) -> tuple[int, str | None]:
-        async with self.session.post(self.url + "/v1/chat/completions", data=CHAT, headers=self.headers) as resp:
-            await resp.read()
-            return resp.status, resp.headers.get("x-llmproxy-worker")
-
-    async def metrics(self) -> str:
-        status, _, body = await self.get("/metrics")
-        assert status == 200
-        return body.decode()
-
-    def children(self) -> list[int]:
-        assert self.proc is not None
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in path.read_text().split()]
-
-    async def stop(self) -> int:
-        await self.session.close()
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), 60)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
-        if not m or m[1] != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m[3] or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m[4])
-    return total
-
-
-@pytest.fixture
-async def group(tmp_path: Path, fake_upstream: Callable[[], Awaitable[FakeUpstream]]
-                ) -> AsyncIterator[Callable[..., Awaitable[tuple[Group, FakeUpstream]]]]:
-    groups: list[Group] = []
-
-    async def make(extra: str = "", deployment: str = "") -> tuple[Group, FakeUpstream]:
-        fake = await fake_upstream()
-        cfg = tmp_path / "llmproxy.yaml"
-        cfg.write_text(textwrap.dedent(f"""
-        providers:
-          up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret}}
-        models:
-          m: {{deployments: [{{provider: up, model: gpt-4o{deployment}}}]}}
-        reload: {{debounce: 0.05, poll_interval: 1}}
-        server: {{drain_timeout: 30}}
-        logging: {{level: warning}}
-        """) + textwrap.dedent(extra))
-        g = Group(cfg, tmp_path / "proxy.log")
-        groups.append(g)
-        try:
-            await g.start()
-        except BaseException:
-            await g.stop()
-            print(g.log.read_text(errors="replace"))
-            raise
-        return g, fake
-
-    yield make
-    for g in groups:
-        await g.stop()
+from .fakes import Reply, openai_stream
+from .processes import ROOT, metric, until
 
 
 async def test_requests_spread_over_both_workers_and_metrics_count_each_once(group) -> None:
@@ -302,26 +167,36 @@ async def test_limits_are_divided_among_workers_without_shared_state(group) -> N
 GROUP_KEY = "sk-llmp-group-0123456789abcdef"
 
 
-async def test_keys_and_cache_views_cover_the_whole_group(group) -> None:
+@pytest.mark.parametrize("state", ["state: {path: null}", ""])
+async def test_keys_and_cache_views_cover_the_whole_group(group, state: str) -> None:
+    """Without a state file each worker's spend is its own and the view sums
+    them; with one (the default) the workers read each other's spend back from
+    it, and the view must not count it twice."""
     g, fake = await group(extra=f"""
     keys: [{{name: team, key: {GROUP_KEY}, budget: {{usd: 1000}}}}]
     cache: {{enabled: true}}
+    {state}
     """)
-    g.headers["Authorization"] = f"Bearer {GROUP_KEY}"
+    auth = {"Authorization": f"Bearer {GROUP_KEY}"}
     seen: set[str] = set()
     sent = 0
     while len(seen) < 2 or sent < 10:  # the same body on both workers: each has its own memory cache
-        status, worker = await g.chat()
+        status, worker = await g.chat(auth)
         assert status == 200 and worker is not None
         seen.add(worker)
         sent += 1
         assert sent < 400
-    for _ in range(4):  # whichever worker answers
+
+    async def keys_count() -> list[int]:
         status, _, body = await g.get("/admin/keys")
         doc = orjson.loads(body)
         assert status == 200 and doc["workers_answering"] == 2
         (team,) = doc["keys"]
-        assert team["requests"] == sent
+        assert team["requests"] <= sent  # never counted twice
+        return [team["requests"]] if team["requests"] == sent else []
+
+    for _ in range(4):  # whichever worker answers (the state file is re-read each second)
+        await until(keys_count, "/admin/keys to count every request once")
         status, _, body = await g.get("/admin/cache")
         cache = orjson.loads(body)
         assert cache["hits"] + cache["misses"] == sent and cache["misses"] == len(fake.seen) == 2

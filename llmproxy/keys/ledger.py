@@ -18,7 +18,12 @@ Invariants:
   place; a key's pending amounts are one triple, the same for each window),
   plus the rows of a failed write while the store stays unwritable;
 - the request path looks for a window's end once per call (one comparison
-  against the earliest end), not once per window.
+  against the earliest end), not once per window;
+- ``shared_file`` (a ``--workers N`` group without ``state.redis``: every
+  worker writes its own increments to the same file): after each flush the
+  open windows are read back from the file, so a worker's view of a key's
+  spend is the whole instance's, at most ``FLUSH_INTERVAL`` behind each
+  other worker's; its own unwritten increments stay on top.
 """
 
 from __future__ import annotations
@@ -128,8 +133,9 @@ class _Totals:
 class LocalLedger:
     """Spend in memory, persisted to an optional ``SpendStore`` (``SpendLedger``)."""
 
-    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time, shared_file: bool = False) -> None:
         self.wall = wall
+        self.shared_file = shared_file
         self.store: SpendStore | None = None
         self.store_problem: str | None = None  # why the store is not in use (shown by /admin/keys)
         self._totals: dict[str, _Totals] = {}
@@ -208,11 +214,37 @@ class LocalLedger:
         return True
 
     async def run(self) -> None:
-        """The flusher: a dirty batch is written ``FLUSH_INTERVAL`` seconds after its first increment."""
+        """The flusher: a dirty batch is written ``FLUSH_INTERVAL`` seconds
+        after its first increment (with ``shared_file``: every interval, and
+        the other workers' spend read back)."""
         while True:
-            await self._dirty.wait()
+            if not self.shared_file:
+                await self._dirty.wait()
             await asyncio.sleep(FLUSH_INTERVAL)
             await self.flush()
+            if self.shared_file:
+                await self.refresh()
+
+    async def refresh(self) -> None:
+        """Set the open windows to what the file holds (every writer's
+        spend) plus this process's increments not written yet."""
+        async with self._lock:
+            store = self.store
+            if store is None or self._retry or self._rolled:
+                return  # rows not in the file yet: the next flush writes them first
+            now = self.wall()
+            try:
+                rows = await asyncio.to_thread(store.load, {p: window_start(p, now) for p in PERIODS})
+            except (OSError, sqlite3.Error):
+                return  # the file's spend is read again in a second; memory keeps counting
+            stored = {(name, period, start): (usd, requests, tokens)
+                      for name, period, start, usd, requests, tokens in rows}
+            # Keys this process has not served yet get their totals at their first request.
+            for t in self._totals.values():
+                inc = t.pending or (0.0, 0, 0)
+                for w in t.windows:
+                    usd, requests, tokens = stored.get((t.name, w.period, w.start), (0.0, 0, 0))
+                    w.usd, w.requests, w.tokens = usd + inc[0], requests + int(inc[1]), tokens + int(inc[2])
 
     async def flush(self) -> None:
         async with self._lock:

@@ -44,11 +44,13 @@ from ..errors import (
     QuotaExceeded,
 )
 from ..router.estimate import completion_tokens, prompt_tokens
+from ..state.counters import SharedCounters
 from ..state.sqlite import SpendStore
 from .caller import Caller
-from .counters import KeyCounters, LocalCounters
+from .counters import KeyCounters, LocalCounters, Refusal
 from .ledger import LocalLedger, SpendLedger
 from .policy import KeyPolicy
+from .shared import SharedKeys
 from .table import NO_KEYS, KeyTable
 
 BUDGET_RESET_HEADER = "x-llmproxy-budget-reset"
@@ -81,12 +83,16 @@ def iso(ts: float) -> str:
 
 class KeyService:
     def __init__(self, clock: Callable[[], float], wall: Callable[[], float] = time.time,
-                 counters: KeyCounters | None = None, ledger: SpendLedger | None = None) -> None:
-        # The seams: a shared implementation (Redis) passes its own counters
-        # and ledger; the local ledger still owns the embedded store.
-        self.counters: KeyCounters = counters if counters is not None else LocalCounters(clock)
-        self.local = LocalLedger(wall)
+                 counters: KeyCounters | None = None, ledger: SpendLedger | None = None,
+                 workers: int = 1) -> None:
+        # The seams: a shared implementation (Redis, ``share``) replaces the
+        # counters and the ledger; the local ones stay its fallback, and the
+        # local ledger still owns the embedded store.
+        self.local_counters = LocalCounters(clock, workers)
+        self.counters: KeyCounters = counters if counters is not None else self.local_counters
+        self.local = LocalLedger(wall, shared_file=workers > 1)
         self.ledger: SpendLedger = ledger if ledger is not None else self.local
+        self.shared: SharedKeys | None = None
         self.wall = wall
         self._table: KeyTable = NO_KEYS
         self._store_path: Path | None = None
@@ -95,6 +101,13 @@ class KeyService:
         self._background: set[asyncio.Task[None]] = set()
         # Answers whose usage never came, charged from the estimate, per key name.
         self.estimated: dict[str, int] = {}
+
+    def share(self, counters: SharedCounters) -> SharedKeys:
+        """Keys on Redis (``state.redis``): the one place the shared counters
+        and ledger replace the local ones (which stay their fallback)."""
+        shared = self.shared = SharedKeys(counters, self.local_counters, self.local, self.wall)
+        self.counters = self.ledger = shared
+        return shared
 
     # -- lifecycle (the app's keys_ctx)
 
@@ -143,7 +156,10 @@ class KeyService:
         out: list[KeySample] = []
         ledger = self.ledger
         for policy in self._table.policies():
-            life = ledger.spent(policy.name, 0)
+            # Requests and spend counters are this process's own (a scrape
+            # summed over processes counts each request once); the remaining
+            # budget is the shared one.
+            life = self.local.spent(policy.name, 0)
             remaining = None
             if policy.budget_usd is not None:
                 remaining = max(policy.budget_usd - ledger.period_usd(policy.name, policy.period), 0.0)
@@ -157,6 +173,8 @@ class KeyService:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.drain()
         await self.ledger.flush()
         await self.local.close()
 
@@ -180,15 +198,18 @@ class KeyService:
         tokens = 0
         if policy.tpm is not None:
             tokens = prompt_tokens(body) + completion_tokens(body)
-        refusal = await self.counters.admit(policy, tokens)
-        if refusal is not None:
+        hold = await self.counters.admit(policy, tokens)
+        if isinstance(hold, Refusal):
+            refusal = hold
+            if refusal.kind == "budget":  # the shared counters saw the fleet's spend
+                raise self.quota_error(policy, refusal.spent_usd or 0.0)
             wait = max(1, int(refusal.retry_after + 0.999))
             raise KeyRateLimited(
                 f"key {policy.name!r} is over its {refusal.kind} limit "
                 f"({_limit(policy, refusal.kind)}); retry in {wait}s",
                 headers={"Retry-After": str(wait)},
             )
-        return Ticket(self, policy, body, tokens)
+        return Ticket(self, policy, body, tokens, hold)
 
     def quota_error(self, policy: KeyPolicy, spent: float) -> QuotaExceeded:
         cap = policy.budget_usd or 0.0
@@ -222,6 +243,7 @@ class Ticket:
         "answered_by",
         "body",
         "estimated",
+        "hold",
         "is_free",
         "policy",
         "service",
@@ -230,8 +252,10 @@ class Ticket:
         "used",
     )
 
-    def __init__(self, service: KeyService, policy: KeyPolicy, body: Mapping[str, Any], tokens: int) -> None:
+    def __init__(self, service: KeyService, policy: KeyPolicy, body: Mapping[str, Any], tokens: int,
+                 hold: object = None) -> None:
         self.service = service
+        self.hold = hold  # what the counters gave at admission (a Redis lease), for release
         self.policy = policy
         self.body = body
         self.tokens = tokens  # what the tpm limiter was charged at admission
@@ -264,8 +288,8 @@ class Ticket:
             return
         self._done = True
         service, policy = self.service, self.policy
-        service.counters.release(policy, self.tokens, self.used)
         usd = 0.0 if self.is_free else self.usd
+        service.counters.release(policy, self.hold, self.tokens, self.used, usd)
         tokens = 0 if self.is_free or self.used is None else self.used
         service.ledger.add(policy.name, usd, tokens)
         if self.estimated and not self.is_free:

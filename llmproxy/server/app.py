@@ -37,6 +37,7 @@ from ..config.views import summarize
 from ..errors import ProxyError, RequestTimeout
 from ..ingress import anthropic_messages
 from ..keys.caller import CALLER
+from ..keys.jwt_auth import JWT_SLOT, JwtSlot, jwt_ctx, key_or_jwt_caller
 from ..keys.service import TICKET
 from ..observe.logs import ACCESS_LOG, REDACTOR, AccessLog, Redactor
 from ..observe.metrics import METRICS, Metrics, handle_metrics, metrics_app
@@ -50,6 +51,7 @@ from ..observe.observation import (
 from ..observe.request_log import REQUEST_LOG, RequestLog
 from ..observe.tracing import TRACER, make_tracer
 from ..request.cached import CACHE_TICKET
+from ..state.counters import SharedCounters
 from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
 from .config_history import CONFIG_HISTORY, ConfigHistory
@@ -122,7 +124,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response: web.StreamResponse = preflight
         else:
             if runtime.keys.enabled and request.match_info.route.resource not in request.app[_OPEN_RESOURCES]:
-                request[CALLER] = proxy.keys.authenticate(runtime.keys, request.headers)
+                verifier = request.app[JWT_SLOT].verifier
+                if verifier is None:
+                    request[CALLER] = proxy.keys.authenticate(runtime.keys, request.headers)
+                else:
+                    request[CALLER] = await key_or_jwt_caller(verifier, runtime.keys, request.headers)
             response = await handler(request)
     except ProxyError as exc:
         response = _failed(request, exc)
@@ -194,8 +200,12 @@ def create_app(config: Config, config_path: str | None = None,
     if config.state.redis:
         # Opened at start-up and kept for the process's life (a reload that
         # changes state.redis is reported as needing a restart).
-        app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
+        redis = app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
+        # Per-key limits and spend shared by every process on this Redis.
+        proxy.keys.share(SharedCounters(redis))
     app.cleanup_ctx.append(_upstream_ctx)
+    app[JWT_SLOT] = JwtSlot()
+    app.cleanup_ctx.append(jwt_ctx)  # after the upstream: a jwks_url is fetched on it
     app.cleanup_ctx.append(shared_redis_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
     app.cleanup_ctx.append(reload_ctx)

@@ -214,6 +214,9 @@ class Reloader:
         if old.state.redis != new.state.redis:
             log.warning("state.redis changed: the Redis connection is opened at start-up, "
                         "the new one applies after a restart")
+        if old.auth != new.auth:
+            log.warning("auth.jwt changed: the JWT verifier is built at start-up, the new settings apply "
+                        "after a restart")
         if old.state.path != new.state.path:
             log.warning("state.path changed: spend keeps going to the store opened at start until a restart")
 

@@ -47,7 +47,7 @@ class Proxy:
         self.registry = StateRegistry(clock, worker.count if worker is not None else 1)
         self.runtime = Runtime(config, self.registry)
         # Per-key counters and spend, keyed by key name: they outlive reloads.
-        self.keys = KeyService(clock)
+        self.keys = KeyService(clock, workers=worker.count if worker is not None else 1)
         self.upstream = Upstream(config.pool)
         self.draining = False
         # The address ``serve`` listens on (the CLI's --host/--port win over

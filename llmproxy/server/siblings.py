@@ -219,16 +219,25 @@ def merge_deployments(mine: int, views: dict[int, list[dict[str, Any]]]) -> list
     return list(out.values())
 
 
-def _add_spend(into: dict[str, Any], more: dict[str, Any]) -> None:
-    for k in ("usd", "requests", "tokens"):
+def _add(into: dict[str, Any], more: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for k in fields:
         into[k] = (into.get(k) or 0) + (more.get(k) or 0)
 
 
-def merge_keys(mine: int, views: dict[int, Any], shared: bool) -> dict[str, Any]:
-    """``/admin/keys`` of the group: with ``shared`` spend (state.redis) each
-    worker reads the same ledger, so this worker's spend stands; otherwise each
-    worker's spend is its own and the group's is the sum. In flight adds up."""
+def merge_keys(mine: int, views: dict[int, Any]) -> dict[str, Any]:
+    """``/admin/keys`` of the group. What each worker shows depends on where
+    spend lives: on Redis (``shared``), its USD is the fleet's and only the
+    request and token counts are the worker's own; in a state file every
+    worker re-reads, all of it is the instance's already; in memory only
+    (``state.path: null``) all of it is the worker's own. Own figures are
+    summed, shared ones stand; in flight always adds up."""
     base = views[mine]
+    if base.get("shared") in ("redis", "unavailable"):
+        summed: tuple[str, ...] = ("requests", "tokens")
+    elif (base.get("store") or {}).get("path") and not base["store"].get("problem"):
+        summed = ()
+    else:
+        summed = ("usd", "requests", "tokens")
     out = {**base, "keys": []}
     others = [v for w, v in sorted(views.items()) if w != mine and isinstance(v, dict)]
     for entry in base.get("keys", []):
@@ -238,16 +247,13 @@ def merge_keys(mine: int, views: dict[int, Any], shared: bool) -> dict[str, Any]
             theirs = next((k for k in view.get("keys", []) if k.get("name") == entry["name"]), None)
             if theirs is None:
                 continue
-            merged["in_flight"] = (merged.get("in_flight") or 0) + (theirs.get("in_flight") or 0)
-            if shared:
-                continue
+            _add(merged, theirs, ("in_flight",))
             for window in ("period", "lifetime"):
                 if isinstance(merged["spend"].get(window), dict) and isinstance(theirs["spend"].get(window), dict):
-                    _add_spend(merged["spend"][window], theirs["spend"][window])
-            merged["requests"] = (merged.get("requests") or 0) + (theirs.get("requests") or 0)
-            merged["tokens"] = (merged.get("tokens") or 0) + (theirs.get("tokens") or 0)
+                    _add(merged["spend"][window], theirs["spend"][window], summed)
+            _add(merged, theirs, tuple(k for k in ("requests", "tokens") if k in summed))
         budget = merged.get("budget")
-        if not shared and isinstance(budget, dict):
+        if "usd" in summed and isinstance(budget, dict):
             period = merged["spend"]["period"] or merged["spend"]["lifetime"]
             merged["budget"] = {**budget, "remaining_usd": round(max(budget["usd"] - period["usd"], 0.0), 9)}
         out["keys"].append(merged)

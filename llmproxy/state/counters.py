@@ -81,8 +81,9 @@ local function wait(limit, cost, cur, prev)
   return math.ceil((win - elapsed) + math.max(0, win * (1 - (limit - cost) / cur)))
 end
 
+local spent = nil
 if budget ~= '' then
-  local spent = tonumber(redis.call('GET', KEYS[6]) or '0')
+  spent = tonumber(redis.call('GET', KEYS[6]) or '0')
   if spent >= tonumber(budget) then
     return {0, 'budget', '0', tostring(spent)}
   end
@@ -120,6 +121,9 @@ if maxp >= 0 then
   local ttl = tonumber(ARGV[9])
   redis.call('ZADD', KEYS[5], now + ttl, ARGV[8])
   redis.call('PEXPIRE', KEYS[5], ttl)
+end
+if spent then
+  return {1, tostring(spent)}
 end
 return {1}
 """
@@ -185,6 +189,7 @@ class Lease:
     tokens: int  # the estimate taken
     period: str
     period_end: float | None
+    spent_usd: float | None = None  # the period's spend before this request (keys with a budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +312,7 @@ class SharedCounters:
             return reply
         if int(reply[0]) == 1:
             return Lease(name, lease_id, window, max(0, est_tokens) if limits.tpm is not None else 0,
-                         limits.period, limits.period_end)
+                         limits.period, limits.period_end, float(_text(reply[1])) if len(reply) > 1 else None)
         reason = _text(reply[1])
         if reason == "budget":
             end = limits.period_end

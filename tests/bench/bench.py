@@ -1000,6 +1000,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keys-ab", action="store_true",
                     help="keys off vs 100 keys configured with the embedded spend store on, side by side "
                          "with the --ab-* options (tests/bench/ab_keys.py)")
+    ap.add_argument("--keys-redis", action="store_true",
+                    help="with --keys-ab: keys off vs 100 keys with limits and spend on a local redis-server")
     ap.add_argument("--versus", metavar="REV",
                     help="instead of the table: the code at git revision REV ('base', from a temporary worktree) "
                          "vs the current tree ('new'), side by side with the --ab-* options (tests/bench/ab_versus.py)")
@@ -1038,9 +1040,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bench = ObservabilityAB(args)
     elif args.keys_ab:
-        from ab_keys import KeysAB
+        from ab_keys import KeysAB, KeysRedisAB
 
-        bench = KeysAB(args)
+        bench = KeysRedisAB(args) if args.keys_redis else KeysAB(args)
     elif args.versus:
         from ab_versus import VersusAB
 

@@ -179,7 +179,7 @@ def deployment_views(app: web.Application) -> list[dict[str, Any]]:
     return [_deployment_view(s) for s in app[PROXY].runtime.router.states.values()]
 async def local_keys(app: web.Application) -> dict[str, Any]:
     proxy = app[PROXY]
-    return keys_view(proxy.runtime.keys, proxy.keys)
+    return await keys_view(proxy.runtime.keys, proxy.keys)
 
 
 async def get_keys(request: web.Request) -> web.Response:
@@ -188,8 +188,7 @@ async def get_keys(request: web.Request) -> web.Response:
     group = request.app.get(SIBLINGS)
     if group is not None:
         views = await group.view("keys", doc)
-        shared = request.app[PROXY].runtime.config.state.redis is not None
-        doc = {**merge_keys(group.info.index, views, shared), "workers": group.info.count,
+        doc = {**merge_keys(group.info.index, views), "workers": group.info.count,
                "workers_answering": len(views)}
     return masked(request, doc)
 
