@@ -45,6 +45,7 @@ from ..config.tree import Config, ConfigError, parse_config, read_config_bytes
 from ..config.views import summarize
 from ..observe.observation import reloaded
 from .config_history import CONFIG_HISTORY, SOURCES, ConfigHistory
+from .response_store import backend_of
 from .runtime import PROXY, Proxy
 
 log = logging.getLogger("llmproxy.reload")
@@ -214,6 +215,9 @@ class Reloader:
         if old.state.redis != new.state.redis:
             log.warning("state.redis changed: the Redis connection is opened at start-up, "
                         "the new one applies after a restart")
+        if backend_of(old) != backend_of(new):
+            log.warning("responses.store_backend changed (%s to %s): stored responses stay in the %s store "
+                        "until a restart", backend_of(old), backend_of(new), backend_of(old))
         if old.state.path != new.state.path:
             log.warning("state.path changed: spend keeps going to the store opened at start until a restart")
 
