@@ -167,13 +167,15 @@ def test_the_report_says_what_was_not_mapped_and_why() -> None:
 def test_the_mixed_config_maps_what_exists_and_reports_the_rest() -> None:
     _, rows, text = load(FIXTURES / "mixed.yaml")
     by = {(r.setting, r.outcome): r.detail for r in rows}
-    for setting in ("litellm_settings.cache", "litellm_settings.cache_params", "general_settings.database_url",
-                    "litellm_settings.success_callback", "router_settings.context_window_fallbacks",
+    for setting in ("general_settings.database_url", "litellm_settings.success_callback", "router_settings.context_window_fallbacks",
                     "model_list[11].litellm_params.model", "model_list[12].litellm_params.model",
                     "model_list[6].litellm_params.model", "environment_variables",
                     "model_list[1].litellm_params.stream_timeout"):
         assert (setting, NOT_MAPPED) in by, setting
-    assert "no response cache" in by[("litellm_settings.cache", NOT_MAPPED)]
+    assert "virtual keys" in by[("general_settings.database_url", NOT_MAPPED)]
+    assert ("litellm_settings.cache", MAPPED) in by and ("litellm_settings.cache_params.ttl", MAPPED) in by
+    assert "router_settings' redis_host" in by[("litellm_settings.cache_params.host", APPROX)]
+    assert not any("yet" in r.detail for r in rows)  # nothing reported missing that llmproxy has now
     assert (("router_settings.routing_strategy", APPROX)) in by
     assert ("model_list[3].litellm_params.model", APPROX) in by  # no prefix: taken as openai/
     # Every LiteLLM setting the file holds has a row: nothing is skipped silently.
@@ -190,7 +192,11 @@ def test_the_mixed_config_maps_what_exists_and_reports_the_rest() -> None:
     assert config.retry.retries == 3 and config.breaker.failures == 3 and config.breaker.cooldown == 45
     assert config.timeouts.total == 120
     assert config.state.redis == "redis://:val-redis_password@val-redis_host:6379/0"
-    assert config.server.api_keys == frozenset({"val-litellm_master_key"})
+    assert config.cache.enabled and config.cache.backend == "redis" and config.cache.scope == "global"
+    assert config.cache.ttl == 600
+    assert config.server.api_keys == frozenset()
+    (master,) = config.keys
+    assert (master.name, master.role) == ("litellm-master-key", "admin")
     assert dict(config.aliases) == {"gpt-4": "gpt-4o", "sonnet": "claude"}
     assert config.models["gpt-4o"].fallbacks == ("claude", "gpt-4o-mini")
     assert config.models["claude"].fallbacks == ("gpt-4o",)
@@ -210,6 +216,7 @@ async def test_the_mixed_config_through_the_proxy(start_proxy, fake_upstream, op
     fake.responder = answer
     served = pointed_at(doc, config, fake.url)
     served.pop("state")  # the imported Redis host is not one this test can reach
+    served["cache"] = {**served["cache"], "backend": "memory"}
     proxy = await start_proxy(yaml.safe_dump(served), env=env)
     client = openai_client(proxy, api_key="val-litellm_master_key")
     expected = {"gpt-4o": {("gpt-4o", "Bearer val-openai_api_key"), ("gpt-4o-eastus", "val-azure_api_key_east")},
@@ -239,7 +246,7 @@ def test_the_readme_command_on_the_example(tmp_path: Path) -> None:
     out = tmp_path / "llmproxy.yaml"
     result = run_cli("import-litellm", "configs/litellm/config.yaml", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert "litellm_settings.cache" in result.stderr and "not mapped" in result.stderr
+    assert re.search(r"litellm_settings\.cache +mapped +cache\.enabled: true", result.stderr)
     text = out.read_text()
     assert text.startswith("# llmproxy config imported from the LiteLLM config configs/litellm/config.yaml")
     check = run_cli("check", str(out), env=env_for(text))
