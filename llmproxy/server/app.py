@@ -66,7 +66,7 @@ from .handlers import (
     responses,
     ui,
 )
-from . import siblings
+from . import response_store_group, siblings
 from .health_checks import HEALTH_CHECKS, HealthChecker, health_checks_ctx
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
@@ -208,7 +208,11 @@ def create_app(config: Config, config_path: str | None = None,
     app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics, app.get(SHARED_REDIS))
     app.cleanup_ctx.append(_cache_ctx)
     if worker is not None:
-        siblings.join_group(app, worker, admin.GROUP_VIEWS, admin.GROUP_ACTIONS)
+        siblings.join_group(app, worker, admin.GROUP_VIEWS, {**admin.GROUP_ACTIONS, **response_store_group.ACTIONS})
+        store = app[RESPONSE_STORE]
+        if isinstance(store, MemoryStore) and worker.count > 1:
+            # Without Redis each worker keeps its own; a follow-up that lands elsewhere asks the others.
+            app[RESPONSE_STORE] = response_store_group.GroupStore(store, app[siblings.SIBLINGS])
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)

@@ -1,10 +1,11 @@
 """Stored Responses (``store``, ``previous_response_id``): the store's contract and its memory backend.
 
-Two backends behind one small async API (``get`` / ``put`` / ``delete``):
-``MemoryStore`` here (this process; the default without ``state.redis``) and
-``state/response_store_redis.py`` (shared by every process and pod on
-``state.redis``). ``responses.store_backend`` chooses, at start-up
-(``backend_of``).
+Backends behind one small async API (``get`` / ``put`` / ``delete``):
+``MemoryStore`` here (this process; the default without ``state.redis``),
+``response_store_group.py`` (a ``--workers`` group's memory stores, asking
+each other on a miss) and ``state/response_store_redis.py`` (shared by every
+process and pod on ``state.redis``). ``responses.store_backend`` chooses, at
+start-up (``backend_of``).
 
 Each entry keeps the Response and its context: every item of the chain up
 to and including this turn's input and output, as OpenAI rebuilds a
@@ -59,10 +60,10 @@ class StoreUnavailable(ServiceUnavailable):
 
     code = "response_store_unavailable"
 
-    def __init__(self, rid: str) -> None:
+    def __init__(self, rid: str, why: str = "the shared store, state.redis, is unreachable") -> None:
         super().__init__(
-            f"Stored responses are unavailable right now (the shared store, state.redis, is unreachable): "
-            f"response '{rid}' cannot be looked up; retry shortly.",
+            f"Stored responses are unavailable right now ({why}): response '{rid}' cannot be looked up; "
+            "retry shortly.",
             headers={"Retry-After": "1"},
         )
 
