@@ -20,6 +20,7 @@ upstream's, so only native deployments are tried.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -47,6 +48,8 @@ from ..response_store import RESPONSE_STORE, NotKept, ResponseStore, Stored
 from ..runtime import PROXY, REQUEST_ID
 from .common import json_response, read_json, resolve_model
 from .routing import make_plan
+
+log = logging.getLogger("llmproxy.responses")
 
 
 class ResponsesWriter:
@@ -152,8 +155,12 @@ class ResponsesWriter:
     async def saved(self) -> None:
         """Until the put ``keep`` began has finished (shielded: a departing
         client does not cancel it); a unary answer is sent only after it."""
-        if self.saving is not None:
+        if self.saving is None:
+            return
+        try:
             await asyncio.shield(self.saving)
+        except Exception:  # a bug of ours in storing must not cost the client its answer
+            log.exception("responses: storing a response failed")
 
 
 class _Stacked(Chained):
