@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import textwrap
 import zlib
 
 import aiohttp
@@ -253,3 +254,25 @@ async def test_redis_stopped_mid_run(start_proxy, fake_upstream, redis_factory, 
     after = await client.responses.create(model="m", input="back")
     follow = await client.responses.create(model="m", previous_response_id=after.id, input="again")
     assert follow.status == "completed"
+
+
+async def test_reload_keeps_the_backend_and_applies_the_limits(tmp_path, start_proxy, fake_upstream, redis_url,
+                                                               openai_client, caplog):
+    fake = await fake_upstream()
+    cfg = tmp_path / "llmproxy.yaml"
+    base = config(fake.url, redis_url) + "\n    admin: {token: adm-secret-token}\n    reload: {enabled: false}\n"
+    cfg.write_text(textwrap.dedent(base))
+    proxy = await start_proxy.from_file(cfg)
+    cfg.write_text(textwrap.dedent(base + "    responses: {store_backend: memory, store_ttl: 5}\n"))
+    with caplog.at_level(logging.WARNING, logger="llmproxy"):
+        async with aiohttp.ClientSession() as s, s.post(proxy.url + "/admin/reload",
+                                                        headers={"Authorization": "Bearer adm-secret-token"}) as r:
+            assert r.status == 200, await r.text()
+    assert any("responses.store_backend changed (redis to memory)" in r.getMessage() for r in caplog.records)
+    assert proxy.app[RESPONSE_STORE].kind == "redis"  # until a restart
+    resp = await openai_client(proxy).responses.create(model="m", input="q")
+    r = aioredis.from_url(redis_url)
+    try:
+        assert 0 < await r.pttl(f"llmproxy:responses:{resp.id}") <= 5000  # the new store_ttl, live
+    finally:
+        await r.aclose()
