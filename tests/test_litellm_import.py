@@ -167,7 +167,8 @@ def test_the_report_says_what_was_not_mapped_and_why() -> None:
 def test_the_mixed_config_maps_what_exists_and_reports_the_rest() -> None:
     _, rows, text = load(FIXTURES / "mixed.yaml")
     by = {(r.setting, r.outcome): r.detail for r in rows}
-    for setting in ("general_settings.database_url", "litellm_settings.success_callback", "router_settings.context_window_fallbacks",
+    for setting in ("general_settings.database_url", "litellm_settings.success_callback",
+                    "router_settings.context_window_fallbacks",
                     "model_list[11].litellm_params.model", "model_list[12].litellm_params.model",
                     "model_list[6].litellm_params.model", "environment_variables",
                     "model_list[1].litellm_params.stream_timeout"):

@@ -1,4 +1,4 @@
-"""LiteLLM's response cache (``litellm_settings.cache``, ``cache_params``) → llmproxy's ``cache:`` and ``state.redis``.
+"""LiteLLM's response cache (``litellm_settings.cache``, ``cache_params``) → ``cache:`` and ``state.redis``.
 
 What LiteLLM's proxy does with them (proxy_server.py, ``load_config``; docs
 "Caching" and "Cache Settings"):
