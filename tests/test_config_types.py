@@ -33,7 +33,7 @@ FULL: dict[str, Any] = {
     "logging": {"level": "info", "format": "json", "access_log": True, "redact_emails": False,
                 "redact_cards": False, "log_bodies": False},
     "metrics": {"enabled": True, "listen": "127.0.0.1:9464"},
-    "responses": {"store_max": 100, "store_ttl": 60},
+    "responses": {"store_backend": "memory", "store_max": 100, "store_ttl": 60, "store_max_entry_bytes": "1MiB"},
     "state": {"path": "state/llmproxy.db", "redis": "redis://:hunter2@127.0.0.1:6379/0"},
     "auth": {"jwt": {"issuer": "https://idp.example.com/", "audience": "llmproxy", "jwks_file": "jwks.json",
                      "jwks_url": "https://idp.example.com/.well-known/jwks.json", "algorithms": ["RS256", "EdDSA"],

@@ -167,13 +167,16 @@ def test_the_report_says_what_was_not_mapped_and_why() -> None:
 def test_the_mixed_config_maps_what_exists_and_reports_the_rest() -> None:
     _, rows, text = load(FIXTURES / "mixed.yaml")
     by = {(r.setting, r.outcome): r.detail for r in rows}
-    for setting in ("litellm_settings.cache", "litellm_settings.cache_params", "general_settings.database_url",
-                    "litellm_settings.success_callback", "router_settings.context_window_fallbacks",
+    for setting in ("general_settings.database_url", "litellm_settings.success_callback",
+                    "router_settings.context_window_fallbacks",
                     "model_list[11].litellm_params.model", "model_list[12].litellm_params.model",
                     "model_list[6].litellm_params.model", "environment_variables",
                     "model_list[1].litellm_params.stream_timeout"):
         assert (setting, NOT_MAPPED) in by, setting
-    assert "no response cache" in by[("litellm_settings.cache", NOT_MAPPED)]
+    assert "virtual keys" in by[("general_settings.database_url", NOT_MAPPED)]
+    assert ("litellm_settings.cache", MAPPED) in by and ("litellm_settings.cache_params.ttl", MAPPED) in by
+    assert "router_settings' redis_host" in by[("litellm_settings.cache_params.host", APPROX)]
+    assert not any("yet" in r.detail for r in rows)  # nothing reported missing that llmproxy has now
     assert (("router_settings.routing_strategy", APPROX)) in by
     assert ("model_list[3].litellm_params.model", APPROX) in by  # no prefix: taken as openai/
     # Every LiteLLM setting the file holds has a row: nothing is skipped silently.
@@ -190,7 +193,11 @@ def test_the_mixed_config_maps_what_exists_and_reports_the_rest() -> None:
     assert config.retry.retries == 3 and config.breaker.failures == 3 and config.breaker.cooldown == 45
     assert config.timeouts.total == 120
     assert config.state.redis == "redis://:val-redis_password@val-redis_host:6379/0"
-    assert config.server.api_keys == frozenset({"val-litellm_master_key"})
+    assert config.cache.enabled and config.cache.backend == "redis" and config.cache.scope == "global"
+    assert config.cache.ttl == 600
+    assert config.server.api_keys == frozenset()
+    (master,) = config.keys
+    assert (master.name, master.role) == ("litellm-master-key", "admin")
     assert dict(config.aliases) == {"gpt-4": "gpt-4o", "sonnet": "claude"}
     assert config.models["gpt-4o"].fallbacks == ("claude", "gpt-4o-mini")
     assert config.models["claude"].fallbacks == ("gpt-4o",)
@@ -210,6 +217,7 @@ async def test_the_mixed_config_through_the_proxy(start_proxy, fake_upstream, op
     fake.responder = answer
     served = pointed_at(doc, config, fake.url)
     served.pop("state")  # the imported Redis host is not one this test can reach
+    served["cache"] = {**served["cache"], "backend": "memory"}
     proxy = await start_proxy(yaml.safe_dump(served), env=env)
     client = openai_client(proxy, api_key="val-litellm_master_key")
     expected = {"gpt-4o": {("gpt-4o", "Bearer val-openai_api_key"), ("gpt-4o-eastus", "val-azure_api_key_east")},
@@ -239,7 +247,7 @@ def test_the_readme_command_on_the_example(tmp_path: Path) -> None:
     out = tmp_path / "llmproxy.yaml"
     result = run_cli("import-litellm", "configs/litellm/config.yaml", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert "litellm_settings.cache" in result.stderr and "not mapped" in result.stderr
+    assert re.search(r"litellm_settings\.cache +mapped +cache\.enabled: true", result.stderr)
     text = out.read_text()
     assert text.startswith("# llmproxy config imported from the LiteLLM config configs/litellm/config.yaml")
     check = run_cli("check", str(out), env=env_for(text))
@@ -275,3 +283,113 @@ def test_odd_litellm_documents_are_reported_not_crashes() -> None:
             text = yaml.safe_dump(out)
             parse_config(text, env=env_for(text))
 
+
+
+# --------------------------------------------------------------------------- the cache and keys
+
+
+def cache_import(litellm: dict[str, Any], router: dict[str, Any] | None = None,
+                 general: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[tuple[str, str], str], Config]:
+    doc = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini"}}],
+           "litellm_settings": litellm, "router_settings": router or {}, "general_settings": general or {}}
+    out, rows = convert(doc)
+    text = to_yaml(out, "test.yaml", rows)
+    return out, {(r.setting, r.outcome): r.detail for r in rows}, parse_config(text, env=env_for(text))
+
+
+def test_cache_local_with_ttl_is_the_memory_backend() -> None:
+    out, by, config = cache_import({"cache": True, "cache_params": {"type": "local", "ttl": 120,
+                                                                    "supported_call_types": ["acompletion"]}})
+    assert out["cache"] == {"enabled": True, "backend": "memory", "scope": "global", "ttl": 120}
+    assert config.cache.backend == "memory" and config.cache.ttl == 120 and config.state.redis is None
+    assert ("litellm_settings.cache_params.type", MAPPED) in by
+    assert "embeddings" in by[("litellm_settings.cache_params.supported_call_types", APPROX)]
+
+
+def test_cache_params_redis_host_port_password_become_state_redis() -> None:
+    out, by, config = cache_import({"cache": True, "cache_params": {
+        "type": "redis", "host": "os.environ/CACHE_HOST", "port": 6380, "password": "os.environ/CACHE_PASSWORD",
+        "namespace": "litellm.caching", "default_in_redis_ttl": 30, "default_in_memory_ttl": 5,
+        "redis_startup_nodes": [{"host": "a", "port": 1}]}})
+    assert out["state"] == {"redis": "redis://:${CACHE_PASSWORD}@${CACHE_HOST}:6380/0"}
+    assert config.state.redis == "redis://:val-cache_password@val-cache_host:6380/0"
+    assert config.cache.backend == "redis" and config.cache.ttl == 30
+    assert ("litellm_settings.cache_params.password", MAPPED) in by
+    assert ("litellm_settings.cache_params.namespace", APPROX) in by
+    assert ("litellm_settings.cache_params.default_in_memory_ttl", APPROX) in by
+    assert "no cluster" in by[("litellm_settings.cache_params.redis_startup_nodes", NOT_MAPPED)]
+    assert not any("val-" in d or "CACHE_PASSWORD" in d for d in by.values())
+
+
+def test_cache_on_without_params_reads_litellms_redis_variables() -> None:
+    out, by, config = cache_import({"cache": True})
+    assert out["state"]["redis"] == "redis://:${REDIS_PASSWORD:-}@${REDIS_HOST}:${REDIS_PORT:-6379}/0"
+    assert config.state.redis == "redis://:@val-redis_host:6379/0" and config.cache.backend == "redis"
+    assert "REDIS_URL" in by[("litellm_settings.cache_params.host", APPROX)]
+    assert ("litellm_settings.cache_params.type (default redis)", MAPPED) in by
+    doc = {"model_list": [], "litellm_settings": {"cache": True, "cache_params": {
+        "type": "redis", "url": "os.environ/REDIS_URL", "ssl": True}}}
+    out, rows = convert(doc)
+    assert out["state"]["redis"] == "${REDIS_URL}"
+    assert ("litellm_settings.cache_params.ssl", APPROX) in {(r.setting, r.outcome) for r in rows}
+    out, _ = convert({**doc, "litellm_settings": {"cache": True, "cache_params": {"host": "h", "ssl": True,
+                                                                                 "db": 2}}})
+    assert out["state"]["redis"] == "rediss://h:6379/2"
+
+
+def test_cache_with_router_redis_uses_the_one_state_redis() -> None:
+    router = {"redis_host": "redis.internal", "redis_port": 6379, "redis_password": "os.environ/REDIS_PASSWORD"}
+    out, by, _ = cache_import({"cache": True, "cache_params": {"type": "redis", "host": "other.internal"}}, router)
+    assert out["state"]["redis"] == "redis://:${REDIS_PASSWORD}@redis.internal:6379/0"
+    assert "one Redis" in by[("litellm_settings.cache_params", APPROX)]
+
+
+@pytest.mark.parametrize(("kind", "backend"), [("redis-semantic", "redis"), ("qdrant-semantic", "memory"),
+                                               ("s3", "memory"), ("disk", "memory")])
+def test_cache_types_llmproxy_lacks_are_approximated(kind: str, backend: str) -> None:
+    out, by, config = cache_import({"cache": True, "cache_params": {"type": kind, "host": "h"}})
+    assert config.cache.enabled and config.cache.backend == backend
+    assert ("litellm_settings.cache_params.type", APPROX) in by
+
+
+def test_cache_left_off_when_litellm_would_not_cache_every_request() -> None:
+    for litellm in ({"cache": False, "cache_params": {"type": "redis"}},
+                    {"cache": True, "cache_params": {"type": "redis", "mode": "default_off"}},
+                    {"cache": True, "cache_params": {"type": "memcached"}}):
+        out, by, config = cache_import(litellm)
+        assert "cache" not in out and not config.cache.enabled, litellm
+        assert "state" not in out
+    _, by, _ = cache_import({"cache": True, "cache_params": {"mode": "default_off"}})
+    assert "opt-in" in by[("litellm_settings.cache", NOT_MAPPED)]
+
+
+def test_master_key_is_an_admin_key_or_a_short_client_key() -> None:
+    out, by, config = cache_import({}, general={"master_key": "os.environ/LITELLM_MASTER_KEY"})
+    assert out["keys"] == [{"name": "litellm-master-key", "key": "${LITELLM_MASTER_KEY}", "role": "admin"}]
+    assert "database" in by[("general_settings.master_key", MAPPED)]
+    out, by, config = cache_import({}, general={"master_key": "sk-1234"})  # LiteLLM's docs' example
+    assert out["server"]["api_keys"] == ["sk-1234"] and "keys" not in out
+    assert ("general_settings.master_key", APPROX) in by
+
+
+async def test_an_imported_cache_serves_repeats_through_the_proxy(start_proxy, fake_upstream, openai_client,
+                                                                  redis_url) -> None:
+    """cache: true + cache_params {type: redis, host, port}: the second identical request is a hit
+    (on a real Redis) and never reaches the fake."""
+    host, port = urlsplit(redis_url).hostname, urlsplit(redis_url).port
+    doc = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini",
+                                                                 "api_key": "os.environ/OPENAI_API_KEY"}}],
+           "litellm_settings": {"cache": True, "cache_params": {"type": "redis", "host": host, "port": port,
+                                                                "ttl": 60}},
+           "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"}}
+    out, _ = convert(doc)
+    env = {"OPENAI_API_KEY": "sk-openai-test-key", "LITELLM_MASTER_KEY": "sk-litellm-master-0123456789"}
+    fake = await fake_upstream()
+    out["providers"]["openai"]["base_url"] = fake.url + "/v1"
+    proxy = await start_proxy(yaml.safe_dump(out), env=env)
+    client = openai_client(proxy, api_key=env["LITELLM_MASTER_KEY"])
+    for _ in range(2):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-llmproxy-cache"] == "hit" and raw.parse().choices[0].message.content == "hi"
+    assert len(fake.seen) == 1

@@ -18,22 +18,21 @@ Each ``model_list`` entry is one deployment of the model named by its
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import yaml
 
+from .litellm_cache import convert_cache
+from .litellm_common import APPROX, MAPPED, NOT_MAPPED, Row, env_ref, redis_url
+from .litellm_common import number as _number
+from .keys_validate import MIN_KEY_LENGTH
 from .names import match_wildcard, wildcard_prefix, wildcard_table
 
+# general_settings.master_key becomes this key (role admin).
+MASTER_KEY_NAME = "litellm-master-key"
 
-class Row(NamedTuple):
-    setting: str  # where in the LiteLLM config, e.g. model_list[2].litellm_params.rpm
-    outcome: str  # mapped | approximated | not mapped
-    detail: str
-
-
-MAPPED, APPROX, NOT_MAPPED = "mapped", "approximated", "not mapped"
+__all__ = ["APPROX", "MAPPED", "NOT_MAPPED", "Row", "convert", "report_text", "to_yaml"]
 
 
 class Prefix(NamedTuple):
@@ -84,34 +83,12 @@ STRATEGIES: Mapping[str, tuple[str, str, str]] = {
         "no lowest-usage pick: traffic by weight, and each deployment's rpm/tpm are enforced as limits")),
 }
 
-_ENV = re.compile(r"os\.environ/([A-Za-z_][A-Za-z0-9_]*)")
 # Deployment settings read from litellm_params, besides model / api_base / api_key.
 _PROVIDER_PARAMS = ("api_version", "organization", "aws_region_name", "aws_access_key_id",
                     "aws_secret_access_key", "aws_session_token", "vertex_project", "vertex_location",
                     "extra_headers")
 _DEPLOYMENT_PARAMS = ("rpm", "tpm", "weight", "order", "timeout", "max_parallel_requests",
                       "input_cost_per_token", "output_cost_per_token")
-
-
-def env_ref(value: Any) -> Any:
-    """``os.environ/VAR`` → ``${VAR}``; anything else as it is."""
-    if isinstance(value, str) and (m := _ENV.fullmatch(value.strip())):
-        return "${" + m.group(1) + "}"
-    return value
-
-
-def _number(value: Any) -> float | None:
-    value = env_ref(value)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 class _Converter:
@@ -437,14 +414,13 @@ class _Converter:
                 if key in node:
                     self.row(f"router_settings.{key}", NOT_MAPPED, "no redis_host")
             return
-        host = env_ref(node["redis_host"])
-        port = env_ref(node.get("redis_port", 6379))
-        password = env_ref(node.get("redis_password"))
-        auth = f":{password}@" if password else ""
-        self.out["state"] = {"redis": f"redis://{auth}{host}:{port}/0"}
+        password = node.get("redis_password")
+        self.out["state"] = {"redis": redis_url(node["redis_host"], node.get("redis_port", 6379),
+                                                password if password else None)}
         for key in ("redis_host", "redis_port", "redis_password"):
             if key in node:
-                self.row(f"router_settings.{key}", MAPPED, "state.redis (limits shared across processes)")
+                self.row(f"router_settings.{key}", MAPPED,
+                         "state.redis (the Redis the cache and stored Responses share across processes)")
 
     def litellm_settings(self, node: dict[str, Any]) -> None:
         if "request_timeout" in node:
@@ -460,20 +436,31 @@ class _Converter:
                          "x-llmproxy-dropped-params)")
             else:
                 self.row("litellm_settings.drop_params", MAPPED, "defaults.unsupported_params: error (the default)")
-        for key in ("cache", "cache_params"):
-            if key in node:
-                self.row(f"litellm_settings.{key}", NOT_MAPPED, "llmproxy has no response cache yet")
+        state = self.out.get("state")
+        cache, url = convert_cache(node, state["redis"] if state else None, self.row)
+        if cache is not None:
+            self.out["cache"] = cache
+        if url is not None:
+            self.out["state"] = {"redis": url}
         for key in node:
             if key not in ("request_timeout", "drop_params", "cache", "cache_params", "num_retries", "fallbacks"):
                 self.row(f"litellm_settings.{key}", NOT_MAPPED, _unknown_setting(key))
 
     def general_settings(self, node: dict[str, Any]) -> None:
         if "master_key" in node:
-            key = env_ref(node["master_key"])
-            self.out.setdefault("server", {})["api_keys"] = [str(key)]
-            self.row("general_settings.master_key", APPROX,
-                     "server.api_keys: clients send it as Bearer as before; llmproxy has no virtual keys, "
-                     "so it is the one accepted key")
+            key = str(env_ref(node["master_key"]))
+            if key.startswith("${") or len(key) >= MIN_KEY_LENGTH:
+                self.out["keys"] = [{"name": MASTER_KEY_NAME, "key": key, "role": "admin"}]
+                self.row("general_settings.master_key", MAPPED,
+                         f"keys: {MASTER_KEY_NAME}, role admin: sent as Bearer as before, and it may use "
+                         "/admin/* as LiteLLM's master key its admin API; the virtual keys made with it are in "
+                         "LiteLLM's database, not this file: recreate them under keys:")
+            else:
+                self.out.setdefault("server", {})["api_keys"] = [key]
+                self.row("general_settings.master_key", APPROX,
+                         f"server.api_keys: shorter than the {MIN_KEY_LENGTH} characters keys: needs, so a "
+                         "plain client key without the admin role; better: a longer one from os.environ/VAR")
+
         for key in node:
             if key != "master_key":
                 self.row(f"general_settings.{key}", NOT_MAPPED, _unknown_setting(key))
@@ -500,12 +487,17 @@ def _unknown_param(key: str) -> str:
 
 
 _NOT_YET = {
-    "database_url": "llmproxy has no virtual keys or spend database yet",
+    "database_url": "LiteLLM's database (virtual keys, teams, budgets, spend) is not read: recreate each key "
+                    "under keys: (llmproxy key new NAME prints the entry; models, rpm, tpm, max_parallel, budget "
+                    "per key); spend starts at 0 in state.path",
     "alerting": "llmproxy has no alerting; use its Prometheus metrics",
     "success_callback": "llmproxy has no callbacks; use its access log, metrics and traces",
     "failure_callback": "llmproxy has no callbacks; use its access log, metrics and traces",
     "callbacks": "llmproxy has no callbacks; use its access log, metrics and traces",
-    "max_budget": "llmproxy has no budgets yet",
+    "max_budget": "llmproxy's budgets are per key (keys[].budget: {usd, period}); there is no proxy-wide one",
+    "budget_duration": "llmproxy's budgets are per key (keys[].budget.period: 1h, 1d, 7d or 30d)",
+    "max_internal_user_budget": "llmproxy's budgets are per key (keys[].budget)",
+    "default_max_internal_user_budget": "llmproxy's budgets are per key (keys[].budget)",
     "context_window_fallbacks": "llmproxy does not classify errors by context window; use fallbacks",
     "content_policy_fallbacks": "llmproxy does not classify errors by content policy; use fallbacks",
     "enable_pre_call_checks": "no pre-call context window check",
@@ -540,6 +532,10 @@ def convert(doc: Any) -> tuple[dict[str, Any], list[Row]]:
         out["server"] = conv.out["server"]
     if "state" in conv.out:
         out["state"] = conv.out["state"]
+    if "cache" in conv.out:
+        out["cache"] = conv.out["cache"]
+    if "keys" in conv.out:
+        out["keys"] = conv.out["keys"]
     if conv.defaults:
         out["defaults"] = conv.defaults
     out["providers"] = conv.providers

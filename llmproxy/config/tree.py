@@ -378,11 +378,22 @@ class MetricsConfig:
                              help="HOST:PORT to also serve /metrics on (e.g. 0.0.0.0:9464)")
 
 
+RESPONSE_STORE_BACKENDS = ("auto", "memory", "redis")
+
+
 @dataclass(frozen=True, slots=True)
 class ResponsesConfig:
-    store_max: int = key(10000, help="stored responses kept for previous_response_id and GET "
+    store_backend: str = key("auto", kind="enum", choices=RESPONSE_STORE_BACKENDS,
+                             help="where stored responses live: auto (redis when state.redis is set, else "
+                                  "memory), memory (this process), redis (state.redis, shared by every "
+                                  "process); chosen at start-up")
+    store_max: int = key(10000, help="memory store: stored responses kept for previous_response_id and GET "
                                      "/v1/responses/{id} (translated providers; the oldest go first)")
     store_ttl: float = key(3600.0, help="seconds a stored response is kept")
+    store_max_entry_bytes: int = key(8 * 1024 * 1024, kind="size",
+                                     help="redis store: largest stored response with its conversation "
+                                          "(encoded, before compression); a bigger one is not stored, and a "
+                                          "follow-up to it says so")
 
 
 def _check_redis_url(value: str) -> str | None:

@@ -335,6 +335,8 @@ class Validator:
         self.jwt(v["auth"].jwt)
         if v["cache"].enabled and v["cache"].backend == "redis" and v["state"].redis is None:
             self.fail("cache.backend", "redis needs state.redis (the server's redis:// URL)")
+        if v["responses"].store_backend == "redis" and v["state"].redis is None:
+            self.fail("responses.store_backend", "redis needs state.redis (the server's redis:// URL)")
         providers = self.providers(v.get("providers"), v["timeouts"], v["limits"])
         models = self.models(v.get("models"), providers)
         from .keys_validate import apply_prices, prices_file, virtual_keys  # they use this class

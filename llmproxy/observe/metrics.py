@@ -298,6 +298,10 @@ class Metrics:
         self._cache_backend_errors = f("llmproxy_cache_backend_errors",
                                        "Response cache backend operations that failed (Redis unreachable...): "
                                        "served from upstream instead", "counter", ())
+        self._response_store_errors = f("llmproxy_response_store_errors",
+                                        "Stored-response operations state.redis could not answer, by op: put "
+                                        "(a response not stored), get and delete (answered 503)", "counter",
+                                        ("op",))
         # No sample until state.redis is configured (redis_up() sets it).
         self._redis_up = f("llmproxy_redis_up", "1 while state.redis answers, 0 during an outage "
                            "(the proxy then serves on local state)", "gauge", ())
@@ -306,10 +310,11 @@ class Metrics:
             self._requests, self._duration, self._ttft, self._usage, self._tokens, self._cost,
             self._in_flight, self._retries, self._fallbacks, self._rate_limited, self._upstream_errors,
             self._dropped, self._health_checks, self._reloads, self._reload_ok, self._reload_at,
-            self._cache_requests, self._cache_backend_errors, self._redis_up, build,
+            self._cache_requests, self._cache_backend_errors, self._response_store_errors, self._redis_up, build,
         )
         # Shown only once they have a sample: the features they describe are configured.
-        self.optional = frozenset({self._cache_requests, self._cache_backend_errors, self._redis_up})
+        self.optional = frozenset({self._cache_requests, self._cache_backend_errors, self._response_store_errors,
+                                   self._redis_up})
         build.value((version,)).v = 1.0
         self._reload_values = (self._reloads.value(("success",)), self._reloads.value(("failure",)))
         self._reload_ok.value(()).v = 1.0
@@ -535,6 +540,14 @@ class Metrics:
 
     def cache_backend_error(self) -> None:
         self._cache_backend_errors.value(()).v += 1
+
+    def response_store_configured(self, ops: tuple[str, ...]) -> None:
+        """The Redis store is on: its error counters show, at 0."""
+        for op in ops:
+            self._response_store_errors.value((op,))
+
+    def response_store_error(self, op: str) -> None:
+        self._response_store_errors.value((op,)).v += 1
 
     def reload(self, ok: bool) -> None:
         self._reload_values[0 if ok else 1].v += 1

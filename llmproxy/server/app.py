@@ -31,7 +31,7 @@ from aiohttp import web
 from .. import __version__
 from ..cache.keying import CACHE_HEADER
 from ..cache.response_cache import RESPONSE_CACHE, CacheSlot
-from ..config.tree import Config
+from ..config.tree import Config, ResponsesConfig
 from ..config.validate import parse_listen
 from ..config.views import summarize
 from ..errors import ProxyError, RequestTimeout
@@ -68,11 +68,11 @@ from .handlers import (
     responses,
     ui,
 )
-from . import siblings
+from . import response_store_group, siblings
 from .health_checks import HEALTH_CHECKS, HealthChecker, health_checks_ctx
 from .protocol import ProxyProtocol, ProxyRunner
 from .reload import reload_ctx
-from .response_store import RESPONSE_STORE, ResponseStore
+from .response_store import REDIS, RESPONSE_STORE, MemoryStore, ResponseStore, backend_of, response_store_ctx
 from .runtime import PROXY, REQUEST_ID, Proxy
 from .workers import WORKER_HEADER, WorkerInfo
 
@@ -213,11 +213,16 @@ def create_app(config: Config, config_path: str | None = None,
     app.cleanup_ctx.append(_observability_ctx)
     app.cleanup_ctx.append(_keys_ctx)
     app[door.LOOPBACK] = door.is_loopback(config.server.host)
-    app[RESPONSE_STORE] = ResponseStore(proxy.clock)
+    app[RESPONSE_STORE] = _response_store(app, config)
+    app.cleanup_ctx.append(response_store_ctx)
     app[RESPONSE_CACHE] = CacheSlot(config, proxy.clock, metrics, app.get(SHARED_REDIS))
     app.cleanup_ctx.append(_cache_ctx)
     if worker is not None:
-        siblings.join_group(app, worker, admin.GROUP_VIEWS, admin.GROUP_ACTIONS)
+        siblings.join_group(app, worker, admin.GROUP_VIEWS, {**admin.GROUP_ACTIONS, **response_store_group.ACTIONS})
+        store = app[RESPONSE_STORE]
+        if isinstance(store, MemoryStore) and worker.count > 1:
+            # Without Redis each worker keeps its own; a follow-up that lands elsewhere asks the others.
+            app[RESPONSE_STORE] = response_store_group.GroupStore(store, app[siblings.SIBLINGS])
     # Behind server.api_keys: everything not in `open_routes` below.
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
@@ -259,6 +264,22 @@ def create_app(config: Config, config_path: str | None = None,
                                               else siblings.handle_group_metrics))
     app[_OPEN_RESOURCES] = frozenset(r.resource for r in open_routes)
     return app
+
+
+def _response_store(app: web.Application, config: Config) -> ResponseStore:
+    """Stored Responses where ``responses.store_backend`` says, chosen once: a
+    reload that changes it is reported as needing a restart."""
+    proxy = app[PROXY]
+
+    def live() -> ResponsesConfig:
+        return proxy.runtime.config.responses
+
+    redis = app.get(SHARED_REDIS)
+    if backend_of(config) == REDIS and redis is not None:
+        from ..state.response_store_redis import RedisStore
+
+        return RedisStore(redis, live, app[METRICS])
+    return MemoryStore(proxy.clock, live)
 
 
 async def _end_live_tails(app: web.Application) -> None:

@@ -45,6 +45,7 @@ from ..config.tree import Config, ConfigError, parse_config, read_config_bytes
 from ..config.views import summarize
 from ..observe.observation import reloaded
 from .config_history import CONFIG_HISTORY, SOURCES, ConfigHistory
+from .response_store import backend_of
 from .runtime import PROXY, Proxy
 
 log = logging.getLogger("llmproxy.reload")
@@ -217,6 +218,9 @@ class Reloader:
         if old.auth != new.auth:
             log.warning("auth.jwt changed: the JWT verifier is built at start-up, the new settings apply "
                         "after a restart")
+        if backend_of(old) != backend_of(new):
+            log.warning("responses.store_backend changed (%s to %s): stored responses stay in the %s store "
+                        "until a restart", backend_of(old), backend_of(new), backend_of(old))
         if old.state.path != new.state.path:
             log.warning("state.path changed: spend keeps going to the store opened at start until a restart")
 

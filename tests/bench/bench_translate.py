@@ -65,7 +65,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from llmproxy.config.tree import parse_config  # noqa: E402
+from llmproxy.config.tree import ResponsesConfig, parse_config  # noqa: E402
 from llmproxy.ingress import responses as responses_ingress  # noqa: E402
 from llmproxy.providers import adapter_for  # noqa: E402
 from llmproxy.providers import anthropic_passthrough  # noqa: E402
@@ -73,7 +73,7 @@ from llmproxy.providers import openai as openai_provider  # noqa: E402
 from llmproxy.providers.base import CallContext  # noqa: E402
 from llmproxy.request.messages import MessagesIngress, translate  # noqa: E402
 from llmproxy.server.handlers.responses import ResponsesWriter, _with_ids  # noqa: E402
-from llmproxy.server.response_store import ResponseStore  # noqa: E402
+from llmproxy.server.response_store import MemoryStore, ResponseStore  # noqa: E402
 
 CFG = parse_config("""
 providers:
@@ -350,7 +350,7 @@ def responses_prep(store: ResponseStore) -> ResponsesWriter:
     items = responses_ingress.input_items(body)
     chat = responses_ingress.to_chat(body, [], stream=True)
     ids = responses_ingress.Ids("0123456789abcdef0123456789abcdef")
-    return ResponsesWriter(body, chat, ids, 1700000000, _with_ids(items, ids), [], store, (10000, 3600.0))
+    return ResponsesWriter(body, chat, ids, 1700000000, _with_ids(items, ids), [], store)
 
 
 def messages_passthrough_prep() -> dict:
@@ -362,7 +362,7 @@ def responses_native_prep(store: ResponseStore) -> ResponsesWriter:
     """handlers/responses.py for a model whose every deployment is native (no fallbacks): no chat form."""
     body = RESPONSES_REQUEST
     ids = responses_ingress.Ids("0123456789abcdef0123456789abcdef")
-    return ResponsesWriter(body, body, ids, 1700000000, [], [], store, (10000, 3600.0))
+    return ResponsesWriter(body, body, ids, 1700000000, [], [], store)
 
 
 def main() -> None:
@@ -393,7 +393,7 @@ def main() -> None:
 
     openai, anthropic = adapter_for("openai"), adapter_for("anthropic")
     o_dep, a_dep = DEP["openai"], DEP["anthropic"]
-    store = ResponseStore(time.monotonic)
+    store = MemoryStore(time.monotonic, ResponsesConfig)
     messages_chat = messages_prep()
     messages_ingress = MessagesIngress(MESSAGES_REQUEST, None, None)
     writer = responses_prep(store)

@@ -19,6 +19,8 @@ upstream's, so only native deployments are tried.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -42,10 +44,12 @@ from ...request.cached import ticket_for
 from ...request.forward import forward_stream, forward_unary
 from ...request.ingress import Chained
 from ...sse import encode_data
-from ..response_store import RESPONSE_STORE, ResponseStore, Stored
+from ..response_store import RESPONSE_STORE, NotKept, ResponseStore, Stored
 from ..runtime import PROXY, REQUEST_ID
 from .common import json_response, read_json, resolve_model
 from .routing import make_plan
+
+log = logging.getLogger("llmproxy.responses")
 
 
 class ResponsesWriter:
@@ -59,15 +63,15 @@ class ResponsesWriter:
         "_echo",
         "ids",
         "items",
-        "limits",
         "_native_body",
+        "saving",
         "store",
         "untranslatable",
     )
 
     def __init__(self, body: Mapping[str, Any], chat: dict[str, Any], ids: ingress.Ids, created: int,
-                 items: list[dict[str, Any]], context: list[dict[str, Any]], store: ResponseStore | None,
-                 limits: tuple[int, float]) -> None:
+                 items: list[dict[str, Any]], context: list[dict[str, Any]], store: ResponseStore | None
+                 ) -> None:
         self.body = body
         self.chat = chat
         self._echo: ingress.Echo | None = None  # built on the first translated attempt
@@ -76,7 +80,7 @@ class ResponsesWriter:
         self.items = items
         self.context = context  # the earlier turns' items this request continues
         self.store = store  # None: store is false
-        self.limits = limits
+        self.saving: asyncio.Task[None] | None = None  # a Redis put under way (``saved``)
         self.untranslatable: InvalidRequest | None = None  # why the body has no chat form
         self._native_body: Mapping[str, Any] | None = None
 
@@ -139,14 +143,30 @@ class ResponsesWriter:
         return b"event: error\n" + encode_data(orjson.dumps(doc))
 
     def keep(self, response: dict[str, Any]) -> None:
-        if self.store is not None and response.get("status") != "failed":
+        """Store the finished ``response``: called as it is made, before the
+        bytes that carry it are written, so a follow-up the client sends on
+        reading them (to any process sharing the store) finds it."""
+        store = self.store
+        if store is not None and response.get("status") != "failed":
+            self.store = None  # once
             context = self.context + self.items + response["output"]
-            self.store.put(Stored(response, context), *self.limits)
+            self.saving = store.save(Stored(response, context))
+
+    async def saved(self) -> None:
+        """Until the put ``keep`` began has finished (shielded: a departing
+        client does not cancel it); a unary answer is sent only after it."""
+        if self.saving is None:
+            return
+        try:
+            await asyncio.shield(self.saving)
+        except Exception:  # a bug of ours in storing must not cost the client its answer
+            log.exception("responses: storing a response failed")
 
 
 class _Stacked(Chained):
     """The adapter's chat stream, then the Responses events it makes; the
-    finished Response is stored (``ResponsesWriter.keep``)."""
+    finished Response is stored (``ResponsesWriter.keep``) in the call that
+    makes its terminal event, before that event is relayed."""
 
     __slots__ = ("writer",)
     outer: ResponsesStream
@@ -154,6 +174,12 @@ class _Stacked(Chained):
     def __init__(self, inner: StreamTranslator, outer: ResponsesStream, writer: ResponsesWriter) -> None:
         super().__init__(inner, outer)
         self.writer = writer
+
+    def feed(self, data: bytes) -> bytes:
+        out = super().feed(data)
+        if self.outer.response is not None:
+            self.writer.keep(self.outer.response)
+        return out
 
     def finish(self) -> bytes:
         out = super().finish()
@@ -182,7 +208,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if previous is not None and not _all_native(group.config.deployments):
         if not isinstance(previous, str):
             raise InvalidRequest("'previous_response_id' must be a string", param="previous_response_id")
-        found = store.get(previous)
+        found = await store.get(previous)
+        if isinstance(found, NotKept):
+            raise InvalidRequest(f"Previous response with id '{previous}' was not stored: {found.why}.",
+                                 param="previous_response_id", code="previous_response_not_found")
         if found is not None:
             context = found.context
         elif any(openai_provider.native_responses(d) for d in group.config.deployments):
@@ -214,9 +243,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     ctx = CallContext(public_model=body["model"], request_id=request.get(REQUEST_ID, ""),
                       created=int(time.time()), include_usage=True)
     ids = ingress.Ids(uuid.uuid4().hex)
-    rc = config.responses
     writer = ResponsesWriter(body, chat, ids, ctx.created, _with_ids(items, ids), context,
-                             store if body.get("store") is not False else None, (rc.store_max, rc.store_ttl))
+                             store if body.get("store") is not False else None)
     writer.untranslatable = untranslatable
     plan = make_plan(request, runtime.router, group, chat, exclude)
     # Only an answer that leaves no state behind may be shared: a stored
@@ -225,8 +253,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     call = Call(proxy.upstream, plan, chat, ctx, obs, request.app.get(REDACTOR), ticket=request.get(TICKET),
                 ingress=writer, cache=ticket_for(request, config, RESPONSES, group.name, body, eligible=shareable))
     if stream:
-        return await forward_stream(request, call)
-    return await forward_unary(call, "chat")
+        response = await forward_stream(request, call)
+    else:
+        response = await forward_unary(call, "chat")
+    await writer.saved()
+    return response
 
 
 def _all_native(deployments: Any) -> bool:
@@ -240,19 +271,22 @@ def _with_ids(items: list[dict[str, Any]], ids: ingress.Ids) -> list[dict[str, A
 
 
 async def get_response(request: web.Request) -> web.StreamResponse:
-    found = request.app[RESPONSE_STORE].get(request.match_info["id"])
+    rid = request.match_info["id"]
+    found = await request.app[RESPONSE_STORE].get(rid)
+    if isinstance(found, NotKept):
+        raise _not_found(rid, f"Response with id '{rid}' was not stored: {found.why}.")
     if found is None:
-        raise _not_found(request.match_info["id"])
+        raise _not_found(rid)
     return json_response(found.response)
 
 
 async def delete_response(request: web.Request) -> web.StreamResponse:
     rid = request.match_info["id"]
-    if not request.app[RESPONSE_STORE].delete(rid):
+    if not await request.app[RESPONSE_STORE].delete(rid):
         raise _not_found(rid)
     return json_response({"id": rid, "object": "response", "deleted": True})
 
 
-def _not_found(rid: str) -> ProxyError:
-    return ProxyError(f"Response with id '{rid}' not found.", status=404, type="invalid_request_error",
+def _not_found(rid: str, message: str | None = None) -> ProxyError:
+    return ProxyError(message or f"Response with id '{rid}' not found.", status=404, type="invalid_request_error",
                       param="response_id", code="not_found")
