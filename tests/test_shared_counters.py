@@ -37,7 +37,9 @@ async def process() -> Any:
 
     async def make(url: str, *, lease_ttl: float = 600.0, on_health: Any = None,
                    buffer: SpendBuffer | None = None) -> SharedCounters:
-        redis = SharedRedis(url, timeout=0.5, retry_min=0.02, retry_max=0.1, on_health=on_health)
+        # A stopped server is refused at once; a generous bound keeps a busy
+        # machine from faking an outage.
+        redis = SharedRedis(url, timeout=5.0, retry_min=0.02, retry_max=0.1, on_health=on_health)
         await redis.start()
         opened.append(redis)
         return SharedCounters(redis, lease_ttl=lease_ttl, buffer=buffer)

@@ -28,7 +28,9 @@ from llmproxy.state.redis import (
 
 from .redis_server import RedisServer
 
-FAST = {"timeout": 0.5, "retry_min": 0.02, "retry_max": 0.1}
+# Outages here are a stopped server (refused at once); a generous reply bound
+# keeps a busy machine from faking one.
+FAST = {"timeout": 5.0, "retry_min": 0.02, "retry_max": 0.1}
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
