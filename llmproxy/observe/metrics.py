@@ -33,7 +33,6 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import accumulate
 from types import MappingProxyType
 from typing import Any
 
@@ -42,12 +41,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from ..errors import (
     UpstreamError,
@@ -56,6 +53,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..providers.registry import PROVIDER_SPECS
+from .series import Family, Hist, Value
 
 # Seconds. LLM calls run from tens of milliseconds (a cached embedding) to
 # minutes (a long reasoning stream); boundaries sit where SLOs are written.
@@ -114,86 +112,6 @@ def upstream_error_kind(exc: UpstreamError) -> str:
     return "connect"  # UpstreamUnreachable: no answer at all
 
 
-# --------------------------------------------------------------------------- storage
-
-
-class _Value:
-    """A counter's or gauge's value for one label set."""
-
-    __slots__ = ("v",)
-
-    def __init__(self) -> None:
-        self.v = 0.0
-
-
-class _Hist:
-    """One histogram series: per-bucket (not cumulative) counts, +Inf last."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        # bisect_left: the first bound >= value, i.e. Prometheus' "le".
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-
-_Child = _Value | _Hist
-
-
-class _Family:
-    __slots__ = ("bounds", "children", "doc", "kind", "labelnames", "name")
-
-    def __init__(self, name: str, doc: str, kind: str, labelnames: tuple[str, ...],
-                 bounds: tuple[float, ...] = ()) -> None:
-        self.name, self.doc, self.kind, self.labelnames, self.bounds = name, doc, kind, labelnames, bounds
-        self.children: dict[tuple[str, ...], _Child] = {}
-
-    def child(self, labels: tuple[str, ...]) -> _Child:
-        c = self.children.get(labels)
-        if c is None:
-            c = self.children[labels] = _Hist(self.bounds) if self.kind == "histogram" else _Value()
-        return c
-
-    def value(self, labels: tuple[str, ...]) -> _Value:
-        c = self.child(labels)
-        assert isinstance(c, _Value)
-        return c
-
-    def hist(self, labels: tuple[str, ...]) -> _Hist:
-        c = self.child(labels)
-        assert isinstance(c, _Hist)
-        return c
-
-    def collect(self) -> Metric:
-        names = list(self.labelnames)
-        if self.kind == "histogram":
-            return self._collect_histogram(names)
-        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
-        fam = cls(self.name, self.doc, labels=names)
-        for labels, c in self.children.items():
-            assert isinstance(c, _Value)
-            fam.add_metric(list(labels), c.v)
-        return fam
-
-    def _collect_histogram(self, names: list[str]) -> Metric:
-        fam = HistogramMetricFamily(self.name, self.doc, labels=names)
-        les = [_le(b) for b in self.bounds] + ["+Inf"]
-        for labels, c in self.children.items():
-            assert isinstance(c, _Hist)
-            fam.add_metric(list(labels), list(zip(les, map(float, accumulate(c.counts)))), c.sum)
-        return fam
-
-
-def _le(bound: float) -> str:
-    """A bucket bound as prometheus_client writes it (Go's float formatting)."""
-    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
-
-
 class _Finished:
     """Every series one (operation, model, deployment, status class, stream) touches.
 
@@ -214,14 +132,14 @@ class _Finished:
         "usage_out",
     )
 
-    def __init__(self, base: tuple[str, ...], requests: _Value, duration: _Hist, in_flight: _Value) -> None:
+    def __init__(self, base: tuple[str, ...], requests: Value, duration: Hist, in_flight: Value) -> None:
         self.base, self.requests, self.duration, self.in_flight = base, requests, duration, in_flight
-        self.ttft: _Hist | None = None
-        self.usage_in: _Hist | None = None
-        self.usage_out: _Hist | None = None
-        self.tokens_in: _Value | None = None
-        self.tokens_out: _Value | None = None
-        self.cost: _Value | None = None
+        self.ttft: Hist | None = None
+        self.usage_in: Hist | None = None
+        self.usage_out: Hist | None = None
+        self.tokens_in: Value | None = None
+        self.tokens_out: Value | None = None
+        self.cost: Value | None = None
 
 
 class _Collector(Collector):
@@ -260,7 +178,7 @@ def _key_families(samples: Iterable[tuple[str, int, float, float | None, int]]) 
 
 class Metrics:
     def __init__(self, version: str = "") -> None:
-        f = _Family
+        f = Family
         self._duration = f("gen_ai_client_operation_duration_seconds",
                            "LLM request duration at the proxy, from request received to last byte sent",
                            "histogram", (*BASE, ERROR_TYPE), DURATION_BUCKETS)
@@ -321,9 +239,9 @@ class Metrics:
         self._reload_at.value(()).v = time.time()
 
         self._finished: dict[tuple[str, str, str, str, bool], _Finished] = {}
-        self._started: dict[tuple[str, str], _Value] = {}
-        self._rejected: dict[tuple[str, str, str], _Value] = {}
-        self._events: dict[tuple[str, ...], _Value] = {}
+        self._started: dict[tuple[str, str], Value] = {}
+        self._rejected: dict[tuple[str, str, str], Value] = {}
+        self._events: dict[tuple[str, ...], Value] = {}
         self._reasons: set[str] = set()
         self._providers: dict[str, str] = {}
         self._known_models: set[str] | None = None
@@ -332,7 +250,7 @@ class Metrics:
         self._source: Callable[[], Iterable[DeploymentSample]] | None = None
         self._keys: Callable[[], Iterable[tuple[str, int, float, float | None, int]]] | None = None
         self._cache_source: Callable[[], tuple[float, float]] | None = None
-        self._cache_values: dict[str, _Value] = {}
+        self._cache_values: dict[str, Value] = {}
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 
@@ -427,7 +345,7 @@ class Metrics:
         s.in_flight.v -= 1
         s.requests.v += 1
         h = s.duration
-        h.counts[bisect_left(h.bounds, duration)] += 1  # _Hist.observe, inlined: once per request
+        h.counts[bisect_left(h.bounds, duration)] += 1  # Hist.observe, inlined: once per request
         h.sum += duration
         if ttft is not None:
             h = s.ttft or self._lazy(s, "ttft")
@@ -611,7 +529,7 @@ class Metrics:
         known = self._known_deployments
         return deployment if known is None or deployment == "" or deployment in known else OTHER
 
-    def _started_value(self, operation: str, model: str) -> _Value:
+    def _started_value(self, operation: str, model: str) -> Value:
         v = self._started[(operation, model)] = self._in_flight.value((operation, self._model(model)))
         return v
 
