@@ -30,20 +30,17 @@ from typing import Any, TypeVar
 
 from ..observe.redact import url_credentials, url_without_userinfo
 from ..providers.registry import PROVIDER_SPECS
-from . import names
+from . import names, section_checks
 from .schema import Key, keys_of, one_of, parse_listen, show
 from .schema import did_you_mean as _did_you_mean
 from .schema import kind_of as _kind
 from .secrets import is_secret_key
 from .tree import (
-    JWT_ALGORITHMS,
     MAX_PROBLEMS,
     BodyLimits,
     BreakerConfig,
     Config,
     DeploymentConfig,
-    JwtConfig,
-    ModelCache,
     HealthCheckConfig,
     ModelConfig,
     ProviderConfig,
@@ -332,14 +329,18 @@ class Validator:
                 self.fail("listen", f"must be HOST:PORT such as 127.0.0.1:8080, got {show(listen_s)}")
             else:
                 server = dataclasses.replace(server, host=parsed[0], port=parsed[1])
-        self.jwt(v["auth"].jwt)
+        section_checks.check_jwt(self, v["auth"].jwt)
         if v["cache"].enabled and v["cache"].backend == "redis" and v["state"].redis is None:
             self.fail("cache.backend", "redis needs state.redis (the server's redis:// URL)")
         if v["responses"].store_backend == "redis" and v["state"].redis is None:
             self.fail("responses.store_backend", "redis needs state.redis (the server's redis:// URL)")
         providers = self.providers(v.get("providers"), v["timeouts"], v["limits"])
         models = self.models(v.get("models"), providers)
-        from .keys_validate import apply_prices, prices_file, virtual_keys  # they use this class
+        from .keys_validate import (  # they use this class
+            apply_prices,
+            prices_file,
+            virtual_keys,
+        )
 
         prices = prices_file(self, v.get("prices_file"))
         if prices:
@@ -353,26 +354,6 @@ class Validator:
             "aliases": MappingProxyType(aliases),
             "source": source, "sha256": sha,
         })
-
-    def jwt(self, jwt: JwtConfig | None) -> None:
-        """auth.jwt: a key source, public-key algorithms only, the extra installed."""
-        if jwt is None:
-            return
-        if not jwt.jwks_file and not jwt.jwks_url:
-            self.fail("auth.jwt", "needs jwks_file or jwks_url (where the issuer's public keys are)")
-        for i, alg in enumerate(jwt.algorithms):
-            if alg not in JWT_ALGORITHMS:
-                never = alg.lower() == "none" or alg.upper().startswith("HS")
-                why = ("is never accepted (no signature, or a shared secret that a public JWKS key "
-                       "would let anyone forge)") if never else "is not a supported JWS algorithm"
-                self.fail(f"auth.jwt.algorithms[{i}]", f"{show(alg)} {why}; use {one_of(JWT_ALGORITHMS)}")
-        if not jwt.algorithms:
-            self.fail("auth.jwt.algorithms", "must name at least one algorithm")
-        try:
-            import cryptography  # noqa: F401
-            import jwt as _pyjwt  # noqa: F401
-        except ImportError:
-            self.fail("auth.jwt", "needs the jwt extra: pip install 'llmproxy[jwt]'")
 
     def names(self, node: Any, path: str, shape: re.Pattern[str], what: str) -> tuple[str, ...]:
         """A list of origins or host names, lower-cased; ``"*"`` is always accepted."""
@@ -424,7 +405,7 @@ class Validator:
             api_key = self.api_key(p, path)
             options = {k: v for k, v in given.items() if v is not None}
             if ptype == "bedrock":
-                options, base_url = self.aws_defaults(options, base_url, path)
+                options, base_url = section_checks.aws_defaults(self, options, base_url, path)
             key_file = p.get("api_key_file")
             out[name] = provider = ProviderConfig(
                 name=name,
@@ -484,30 +465,6 @@ class Validator:
                 out[hk] = value
         return out
 
-    def aws_defaults(self, options: dict[str, Any], base_url: str, path: str) -> tuple[dict[str, Any], str]:
-        """Bedrock: region and credentials from the standard AWS variables when not set.
-
-        Credentials are taken as a set, all from the YAML or all from the
-        environment, never mixed. None at all is allowed here (``api_key`` may
-        hold a Bedrock API key, and ``check`` runs without secrets); the
-        request path then answers with a message naming what is missing.
-        """
-        env, out = self.env, dict(options)
-        region = out.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if not region:
-            self.fail(f"{path}.region", "is required for type bedrock (or set AWS_REGION)")
-        else:
-            out["region"] = region
-        keys = ("aws_access_key_id", "aws_secret_access_key")
-        if not any(k in out for k in keys) and "aws_session_token" not in out:
-            for key, var in (*zip(keys, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
-                             ("aws_session_token", "AWS_SESSION_TOKEN")):
-                if env.get(var):
-                    out[key] = env[var]
-        if ("aws_access_key_id" in out) != ("aws_secret_access_key" in out):
-            self.fail(path, "set both aws_access_key_id and aws_secret_access_key, or neither")
-        return out, base_url.replace("{region}", region or "")
-
     def api_key(self, p: dict[str, Any], path: str) -> str | None:
         if "api_key" in p and "api_key_file" in p:
             self.fail(path, "set api_key or api_key_file, not both")
@@ -545,7 +502,7 @@ class Validator:
             values = self.walk([ModelConfig], body, path, base) or self.walk([ModelConfig], {}, path, base)
             assert values is not None
             m = values[0]
-            m["cache"] = self.model_cache(m.pop("cache", None), f"{path}.cache")
+            m["cache"] = section_checks.model_cache(self, m.pop("cache", None), f"{path}.cache")
             deps_node = m.pop("deployments", None)
             if not isinstance(deps_node, list) or not deps_node:
                 self.fail(f"{path}.deployments", "must be a non-empty list of deployments")
@@ -581,20 +538,6 @@ class Validator:
                         "provider, model, limits, breaker or timeouts; give one of them its own 'id:'",
                     )
         return out
-
-    def model_cache(self, node: Any, path: str) -> ModelCache:
-        """``models.<name>.cache``: ``false`` (off), ``true`` / absent (as ``cache:``), or ``{ttl: seconds}``."""
-        if node is None:
-            return ModelCache()
-        if isinstance(node, bool) or isinstance(node, str) and node.lower() in ("true", "false"):
-            return ModelCache(enabled=self.boolean(node, path, True))
-        if not isinstance(node, dict):
-            self.fail(path, f"must be false or a mapping such as {{ttl: 3600}}, got {self.shown(node, path)}")
-            return ModelCache()
-        m = self.mapping(node, path, {"ttl"})
-        if "ttl" not in m or m["ttl"] is None:
-            return ModelCache()
-        return ModelCache(ttl=self.number(m["ttl"], f"{path}.ttl", 600.0, positive=True, integer=False))
 
     def deployment(
         self, node: Any, path: str, providers: dict[str, ProviderConfig]
