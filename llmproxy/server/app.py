@@ -352,6 +352,11 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
         # Workers of one group share the port; the kernel spreads connections.
         await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024,
                           reuse_port=proxy.worker is not None).start()
+        if proxy.worker is not None:
+            # Before anything else runs on the loop: a worker that has
+            # answered a request has always passed start-up, in the
+            # supervisor's eyes too (a tiny file in the group's directory).
+            proxy.worker.ready_marker().touch()
     except BaseException:
         # Start-up opened the upstream session, watchers and maybe the metrics
         # listener: close them, so a port in use is one error, not a leak.
@@ -369,8 +374,6 @@ async def serve(app: web.Application, host: str, port: int, ready: asyncio.Event
     # re-scanning it under load.
     gc.collect()
     gc.freeze()
-    if proxy.worker is not None:
-        await asyncio.to_thread(proxy.worker.ready_marker().touch)
     if ready is not None:
         ready.set()
     try:
