@@ -64,6 +64,13 @@ class Siblings:
         views[self.info.index] = mine
         return views
 
+    async def merged(self, name: str, mine: Any,
+                     merge: Callable[[int, dict[int, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """View ``name`` of the whole group: every worker's figures (``mine``
+        for this one) merged by ``merge``, with how many took part."""
+        views = await self.view(name, mine)
+        return {**merge(self.info.index, views), "workers": self.info.count, "workers_answering": len(views)}
+
     async def act(self, name: str, query: Mapping[str, str] | None = None) -> dict[int, Any]:
         """Have every sibling take action ``name``; their answers by worker index."""
         path = f"/action/{name}"

@@ -187,9 +187,7 @@ async def get_keys(request: web.Request) -> web.Response:
     doc = await local_keys(request.app)
     group = request.app.get(SIBLINGS)
     if group is not None:
-        views = await group.view("keys", doc)
-        doc = {**merge_keys(group.info.index, views), "workers": group.info.count,
-               "workers_answering": len(views)}
+        doc = await group.merged("keys", doc, merge_keys)
     return masked(request, doc)
 
 
@@ -198,11 +196,9 @@ async def get_deployments(request: web.Request) -> web.Response:
     group = request.app.get(SIBLINGS)
     if group is None:
         return masked(request, {"deployments": deployment_views(request.app)})
-    views = await group.view("deployments", deployment_views(request.app))
-    return masked(request, {
-        "workers": group.info.count, "workers_answering": len(views),
-        "deployments": merge_deployments(group.info.index, views),
-    })
+    return masked(request, await group.merged(
+        "deployments", deployment_views(request.app),
+        lambda mine, views: {"deployments": merge_deployments(mine, views)}))
 
 
 async def get_models(request: web.Request) -> web.Response:
@@ -237,9 +233,7 @@ async def get_cache(request: web.Request) -> web.Response:
     doc = await local_cache(request.app)
     group = request.app.get(SIBLINGS)
     if group is not None:
-        views = await group.view("cache", doc)
-        doc = {**merge_cache(group.info.index, views), "workers": group.info.count,
-               "workers_answering": len(views)}
+        doc = await group.merged("cache", doc, merge_cache)
     return masked(request, doc)
 
 
