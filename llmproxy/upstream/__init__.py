@@ -1,7 +1,8 @@
 """The one outbound seam: every byte the proxy sends out goes through here.
 
-- ``client``: ``Upstream`` (the pooled sessions, ``open()``) and the
+- ``client``: ``Upstream`` (the pools, ``open()``) and the
   ``UpstreamResponse`` interface every transport answers with;
+- ``http1``: the deployments' HTTP/1.1 connections (keep-alive pool, aiohttp's C parser);
 - ``deadlines``: first-byte / idle / total timeouts, one sweeping timer;
 - ``errors``: aiohttp errors and deadline cancellations → our errors, once;
 - ``mock``: the in-process transport for ``type: mock`` deployments;
@@ -11,7 +12,8 @@
   ``auth.jwt.jwks_url``), bounded, on the deployments' pooled session.
 """
 
-from .client import HTTPResponse, Upstream, UpstreamResponse
+from .client import Upstream, UpstreamResponse
+from .http1 import HTTPResponse
 from .deadlines import Deadline, Deadlines
 from .images import RemoteImages
 

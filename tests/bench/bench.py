@@ -1005,6 +1005,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--versus", metavar="REV",
                     help="instead of the table: the code at git revision REV ('base', from a temporary worktree) "
                          "vs the current tree ('new'), side by side with the --ab-* options (tests/bench/ab_versus.py)")
+    ap.add_argument("--versus-floor", action="store_true",
+                    help="instead of the table: bare_passthrough.py ('floor') vs llmproxy at its default log level, "
+                         "side by side with the --ab-* options, plus first-chunk latency and issue 20's targets "
+                         "(tests/bench/ab_floor.py)")
+    ap.add_argument("--floor-features", action="store_true",
+                    help="with --versus-floor: llmproxy with 100 keys and the cache on, every request a cache miss")
     ap.add_argument("--workers", action="store_true",
                     help="serve --workers 1 against --workers 2, side by side (ab_workers.py)")
     ap.add_argument("--out", default=str(HERE / "out"), help="where the JSON/text results go")
@@ -1047,6 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
         from ab_versus import VersusAB
 
         bench = VersusAB(args)
+    elif args.versus_floor:
+        from ab_floor import FloorAB
+
+        bench = FloorAB(args)
     elif args.workers:
         from ab_workers import WorkersAB
 

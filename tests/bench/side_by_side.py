@@ -76,6 +76,18 @@ class SideBySide(Bench):
     def verify_session(self) -> None:
         """After each session's measurements, with both proxies still up."""
 
+    def write_scripts(self) -> None:
+        """The wrk scripts ``<mode>.lua`` in ``self.tmp`` (default: one fixed request per mode)."""
+        for mode in MODES:
+            write_wrk_script(self.tmp, mode, bodies.request_body(MODEL[mode], stream=mode == "stream"), self.HEADERS)
+
+    def session_extra(self) -> None:
+        """More measurements at the end of each session, both proxies up (after the rounds)."""
+
+    def extra_table(self) -> list[str]:
+        """Lines printed under the A/B table."""
+        return []
+
     # -- processes
 
     def log_name(self, variant: str) -> str:
@@ -219,8 +231,7 @@ class SideBySide(Bench):
             os.sched_setaffinity(0, {self.other_core})
         log(f"work dir {self.tmp}")
         self.prepare()
-        write_wrk_script(self.tmp, "plain", bodies.request_body(MODEL["plain"], stream=False), self.HEADERS)
-        write_wrk_script(self.tmp, "stream", bodies.request_body(MODEL["stream"], stream=True), self.HEADERS)
+        self.write_scripts()
         self.start_nginx()
         sessions = max(1, min(self.args.ab_sessions, self.args.ab_rounds))
         done = 0
@@ -239,11 +250,12 @@ class SideBySide(Bench):
                 self.measure_together(done, rounds)
             done += rounds
             self.check_alive()
+            self.session_extra()
             self.verify_session()
             for variant in self.VARIANTS:
                 self.results["ab"]["rss_mb"][variant].append(proc_mem_mb(self.procs_by_variant[variant].pid)["VmRSS"])
             self.stop_variants()
-        table = ab_table(self.results["ab"], self.TITLE, self.LIMIT)
+        table = "\n".join([ab_table(self.results["ab"], self.TITLE, self.LIMIT), *self.extra_table()])
         self.results["problems"] = self.problems
         self.results["noisy_runs"] = self.noisy
         print()

@@ -34,13 +34,14 @@ class BadResponse(Exception):
     pass
 
 
-def _request(host: str, port: int, path: str, body: bytes) -> bytes:
+def _request(host: str, port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: text/event-stream\r\n"
-        f"Content-Length: {len(body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        + f"Content-Length: {len(body)}\r\n"
         "\r\n"
     )
     return head.encode() + body
@@ -76,11 +77,13 @@ def _chunked_end(buf: bytes | bytearray, pos: int) -> int:
 class Client:
     """One keep-alive HTTP/1.1 connection that times each streaming request."""
 
-    def __init__(self, url: str, body: bytes, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, body: bytes, timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
-        self.request = _request(self.host, self.port, parts.path or "/", body)
+        self.path = parts.path or "/"
+        self.headers = headers
+        self.request = _request(self.host, self.port, self.path, body, headers)
         self.timeout = timeout
         self.sock: socket.socket | None = None
         self.buf = bytearray()
@@ -90,6 +93,10 @@ class Client:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf.clear()
         return sock
+
+    def set_body(self, body: bytes) -> None:
+        """The next requests send ``body`` (e.g. a new one each time, past a cache)."""
+        self.request = _request(self.host, self.port, self.path, body, self.headers)
 
     def close(self) -> None:
         if self.sock is not None:
