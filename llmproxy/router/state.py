@@ -108,15 +108,17 @@ class DeploymentState:
     def share(self, counters: DeploymentCounters | None) -> None:
         """Switch to the shared counters (Redis came up) or back to this
         worker's share (``None``: Redis went down). Requests in flight keep
-        what they hold; the rate limiters start afresh at the new size."""
+        what they hold. The rate limiters start afresh, as the keys' local
+        counters do: in shared mode they are only a pre-check, and carrying
+        their level into the other mode would hold this worker to traffic
+        the fleet's counters already answered for (or, back on a restarted
+        Redis, refuse what its empty windows admit)."""
         if counters is self._counters:
             return
-        before = self._divisor()
         self._counters = counters
         self.shared = counters if counters is not None and _limited(self.config) else None
-        if self._divisor() != before:
-            self.gate.limit = share_of(self.config.max_concurrency, self._divisor())
-            self._limiters(self.config)
+        self.gate.limit = share_of(self.config.max_concurrency, self._divisor())
+        self._limiters(self.config)
 
     def limits_mode(self) -> str | None:
         """``shared`` (the fleet's counters), ``local`` (this process), or None (no limit)."""
