@@ -251,6 +251,7 @@ async def test_a_workers_group_on_redis_enforces_one_deployment_rpm(
     assert len({w for _, w in results}) == 2  # both workers answered (and refused)
     assert len(fake.seen) == 4
     status, _, body = await g.get("/admin/deployments")
+    assert status == 200
     (dep,) = orjson.loads(body)["deployments"]
     assert dep["limits"] == "shared"
     assert dep["worker_share"]["rpm"] == 2  # what each falls back to without Redis

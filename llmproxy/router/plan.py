@@ -372,7 +372,7 @@ class Plan:
         counters = st.shared
         assert counters is not None
         try:
-            got = await counters.admit(member.config, self.tokens)
+            got = await counters.admit(st.id, member.config, self.tokens)
         except BaseException:  # cancelled (the client left) while asking
             self._give_back(lease)
             raise

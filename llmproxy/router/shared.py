@@ -41,10 +41,13 @@ class DeploymentCounters:
         self.wall = wall  # the fleet's windows are on wall time (NTP), not the plan's clock
         self._settling: set[asyncio.Task[object]] = set()
 
-    async def admit(self, config: DeploymentConfig, tokens: float) -> Lease | Refused | Unavailable:
+    async def admit(self, state_id: str, config: DeploymentConfig, tokens: float) -> Lease | Refused | Unavailable:
+        """One attempt's admission under ``state_id``: the id of the state the
+        attempt holds, so that a wildcard's names past ``wildcard_names``,
+        which share the pattern's state, share its counters too."""
         limits = KeyLimits(rpm=config.rpm, tpm=config.tpm, max_parallel=config.max_concurrency)
         task = asyncio.get_running_loop().create_task(
-            self.counters.admit(config.id, limits, int(tokens), self.wall()))
+            self.counters.admit(state_id, limits, int(tokens), self.wall()))
         try:
             # Shielded: a request cancelled while the script runs (the client
             # left) must not leave a lease in Redis holding a fleet-wide slot
