@@ -377,8 +377,7 @@ class Plan:
             self._give_back(lease)
             raise
         if isinstance(got, SharedLease):
-            if lease.shared is None:
-                lease.shared = (counters, got)
+            lease.shared = (counters, got)
             return True
         if isinstance(got, Refused):
             self._give_back(lease)
