@@ -26,7 +26,7 @@ from llmproxy.state.redis import SHARED_REDIS, SharedRedis
 
 from .conftest import RunningProxy, StartProxy
 from .fakes import FakeUpstream, Reply, openai_completion, openai_stream
-from .processes import Group
+from .processes import Group, metric
 from .redis_server import RedisServer
 
 MakeFake = Callable[[], Awaitable[FakeUpstream]]
@@ -144,12 +144,52 @@ async def test_max_concurrency_one_across_proxies_waits_or_refuses_then_admits(
     third = asyncio.create_task(ask(c))
     await until(lambda: _gt(script_calls(redis_url), before + 2), "the waiting request to poll")
     assert len(fake.seen) == 1 and not third.done()
+    # A client that gives up while its request waits for the fleet's slot
+    # (cancelled between two polls or in the middle of one) leaves nothing held.
+    async with aiohttp.ClientSession() as session:
+        before = await script_calls(redis_url)
+        leaving = asyncio.create_task(session.post(c.v1 + "/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        await until(lambda: _gt(script_calls(redis_url), before + 4), "the leaving request to poll")
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+
+    async def only_third_left() -> bool:  # the client requests c is answering
+        return metric(await metrics(c), "llmproxy_requests_in_flight") == 1
+
+    await until(only_third_left, "the proxy to see the client leave")
+    assert await leases(redis_url) == 1  # still only the first request's
     hold.set()
     assert await first == 200
     assert await third == 200  # let through once the first released its slot
     assert len(fake.seen) == 2
     await until(settled(a, b, c), "the settles")
     assert await leases(redis_url) == 0
+
+
+async def test_a_fleet_full_deployment_sends_the_request_to_the_next_one(
+        start_proxy: StartProxy, fake_upstream: MakeFake, redis_url: str) -> None:
+    fake, other = await fake_upstream(), await fake_upstream()
+    a = await start_proxy(_two_deployments(fake, other, redis_url))
+    b = await start_proxy(_two_deployments(fake, other, redis_url))
+    assert [await ask(p) for p in (a, b, a)] == [200, 200, 200]
+    assert (len(fake.seen), len(other.seen)) == (1, 2)  # d1's one request a minute went to the fleet's first
+
+
+def _two_deployments(fake: FakeUpstream, other: FakeUpstream, redis: str) -> str:
+    return f"""
+providers:
+  up: {{type: openai, base_url: "{fake.url}/v1", api_key: sk-upstream-secret}}
+  spare: {{type: openai, base_url: "{other.url}/v1", api_key: sk-spare-secret}}
+models:
+  m:
+    deployments:
+      - {{provider: up, model: gpt-4o, id: d1, rpm: 1, queue_timeout: 0}}
+      - {{provider: spare, model: gpt-4o, id: d2, priority: 1}}
+logging: {{level: warning}}
+state: {{redis: {redis}}}
+"""
 
 
 async def test_tpm_is_corrected_by_usage_across_proxies(
