@@ -16,6 +16,10 @@ breaker probe when half-open). Invariants:
   unless that deployment says ``when_all_open: fail_fast`` (as Envoy's panic
   threshold: a model with one deployment is not black-holed for a cooldown
   by two bad answers in a row, and the first success closes its breaker).
+- with ``state.redis`` up, a deployment with limits is also admitted by the
+  fleet's counters (``router/shared.py``) after the local take; a refusal
+  gives every local slot back and counts that deployment as full for this
+  plan until the refusal's retry time, which the wait below honours too.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     NoCapacity,
@@ -32,8 +36,21 @@ from ..errors import (
     UpstreamError,
     UpstreamStatusError,
 )
+from ..state.counters import Lease as SharedLease
+from ..state.counters import Refused
 from . import Member, ModelGroup, Router
 from .strategies import RouteContext
+
+if TYPE_CHECKING:
+    from .shared import DeploymentCounters
+
+# How soon to ask the fleet again after a "parallel" refusal. The keys'
+# script says 1 s, what a client should wait for its own key's slot; a
+# deployment's slot frees the moment any request of the fleet ends, which
+# this process cannot see, so it polls, jittered so that waiters in many
+# processes do not ask in lockstep (bounded by queue_timeout all the same).
+PARALLEL_POLL = (0.05, 0.1)
+_KINDS = {"parallel": "concurrency", "rpm": "rpm", "tpm": "tpm"}
 
 
 def counts_against_health(exc: UpstreamError) -> bool:
@@ -44,12 +61,15 @@ def counts_against_health(exc: UpstreamError) -> bool:
 
 
 class Lease:
-    __slots__ = ("member", "tokens", "bypass", "_outcome", "_released")
+    __slots__ = ("member", "tokens", "bypass", "shared", "_used", "_outcome", "_released")
 
     def __init__(self, member: Member, tokens: float, bypass: bool = False) -> None:
         self.member = member
         self.tokens = tokens
         self.bypass = bypass  # sent past an open breaker (reports through breaker.bypassed)
+        # The fleet's lease (state.redis) and the counters to settle it with.
+        self.shared: tuple[DeploymentCounters, SharedLease] | None = None
+        self._used: int | None = None  # the answer's total tokens, for the shared tpm correction
         self._outcome: str | None = None
         self._released = False
 
@@ -67,10 +87,12 @@ class Lease:
         else:
             st.breaker.success()
         st.observe_latency(latency)
-        if st.tpm is not None and usage:
+        if usage and (st.tpm is not None or self.shared is not None):
             actual = usage.get("total_tokens")
             if isinstance(actual, (int, float)):
-                st.tpm.adjust(actual - self.tokens)
+                if st.tpm is not None:
+                    st.tpm.adjust(actual - self.tokens)
+                self._used = int(actual)
 
     def failure(self, exc: UpstreamError) -> None:
         if self._outcome is not None:
@@ -100,12 +122,15 @@ class Lease:
             st.breaker.neutral()
         st.in_flight -= 1
         st.gate.release()
+        if self.shared is not None:
+            counters, lease = self.shared
+            counters.settle(lease, 0 if self._used is None else self._used - lease.tokens)
 
 
 class Plan:
     __slots__ = ("router", "clock", "ctx", "tokens", "groups", "_rng", "_sleep", "_gi", "_in_group",
                  "_tried", "attempts", "retries", "fallbacks", "last_error", "_no_capacity",
-                 "_all_open", "_budget_exhausted", "_bypass_group", "_excluded")
+                 "_all_open", "_budget_exhausted", "_bypass_group", "_excluded", "_refused")
 
     def __init__(
         self,
@@ -143,6 +168,9 @@ class Plan:
         self._budget_exhausted = False
         self._bypass_group: ModelGroup | None = None
         self._excluded = exclude
+        # Deployments the fleet's counters refused: id -> (plan clock time to
+        # ask again, metrics label, limit kind); None until the first.
+        self._refused: dict[str, tuple[float, str, str]] | None = None
         group.budget.request()
 
     @property
@@ -173,7 +201,7 @@ class Plan:
             self._in_group += 1
             self.attempts += 1
             return lease
-        return self._past_open_breakers()
+        return await self._past_open_breakers()
 
     def _advance(self) -> None:
         self._gi += 1
@@ -211,6 +239,10 @@ class Plan:
                     hit.append((label, "rpm"))
                 if st.tpm is not None and not st.tpm.has_capacity(min(self.tokens, st.tpm.max_rate)):
                     hit.append((label, "tpm"))
+        if self._refused:
+            for _, label, kind in self._refused.values():
+                if (label, kind) not in hit:
+                    hit.append((label, kind))
         return hit
 
     # -- leasing
@@ -219,10 +251,11 @@ class Plan:
         deadline: float | None = None
         while True:
             excluded = self._excluded
-            candidates = group.candidates(self.tokens, self._tried | excluded if excluded else self._tried)
+            blocked = excluded if not self._refused else excluded | self._still_refused()
+            candidates = group.candidates(self.tokens, self._tried | blocked if blocked else self._tried)
             retrying_same = False
             if not candidates and self._tried:
-                candidates = group.candidates(self.tokens, excluded)
+                candidates = group.candidates(self.tokens, blocked)
                 retrying_same = True
             if candidates:
                 member = group.pick(candidates, self.ctx)
@@ -230,6 +263,8 @@ class Plan:
                     await self._backoff(group)
                 lease = self._take(member, gate_held=False)
                 if lease is not None:
+                    if member.state.shared is not None and not await self._admit_shared(lease):
+                        continue
                     self._tried.add(member.id)
                     return lease
                 continue  # the state moved under us; look again
@@ -248,17 +283,20 @@ class Plan:
             gated = [
                 m for m in waitable
                 if not m.state.gate.free() and m.state.cooling_for() == 0
-                and m.state.rate_wait(self.tokens) == 0
+                and m.state.rate_wait(self.tokens) == 0 and m.id not in blocked
             ]
             if gated:
                 member = group.pick(gated, self.ctx)
                 if await member.state.gate.acquire(min(remaining, member.config.queue_timeout)):
                     lease = self._take(member, gate_held=True)
                     if lease is not None:
+                        if member.state.shared is not None and not await self._admit_shared(lease):
+                            continue
                         self._tried.add(member.id)
                         return lease
                 continue
-            wait = min(max(m.state.cooling_for(), m.state.rate_wait(self.tokens)) for m in waitable)
+            wait = min(max(m.state.cooling_for(), m.state.rate_wait(self.tokens), self._refused_for(m.id, now))
+                       for m in waitable)
             if wait > remaining:
                 self._no_capacity = True
                 return None
@@ -290,7 +328,7 @@ class Plan:
         st.requests += 1
         return Lease(member, self.tokens, bypass)
 
-    def _past_open_breakers(self) -> Lease | None:
+    async def _past_open_breakers(self) -> Lease | None:
         """The one attempt a request gets when nothing but open breakers
         stood in its way: the deployment whose breaker opened first."""
         if not self._all_open or self._no_capacity or self.attempts or self._bypass_group is not None:
@@ -313,9 +351,70 @@ class Plan:
         lease = self._take(member, gate_held=False, bypass=True)
         if lease is None:
             return None  # full or rate-limited: those limits still hold
+        if member.state.shared is not None and not await self._admit_shared(lease):
+            self._no_capacity = self._refused is not None and member.id in self._refused
+            return None
         self._bypass_group = group
         self.attempts += 1
         return lease
+
+    # -- the fleet's counters (state.redis)
+
+    async def _admit_shared(self, lease: Lease) -> bool:
+        """Admit a local ``lease`` on the fleet's counters: True if it may
+        go (``lease.shared`` holds the fleet's lease, or Redis answered with
+        an error and the request runs on this worker's limiters); False if it
+        was given back, refused (noted in ``_refused``) or because Redis went
+        down meanwhile and the deployment is on its local share now (the
+        caller takes again, under that share: never unlimited)."""
+        member = lease.member
+        st = member.state
+        counters = st.shared
+        assert counters is not None
+        try:
+            got = await counters.admit(st.id, member.config, self.tokens)
+        except BaseException:  # cancelled (the client left) while asking
+            self._give_back(lease)
+            raise
+        if isinstance(got, SharedLease):
+            lease.shared = (counters, got)
+            return True
+        if isinstance(got, Refused):
+            self._give_back(lease)
+            retry = got.retry_after or 0.0
+            if got.reason == "parallel":
+                retry = self._rng.uniform(*PARALLEL_POLL)
+            if self._refused is None:
+                self._refused = {}
+            self._refused[member.id] = (self.clock() + retry, member.config.label, _KINDS.get(got.reason, got.reason))
+            return False
+        # Unavailable. A lost connection turned Redis down and every state
+        # to its local share (the health listener ran already): take again.
+        if st.shared is None:
+            self._give_back(lease)
+            return False
+        return True  # Redis answered with an error: this worker's (full-value) limiters admitted it
+
+    def _give_back(self, lease: Lease) -> None:
+        """Undo a local take whose request will not be sent."""
+        st = lease.member.state
+        if st.rpm is not None:
+            st.rpm.adjust(-1)
+        if st.tpm is not None:
+            st.tpm.adjust(-self.tokens)
+        st.requests -= 1
+        lease.release()
+
+    def _still_refused(self) -> frozenset[str]:
+        assert self._refused is not None
+        now = self.clock()
+        return frozenset(i for i, (until, _, _) in self._refused.items() if until > now)
+
+    def _refused_for(self, member_id: str, now: float) -> float:
+        if not self._refused:
+            return 0.0
+        seen = self._refused.get(member_id)
+        return 0.0 if seen is None else max(seen[0] - now, 0.0)
 
     async def _backoff(self, group: ModelGroup) -> None:
         r = group.config.retry

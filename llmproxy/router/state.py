@@ -10,10 +10,14 @@ state finish on it undisturbed, and it is garbage once they are done.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..config.tree import DeploymentConfig
 from ..resilience.breaker import CircuitBreaker
 from ..resilience.limits import ConcurrencyGate, TokenLimiter
+
+if TYPE_CHECKING:
+    from .shared import DeploymentCounters
 
 EWMA_ALPHA = 0.3
 
@@ -52,21 +56,33 @@ def share_of(limit: int | None, workers: int) -> int | None:
 
 
 class DeploymentState:
-    __slots__ = ("id", "config", "clock", "workers", "in_flight", "requests", "failures", "last_error",
-                 "last_error_at", "breaker", "gate", "rpm", "tpm", "ewma", "cool_until", "health")
+    """Invariant on limits: with ``shared`` None (no Redis, Redis down, or
+    no limit configured) the gate and the rpm/tpm limiters enforce this
+    worker's share; with ``shared`` set, Redis enforces the limit and they
+    hold the full configured values, a pre-check that never refuses what
+    the fleet has room for."""
 
-    def __init__(self, config: DeploymentConfig, clock: Callable[[], float], workers: int = 1) -> None:
+    __slots__ = ("id", "config", "clock", "workers", "in_flight", "requests", "failures", "last_error",
+                 "last_error_at", "breaker", "gate", "rpm", "tpm", "ewma", "cool_until", "health",
+                 "shared", "_counters")
+
+    def __init__(self, config: DeploymentConfig, clock: Callable[[], float], workers: int = 1,
+                 counters: DeploymentCounters | None = None) -> None:
         self.id = config.id
         self.config = config
         self.clock = clock
         self.workers = workers
+        # The shared counters while Redis is up (whether or not this deployment has limits) ...
+        self._counters = counters
+        # ... and what the plan admits against: set only if it also has a limit.
+        self.shared = counters if counters is not None and _limited(config) else None
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.breaker = CircuitBreaker(config.breaker, clock)
-        self.gate = ConcurrencyGate(share_of(config.max_concurrency, workers))
+        self.gate = ConcurrencyGate(share_of(config.max_concurrency, self._divisor()))
         self.rpm: TokenLimiter | None = None
         self.tpm: TokenLimiter | None = None
         self._limiters(config)
@@ -78,15 +94,45 @@ class DeploymentState:
         old = self.config
         self.config = config
         self.breaker.reconfigure(config.breaker)
-        self.gate.limit = share_of(config.max_concurrency, self.workers)
-        if (config.rpm, config.tpm) != (old.rpm, old.tpm):
+        before = self._divisor()
+        self.shared = self._counters if self._counters is not None and _limited(config) else None
+        self.gate.limit = share_of(config.max_concurrency, self._divisor())
+        if self._divisor() != before:
+            self._limiters(config)
+        elif (config.rpm, config.tpm) != (old.rpm, old.tpm):
             self._limiters(config, old)
         if self.cool_until:
             # A lowered cap applies to a cooling already under way.
             self.cool_until = min(self.cool_until, self.clock() + config.breaker.max_retry_after)
 
+    def share(self, counters: DeploymentCounters | None) -> None:
+        """Switch to the shared counters (Redis came up) or back to this
+        worker's share (``None``: Redis went down). Requests in flight keep
+        what they hold. The rate limiters start afresh, as the keys' local
+        counters do: in shared mode they are only a pre-check, and carrying
+        their level into the other mode would hold this worker to traffic
+        the fleet's counters already answered for (or, back on a restarted
+        Redis, refuse what its empty windows admit)."""
+        if counters is self._counters:
+            return
+        self._counters = counters
+        self.shared = counters if counters is not None and _limited(self.config) else None
+        self.gate.limit = share_of(self.config.max_concurrency, self._divisor())
+        self._limiters(self.config)
+
+    def limits_mode(self) -> str | None:
+        """``shared`` (the fleet's counters), ``local`` (this process), or None (no limit)."""
+        if not _limited(self.config):
+            return None
+        return "shared" if self.shared is not None else "local"
+
+    def _divisor(self) -> int:
+        # Shared: the whole limit is Redis's to enforce; local: this worker's part.
+        return 1 if self.shared is not None else self.workers
+
     def _limiters(self, config: DeploymentConfig, old: DeploymentConfig | None = None) -> None:
-        rpm, tpm = share_of(config.rpm, self.workers), share_of(config.tpm, self.workers)
+        divisor = self._divisor()
+        rpm, tpm = share_of(config.rpm, divisor), share_of(config.tpm, divisor)
         if old is None or config.rpm != old.rpm:
             self.rpm = TokenLimiter(rpm, self.clock) if rpm else None
         if old is None or config.tpm != old.tpm:
@@ -150,10 +196,18 @@ class DeploymentState:
         self.last_error_at = self.clock()
 
 
+def _limited(config: DeploymentConfig) -> bool:
+    return config.rpm is not None or config.tpm is not None or config.max_concurrency is not None
+
+
 class StateRegistry:
     def __init__(self, clock: Callable[[], float], workers: int = 1) -> None:
         self.clock = clock
         self.workers = workers  # limits are divided among this many processes
+        # Set once when the app has state.redis (``use``); ``_active`` is it
+        # while Redis is up, None while down (every state follows ``share``).
+        self.counters: DeploymentCounters | None = None
+        self._active: DeploymentCounters | None = None
         self._states: dict[str, DeploymentState] = {}
         # Wildcard models' concrete deployments: pattern deployment id →
         # concrete id → state, at most ``cap`` per pattern (``concrete``).
@@ -165,7 +219,7 @@ class StateRegistry:
         for dep in deployments:
             state = self._states.get(dep.id)
             if state is None:
-                state = DeploymentState(dep, self.clock, self.workers)
+                state = DeploymentState(dep, self.clock, self.workers, self._active)
             else:
                 state.reconfigure(dep)
             fresh[dep.id] = state
@@ -187,10 +241,30 @@ class StateRegistry:
         if state is None:
             if len(states) >= cap:
                 return shared
-            state = states[dep.id] = DeploymentState(dep, self.clock, self.workers)
+            state = states[dep.id] = DeploymentState(dep, self.clock, self.workers, self._active)
         elif state.config != dep:
             state.reconfigure(dep)
         return state
+
+    def use(self, counters: DeploymentCounters) -> None:
+        """The shared counters of ``state.redis`` (once, when the app is
+        built); every state follows Redis's health from then on."""
+        self.counters = counters
+        counters.redis.watch_health(self.redis_health)
+        self.redis_health(counters.redis.up)
+
+    def redis_health(self, up: bool) -> None:
+        active = self.counters if up else None
+        if active is self._active:
+            return
+        self._active = active
+        for state in self._every():
+            state.share(active)
+
+    def _every(self) -> Iterable[DeploymentState]:
+        yield from self._states.values()
+        for states in self._concrete.values():
+            yield from states.values()
 
     def concrete_count(self) -> int:
         return sum(len(states) for states in self._concrete.values())

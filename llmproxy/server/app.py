@@ -51,6 +51,7 @@ from ..observe.observation import (
 from ..observe.request_log import REQUEST_LOG, RequestLog
 from ..observe.tracing import TRACER, make_tracer
 from ..request.cached import CACHE_TICKET
+from ..router.shared import DeploymentCounters
 from ..state.counters import SharedCounters
 from ..state.redis import SHARED_REDIS, SharedRedis, shared_redis_ctx
 from . import door
@@ -203,10 +204,13 @@ def create_app(config: Config, config_path: str | None = None,
         redis = app[SHARED_REDIS] = SharedRedis(config.state.redis, on_health=metrics.redis_up)
         # Per-key limits and spend shared by every process on this Redis.
         proxy.keys.share(SharedCounters(redis))
+        # Deployment rpm / tpm / max_concurrency too, while Redis is up.
+        proxy.registry.use(DeploymentCounters(redis))
     app.cleanup_ctx.append(_upstream_ctx)
     app[JWT_SLOT] = JwtSlot()
     app.cleanup_ctx.append(jwt_ctx)  # after the upstream: a jwks_url is fetched on it
     app.cleanup_ctx.append(shared_redis_ctx)
+    app.cleanup_ctx.append(_deployment_counters_ctx)  # drained before the connection closes
     app.cleanup_ctx.append(health_checks_ctx)
     app.cleanup_ctx.append(reload_ctx)
     app.on_shutdown.append(_end_live_tails)
@@ -324,6 +328,13 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     await proxy.keys.start(proxy.runtime.keys, store_path(proxy.runtime.config, proxy.config_path))
     yield
     await proxy.keys.stop()
+
+
+async def _deployment_counters_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    counters = app[PROXY].registry.counters
+    if counters is not None:
+        await counters.drain()  # the last leases settled while Redis is still open
 
 
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:

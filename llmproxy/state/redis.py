@@ -34,6 +34,7 @@ The API (small, on purpose):
     await redis.set(key, value, ttl=600)       # True | UNAVAILABLE
     await redis.delete(*keys)                  # int | UNAVAILABLE
     redis.on_up(callback)                      # async callback after each recovery
+    redis.watch_health(listener)               # listener(up) on every change, sync
 
 The ``redis`` package is an optional extra (``pip install 'llmproxy[redis]'``),
 imported in ``start()``; config validation refuses ``state.redis`` without it.
@@ -143,7 +144,8 @@ class SharedRedis:
         self.timeout = timeout
         self.max_connections = max_connections
         self.retry_min, self.retry_max = retry_min, retry_max
-        self._on_health = on_health
+        # Told of every change, synchronously, in order (metrics first).
+        self._health_listeners: list[Callable[[bool], None]] = [on_health] if on_health is not None else []
         self._client: Redis | None = None
         self._errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
         self._reply_errors: tuple[type[BaseException], ...] = ()
@@ -221,10 +223,16 @@ class SharedRedis:
         """Run ``callback`` each time Redis comes back after an outage."""
         self._callbacks.append(callback)
 
+    def watch_health(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(up)`` on every change of health (e.g. the
+        deployments switching between shared and local limits), at once and
+        on the loop: the first request after the change already sees it."""
+        self._health_listeners.append(listener)
+
     def _health(self, up: bool) -> None:
         self._up = up
-        if self._on_health is not None:
-            self._on_health(up)
+        for listener in self._health_listeners:
+            listener(up)
 
     def _down(self, exc: BaseException | None) -> None:
         if not self._up:

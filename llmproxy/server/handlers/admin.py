@@ -25,6 +25,7 @@ from ...errors import AuthenticationFailed, ProxyError
 from ...keys.service import lookup, presented_key
 from ...observe.logs import REDACTOR
 from ...router import DeploymentState
+from ...router.state import share_of
 from ..reload import RELOADER
 from ..runtime import PROXY
 from ..siblings import SIBLINGS, merge_cache, merge_deployments, merge_keys
@@ -145,10 +146,14 @@ def _deployment_view(state: DeploymentState) -> dict[str, Any]:
         "tpm": None if state.tpm is None else {"limit": cfg.tpm, "headroom": int(state.tpm.headroom())},
         "requests": state.requests,
         "failures": state.failures,
-        # A --workers group divides the limits: what this worker enforces.
-        **({"worker_share": {"max_concurrency": state.gate.limit,
-                             "rpm": None if state.rpm is None else state.rpm.max_rate,
-                             "tpm": None if state.tpm is None else state.tpm.max_rate}}
+        # Who enforces rpm / tpm / max_concurrency: the fleet's counters on
+        # state.redis ("shared"), or this process ("local"); None: no limit.
+        "limits": state.limits_mode(),
+        # A --workers group divides the limits when they are local: what this
+        # worker enforces then (with "shared": what it falls back to without Redis).
+        **({"worker_share": {"max_concurrency": share_of(cfg.max_concurrency, state.workers),
+                             "rpm": share_of(cfg.rpm, state.workers),
+                             "tpm": share_of(cfg.tpm, state.workers)}}
            if state.workers > 1 else {}),
         "last_error": state.last_error,
         "usable": state.usable(),
