@@ -40,6 +40,10 @@ class UpstreamResponse(Protocol):
 
     def chunks(self) -> AsyncGenerator[bytes, None]: ...
 
+    def complete(self) -> bool:
+        """The whole body is here and ``chunks`` has handed all of it out
+        (so its next read ends at once; False when that is not known)."""
+
     def close(self) -> None: ...
 
     @property

@@ -315,6 +315,9 @@ class HTTPResponse:
         finally:
             deadline.cancel()
 
+    def complete(self) -> bool:
+        return self._payload.at_eof()
+
     def close(self) -> None:
         self.deadline.cancel()
         # An answer not received whole leaves its connection mid-stream: close

@@ -91,5 +91,8 @@ class MockTransport:
         finally:
             self.deadline.cancel()
 
+    def complete(self) -> bool:
+        return False  # its pieces come from a generator that may still sleep
+
     def close(self) -> None:
         self.deadline.cancel()
