@@ -89,10 +89,18 @@ class RawUpstream:
         self.server.close()
 
 
-async def answer_ok(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-    writer.write(OK)
-    await writer.drain()
-    return True
+def reply(raw: bytes, *, keep: bool = True) -> Handler:
+    """A handler that answers every request with ``raw``, then keeps or closes the connection."""
+
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep
+
+    return answer
+
+
+answer_ok = reply(OK)
 
 
 @pytest.fixture
@@ -185,12 +193,8 @@ async def test_sequential_requests_share_one_keep_alive_connection(pools, upstre
 
 
 async def test_an_answer_that_says_connection_close_is_not_reused(pools, upstreams):
-    async def close_after(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
-        return True  # the client is the one to close
-
-    up, url = await upstreams(close_after)
+    # The client is the one to close.
+    up, url = await upstreams(reply(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"))
     pool = pools()
     for _ in range(3):
         assert await send(pool, url) == (200, b"{}")
@@ -200,12 +204,8 @@ async def test_an_answer_that_says_connection_close_is_not_reused(pools, upstrea
 
 
 async def test_a_body_that_runs_to_the_close_is_read_whole(pools, upstreams):
-    async def http10(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n")
-        await writer.drain()
-        return False
-
-    up, url = await upstreams(http10)
+    up, url = await upstreams(reply(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n", keep=False))
     pool = pools()
     assert await send(pool, url) == (200, b"data: 1\n\ndata: 2\n\n")
     assert await send(pool, url) == (200, b"data: 1\n\ndata: 2\n\n")
@@ -213,12 +213,7 @@ async def test_a_body_that_runs_to_the_close_is_read_whole(pools, upstreams):
 
 
 async def test_informational_answers_are_skipped(pools, upstreams):
-    async def early_hints(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + OK)
-        await writer.drain()
-        return True
-
-    _, url = await upstreams(early_hints)
+    _, url = await upstreams(reply(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + OK))
     pool = pools()
     assert await send(pool, url) == (200, b"{}")
     assert await send(pool, url) == (200, b"{}")
@@ -251,12 +246,7 @@ async def test_a_stream_abandoned_half_read_closes_its_connection(pools, upstrea
 
 
 async def test_an_idle_connection_the_upstream_closed_is_dropped_from_the_pool(pools, upstreams):
-    async def once(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        writer.write(OK)
-        await writer.drain()
-        return False  # closes after answering, without saying so
-
-    up, url = await upstreams(once)
+    up, url = await upstreams(reply(OK, keep=False))  # closes after answering, without saying so
     pool = pools()
     assert await send(pool, url) == (200, b"{}")
     await up.wait_open(0)
@@ -371,12 +361,7 @@ async def test_a_garbled_answer_is_a_protocol_error_and_its_connection_is_droppe
 
 
 async def test_a_cut_body_is_a_protocol_error(pools, upstreams):
-    async def cut(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial")
-        await writer.drain()
-        return False
-
-    _, url = await upstreams(cut)
+    _, url = await upstreams(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial", keep=False))
     pool = pools()
     with pytest.raises(UpstreamProtocolError, match="cut short.*received 9 of 100"):
         await send(pool, url)
