@@ -195,9 +195,6 @@ class Observation:
             if model is None:
                 self.metrics.request_rejected("", status, operation=self.operation)
             else:
-                cost = None
-                if dep is not None and dep.price is not None and (prompt or completion):
-                    cost = dep.price.cost(prompt or 0, completion or 0)
                 label = "" if dep is None else dep.label  # a wildcard's pattern id, not the client's name
                 self.metrics.finished(self.operation, model, label, status, duration, ttft, self.stream,
                                       prompt, completion, cost)

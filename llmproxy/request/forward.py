@@ -242,22 +242,24 @@ async def _relay(request: web.Request, call: Call, attempt: Attempt, opened: _Op
     if gone:
         obs.client_gone()
         return out  # the client left between our last read and this write
+    last = relay(held) if held else b""
     if failure is not None:
         attempt.failed(failure)
         obs.stream_failed(failure)
-    else:
-        attempt.succeeded(opened.ttft, translator.usage)
-        if capture is not None:
-            capture.complete = True
-    last = relay(held) if held else b""
-    if failure is not None:
         last += call.ingress.error_event(translator, failure)
+    elif capture is not None:
+        capture.complete = True
     if not first_sent and last:
         obs.first_byte_sent()
+    # The bytes leave before the success is booked (lease, metrics, spend):
+    # a stream answered in one write reaches the client that much sooner.
     try:
         await out.write_eof(last)
     except ConnectionResetError:
         pass  # the client left as the stream ended; nothing is owed to it
+    finally:  # a client leaving during that write cancels us here: still booked
+        if failure is None:
+            attempt.succeeded(opened.ttft, translator.usage)
     return out
 
 

@@ -105,6 +105,23 @@ def parse_target(url: str) -> Target:
 
 def request_head(method: str, target: Target, headers: Mapping[str, str], body_len: int) -> bytes:
     """The request line and headers, ready for the socket."""
+    key = (method, target, *headers.items())
+    start = _heads.get(key)
+    if start is None:
+        start = _head_start(method, target, headers)
+        if len(_heads) >= _HEADS_MAX:
+            _heads.clear()
+        _heads[key] = start
+    return start + b"Content-Length: %d\r\n\r\n" % body_len
+
+
+# A deployment sends the same method, target and headers on every request
+# (a signature or a traceparent aside): their block is built and checked once.
+_HEADS_MAX = 512
+_heads: dict[tuple[Any, ...], bytes] = {}
+
+
+def _head_start(method: str, target: Target, headers: Mapping[str, str]) -> bytes:
     block = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
     n = len(headers)
     if block.count("\n") != n or block.count("\r") != n or "\0" in block:
@@ -119,7 +136,6 @@ def request_head(method: str, target: Target, headers: Mapping[str, str], body_l
     for name, line in _DEFAULTS:
         if name not in names:
             head.append(line)
-    head.append(b"Content-Length: %d\r\n\r\n" % body_len)
     return b"".join(head)
 
 
