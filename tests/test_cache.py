@@ -102,6 +102,31 @@ def test_only_normally_finished_answers_count():
     assert not finished(MESSAGES, Entry("m", True, tuple(stream_events(msg)[:-1])))
 
 
+def test_chat_streams_are_judged_on_their_bytes():
+    """CHAT streams are checked without parsing their events: every form the
+    relay can write is read, and anything it cannot read is not stored."""
+    def stream(finish: bytes, content: str = "hi") -> Entry:
+        pieces = openai_stream([content])
+        pieces[-2] = pieces[-2].replace(b'"finish_reason":"stop"', finish)
+        return Entry("m", True, tuple(pieces))
+
+    assert finished(CHAT, stream(b'"finish_reason":"stop"'))
+    assert finished(CHAT, stream(b'"finish_reason": "length"'))  # one space, as json.dumps writes it
+    assert finished(CHAT, stream(b'"finish_reason":"tool_calls"'))
+    assert not finished(CHAT, stream(b'"finish_reason":"content_filter"'))
+    assert not finished(CHAT, stream(b'"finish_reason":null'))  # never finished
+    assert not finished(CHAT, stream(b'"finish_reason":  "stop"'))  # a form not read: not stored
+    assert not finished(CHAT, stream(b'"finish_reason":7'))
+    # Quotes inside content are escaped: what the model wrote never passes for a key.
+    assert finished(CHAT, stream(b'"finish_reason":"stop"', content='say "finish_reason":"content_filter"'))
+    assert finished(CHAT, stream(b'"finish_reason":"stop"', content='an "error" occurred'))
+    # Content ending in a quoted word reads as '"error"' in the bytes: not stored, the safe side.
+    assert not finished(CHAT, stream(b'"finish_reason":"stop"', content='the word "error'))
+    pieces = openai_stream(["a"])
+    assert not finished(CHAT, Entry("m", True, (*pieces[:-1], b'data: {"type":"error"}\n\n', pieces[-1])))
+    assert not finished(CHAT, Entry("m", True, ()))
+
+
 def test_chat_and_messages_convert_both_ways():
     import orjson
 

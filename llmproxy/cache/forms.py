@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,6 +96,8 @@ def finished(fmt: str, entry: Entry) -> bool:
         if not entry.stream:
             doc = orjson.loads(entry.chunks[0])
             return isinstance(doc, dict) and _unary_finished(fmt, doc)
+        if fmt == CHAT:
+            return _chat_stream_finished(entry.chunks)
         return _stream_finished(fmt, _events(entry.chunks))
     except (orjson.JSONDecodeError, IndexError, AttributeError, TypeError):
         return False
@@ -113,6 +116,30 @@ def _unary_finished(fmt: str, doc: dict[str, Any]) -> bool:
     if fmt == RESPONSES:
         return doc.get("status") == "completed"
     return False
+
+
+# A chat chunk's finish_reason as the bytes we relayed spell it (compact, as
+# OpenAI and orjson write it, or with one space). Chat streams, the most
+# stored kind, are judged on their bytes: parsing every event to read it
+# cost more than the rest of the request.
+_FINISH_REASON = re.compile(rb'"finish_reason": ?(null|"[a-z_]*")')
+
+
+def _chat_stream_finished(chunks: tuple[bytes, ...]) -> bool:
+    """``_stream_finished`` for CHAT without parsing: the pieces are whole
+    events (forward._relay writes no other), so the last one ends with
+    ``[DONE]``; any ``"error"`` (an error event, a chunk naming one) or a
+    finish_reason in a form not read here means not stored."""
+    if not chunks or not chunks[-1].endswith(DONE):
+        return False
+    data = b"".join(chunks)
+    if b'"error"' in data:
+        return False
+    ends = _FINISH_REASON.findall(data)
+    if len(ends) != data.count(b'"finish_reason"'):
+        return False
+    reasons = {v[1:-1].decode() for v in set(ends) if v != b"null"}
+    return bool(reasons & _CHAT_DONE) and not (reasons - _CHAT_DONE)
 
 
 def _stream_finished(fmt: str, events: list[tuple[str | None, Any]]) -> bool:

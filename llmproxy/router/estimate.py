@@ -12,15 +12,30 @@ from typing import Any
 DEFAULT_COMPLETION_TOKENS = 256
 
 
+_TEXT_FIELDS = ("text", "content", "arguments")
+
+
 def _chars(value: Any) -> int:
-    if isinstance(value, str):
+    # Loops rather than generator expressions: this runs on every request
+    # with tpm limits, and a message is a dict holding one string.
+    if value.__class__ is str:
         return len(value)
     if isinstance(value, list):
-        return sum(_chars(v) for v in value)
+        n = 0
+        for v in value:
+            n += len(v) if v.__class__ is str else _chars(v)
+        return n
     if isinstance(value, dict):
         if value.get("type") == "image_url":
             return 340 * 4  # OpenAI bills a low-detail image tile at ~85-170 tokens; be generous
-        return sum(_chars(v) for k, v in value.items() if k in ("text", "content", "arguments"))
+        n = 0
+        for key in _TEXT_FIELDS:
+            v = value.get(key)
+            if v is not None:
+                n += len(v) if v.__class__ is str else _chars(v)
+        return n
+    if isinstance(value, str):  # a str subclass
+        return len(value)
     return 0
 
 
