@@ -12,6 +12,7 @@ The header names and values live here, once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +45,7 @@ def cache_key(fmt: str, model: str, scope: str, body: Mapping[str, Any]) -> str:
     return model_tag(model) + ":" + h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1024)
 def model_tag(model: str) -> str:
     """A public model name as a fixed-size key part (names may hold ':' or '*')."""
     return hashlib.sha256(model.encode()).hexdigest()[:16]
