@@ -43,7 +43,7 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return ENTRY_OVERHEAD + sum(len(c) for c in self.chunks)
+        return ENTRY_OVERHEAD + sum(map(len, self.chunks))
 
     def encode(self) -> bytes:
         """Compressed, for a shared store: a JSON head line, then the pieces back to back."""

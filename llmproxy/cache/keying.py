@@ -39,10 +39,14 @@ CHAT, MESSAGES, RESPONSES, EMBEDDINGS = "chat", "messages", "responses", "embedd
 def cache_key(fmt: str, model: str, scope: str, body: Mapping[str, Any]) -> str:
     """The entry's key: the model's tag (a shared store flushes one model by
     it), then the hex SHA-256 of format, model, scope and the canonical body."""
-    kept = {k: v for k, v in body.items() if k not in _UNKEYED}
-    h = hashlib.sha256(b"%b\0%b\0%b\0" % (fmt.encode(), model.encode(), scope.encode()))
-    h.update(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS))
-    return model_tag(model) + ":" + h.hexdigest()
+    kept = body if _UNKEYED.isdisjoint(body) else {k: v for k, v in body.items() if k not in _UNKEYED}
+    canonical = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    return model_tag(model) + ":" + hashlib.sha256(_key_prefix(fmt, model, scope) + canonical).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_prefix(fmt: str, model: str, scope: str) -> bytes:
+    return b"%b\0%b\0%b\0" % (fmt.encode(), model.encode(), scope.encode())
 
 
 @functools.lru_cache(maxsize=1024)

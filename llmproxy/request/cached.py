@@ -112,14 +112,8 @@ def _mark(call: Call, ticket: CacheTicket, result: str) -> None:
         call.ticket.free()  # a hit is a request of its key (rpm, access line), never spend
 
 
-async def _lookup(ticket: CacheTicket) -> Entry | None:
-    if not ticket.lookup:
-        return None
-    return await ticket.cache.lookup(ticket.key)
-
-
 async def unary(call: Call, ticket: CacheTicket, produce: Callable[[], Awaitable[web.Response]]) -> web.Response:
-    entry = await _lookup(ticket)
+    entry = await ticket.cache.lookup(ticket.key) if ticket.lookup else None
     if entry is not None:
         body = as_unary(ticket.fmt, entry) if entry.stream else entry.chunks[0]
         if body is not None:
@@ -143,7 +137,7 @@ async def unary(call: Call, ticket: CacheTicket, produce: Callable[[], Awaitable
 
 async def stream(request: web.Request, call: Call, ticket: CacheTicket,
                  produce: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    entry = await _lookup(ticket)
+    entry = await ticket.cache.lookup(ticket.key) if ticket.lookup else None
     if entry is not None:
         include_usage = call.ctx.include_usage
         chunks: tuple[bytes, ...] | list[bytes] | None
