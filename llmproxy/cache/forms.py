@@ -143,13 +143,9 @@ def _chat_stream_finished(chunks: tuple[bytes, ...]) -> bool:
 
 
 def _stream_finished(fmt: str, events: list[tuple[str | None, Any]]) -> bool:
+    """The other formats' streams, parsed (CHAT: ``_chat_stream_finished``)."""
     if any(isinstance(d, dict) and (d.get("error") or d.get("type") == "error") for _, d in events):
         return False
-    if fmt == CHAT:
-        if not events or events[-1] != (None, None):
-            return False
-        ends = {c.get("finish_reason") for _, d in events if isinstance(d, dict) for c in d.get("choices") or ()}
-        return bool(ends & _CHAT_DONE) and not (ends - _CHAT_DONE - {None})
     if fmt == MESSAGES:
         stops = [d["delta"].get("stop_reason") for _, d in events
                  if d and d.get("type") == "message_delta" and isinstance(d.get("delta"), dict)]
